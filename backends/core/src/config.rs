@@ -1,0 +1,367 @@
+//! Server, client and loop configuration.
+
+use crate::error::ConfigError;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Default high watermark for servers and clients: 1 MiB.
+pub const DEFAULT_HIGH_WATERMARK: usize = 1024 * 1024;
+/// Default low watermark for servers and clients: 256 KiB.
+pub const DEFAULT_LOW_WATERMARK: usize = 256 * 1024;
+/// Default cap on one `on_data` chunk: 8 KiB.
+pub const DEFAULT_BUFFER_SIZE: usize = 8192;
+/// Default listen backlog.
+pub const DEFAULT_BACKLOG: u32 = 1024;
+
+/// Configuration for a [`TcpServer`](../../ringmill/tcp/struct.TcpServer.html).
+///
+/// Build it with [`TcpServerConfig::builder`]. [`TcpServerConfig::validate`] (called by
+/// `TcpServer::new`) rejects contradictory values with a [`ConfigError`].
+///
+/// | option | default | applied to |
+/// |---|---|---|
+/// | `address` | `127.0.0.1:8080` | `bind` (one `SO_REUSEPORT` listener per loop) |
+/// | `buffer_size` | 8 KiB | the largest chunk one `on_data` call receives |
+/// | `max_connections` | unlimited | accept: extra connections are closed at once and reported |
+/// | `no_delay` | `true` | `TCP_NODELAY` on every accepted socket |
+/// | `keep_alive` | 60 s | `SO_KEEPALIVE` + `TCP_KEEPIDLE` on every accepted socket |
+/// | `high_watermark` | 1 MiB | sends are refused while this many bytes are queued |
+/// | `low_watermark` | 256 KiB | `on_drained` once the queue falls to it |
+/// | `max_frame` | none | sends of a larger frame are refused with `FrameTooLarge` |
+/// | `idle_timeout` | none | connections that send nothing for this long are closed |
+/// | `backlog` | 1024 | `listen(2)` backlog |
+#[derive(Clone, Debug)]
+pub struct TcpServerConfig {
+    /// Address to bind to.
+    pub address: SocketAddr,
+    /// The largest chunk one `on_data` call receives.
+    pub buffer_size: usize,
+    /// Most connections open at once (`None`: unlimited).
+    pub max_connections: Option<usize>,
+    /// `TCP_NODELAY` on accepted sockets.
+    pub no_delay: bool,
+    /// `SO_KEEPALIVE` with this idle time before the first probe; `None` leaves it off.
+    pub keep_alive: Option<Duration>,
+    /// Queued outbound bytes at or above which sends get `SendError::Backpressure`.
+    pub high_watermark: usize,
+    /// Queued outbound bytes at or below which `on_drained` fires after a refused send.
+    pub low_watermark: usize,
+    /// Largest frame one send may carry (`None`: up to the high watermark).
+    pub max_frame: Option<usize>,
+    /// Close connections that send nothing for this long (`None`: never).
+    pub idle_timeout: Option<Duration>,
+    /// `listen(2)` backlog.
+    pub backlog: u32,
+}
+
+impl Default for TcpServerConfig {
+    fn default() -> Self {
+        Self {
+            address: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            buffer_size: DEFAULT_BUFFER_SIZE,
+            max_connections: None,
+            no_delay: true,
+            keep_alive: Some(Duration::from_secs(60)),
+            high_watermark: DEFAULT_HIGH_WATERMARK,
+            low_watermark: DEFAULT_LOW_WATERMARK,
+            max_frame: None,
+            idle_timeout: None,
+            backlog: DEFAULT_BACKLOG,
+        }
+    }
+}
+
+impl TcpServerConfig {
+    /// A builder starting from the defaults.
+    pub fn builder() -> TcpServerConfigBuilder {
+        TcpServerConfigBuilder::new()
+    }
+
+    /// Checks that the options make sense together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.buffer_size == 0 {
+            return Err(ConfigError::Zero("buffer_size"));
+        }
+        if self.max_connections == Some(0) {
+            return Err(ConfigError::Zero("max_connections"));
+        }
+        if self.backlog == 0 {
+            return Err(ConfigError::Zero("backlog"));
+        }
+        if self.idle_timeout == Some(Duration::ZERO) {
+            return Err(ConfigError::Zero("idle_timeout"));
+        }
+        if self.keep_alive == Some(Duration::ZERO) {
+            return Err(ConfigError::Zero("keep_alive"));
+        }
+        if self.backlog > i32::MAX as u32 {
+            return Err(ConfigError::OutOfRange {
+                option: "backlog",
+                reason: format!("{} does not fit listen(2)", self.backlog),
+            });
+        }
+        Watermarks::new(self.high_watermark, self.low_watermark, self.max_frame).map(|_| ())
+    }
+
+    pub(crate) fn watermarks(&self) -> Watermarks {
+        Watermarks {
+            high: self.high_watermark,
+            low: self.low_watermark,
+            max_frame: self.max_frame.unwrap_or(usize::MAX),
+        }
+    }
+}
+
+/// Builder for [`TcpServerConfig`]; every option not set keeps its default.
+#[derive(Clone, Debug, Default)]
+pub struct TcpServerConfigBuilder {
+    config: TcpServerConfig,
+}
+
+impl TcpServerConfigBuilder {
+    /// A builder starting from the defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Address to bind to (port 0 picks a free port; see `TcpServer::local_addr`).
+    pub fn address(mut self, address: SocketAddr) -> Self {
+        self.config.address = address;
+        self
+    }
+
+    /// The largest chunk one `on_data` call receives.
+    pub fn buffer_size(mut self, size: usize) -> Self {
+        self.config.buffer_size = size;
+        self
+    }
+
+    /// Most connections open at once; extra ones are closed at once and reported.
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.config.max_connections = Some(max);
+        self
+    }
+
+    /// `TCP_NODELAY` on accepted sockets.
+    pub fn no_delay(mut self, enabled: bool) -> Self {
+        self.config.no_delay = enabled;
+        self
+    }
+
+    /// `SO_KEEPALIVE` with this idle time; `None` turns keep-alive off.
+    pub fn keep_alive(mut self, duration: Option<Duration>) -> Self {
+        self.config.keep_alive = duration;
+        self
+    }
+
+    /// Outbound queue's high watermark, in bytes.
+    pub fn high_watermark(mut self, bytes: usize) -> Self {
+        self.config.high_watermark = bytes;
+        self
+    }
+
+    /// Outbound queue's low watermark, in bytes.
+    pub fn low_watermark(mut self, bytes: usize) -> Self {
+        self.config.low_watermark = bytes;
+        self
+    }
+
+    /// Largest frame one send may carry; larger ones are refused with `FrameTooLarge`.
+    pub fn max_frame(mut self, bytes: usize) -> Self {
+        self.config.max_frame = Some(bytes);
+        self
+    }
+
+    /// Close connections that send nothing for this long.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.config.idle_timeout = Some(timeout);
+        self
+    }
+
+    /// `listen(2)` backlog.
+    pub fn backlog(mut self, backlog: u32) -> Self {
+        self.config.backlog = backlog;
+        self
+    }
+
+    /// The configuration. It is checked by `TcpServer::new` (or call
+    /// [`try_build`](Self::try_build) to check it here).
+    pub fn build(self) -> TcpServerConfig {
+        self.config
+    }
+
+    /// The configuration, if it is consistent.
+    pub fn try_build(self) -> Result<TcpServerConfig, ConfigError> {
+        self.config.validate()?;
+        Ok(self.config)
+    }
+}
+
+/// Configuration for a [`TcpClient`](../../ringmill/tcp/struct.TcpClient.html).
+#[derive(Clone, Debug)]
+pub struct TcpClientConfig {
+    /// How long the TCP handshake may take before the connect fails with `TimedOut`.
+    pub connect_timeout: Duration,
+    /// Queued outbound bytes at or above which sends get `SendError::Backpressure`.
+    pub high_watermark: usize,
+    /// Queued outbound bytes at or below which `on_drained` fires after a refused send.
+    pub low_watermark: usize,
+    /// `SO_KEEPALIVE` with this idle time before the first probe; `None` leaves it off.
+    pub keep_alive: Option<Duration>,
+    /// `TCP_NODELAY`.
+    pub nodelay: bool,
+    /// The largest chunk one `on_data` call receives.
+    pub buffer_size: usize,
+    /// Largest frame one send may carry (`None`: up to the high watermark).
+    pub max_frame: Option<usize>,
+    /// Close the connection if the peer sends nothing for this long (`None`: never).
+    pub idle_timeout: Option<Duration>,
+}
+
+impl Default for TcpClientConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(10),
+            high_watermark: DEFAULT_HIGH_WATERMARK,
+            low_watermark: DEFAULT_LOW_WATERMARK,
+            keep_alive: None,
+            nodelay: true,
+            buffer_size: DEFAULT_BUFFER_SIZE,
+            max_frame: None,
+            idle_timeout: None,
+        }
+    }
+}
+
+impl TcpClientConfig {
+    /// Checks that the options make sense together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.connect_timeout.is_zero() {
+            return Err(ConfigError::Zero("connect_timeout"));
+        }
+        if self.buffer_size == 0 {
+            return Err(ConfigError::Zero("buffer_size"));
+        }
+        if self.idle_timeout == Some(Duration::ZERO) {
+            return Err(ConfigError::Zero("idle_timeout"));
+        }
+        if self.keep_alive == Some(Duration::ZERO) {
+            return Err(ConfigError::Zero("keep_alive"));
+        }
+        Watermarks::new(self.high_watermark, self.low_watermark, self.max_frame).map(|_| ())
+    }
+
+    pub(crate) fn watermarks(&self) -> Watermarks {
+        Watermarks {
+            high: self.high_watermark,
+            low: self.low_watermark,
+            max_frame: self.max_frame.unwrap_or(usize::MAX),
+        }
+    }
+}
+
+/// A connection's outbound limits, checked on every send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Watermarks {
+    /// Sends are refused while this many bytes are queued.
+    pub high: usize,
+    /// `on_drained` once the queue falls to this after a refusal.
+    pub low: usize,
+    /// Largest frame.
+    pub max_frame: usize,
+}
+
+impl Watermarks {
+    /// Checked limits.
+    pub fn new(high: usize, low: usize, max_frame: Option<usize>) -> Result<Self, ConfigError> {
+        if high == 0 {
+            return Err(ConfigError::Zero("high_watermark"));
+        }
+        if low > high {
+            return Err(ConfigError::WatermarksInverted { low, high });
+        }
+        if let Some(max) = max_frame {
+            if max == 0 {
+                return Err(ConfigError::Zero("max_frame"));
+            }
+            if max > high {
+                return Err(ConfigError::MaxFrameAboveHighWatermark {
+                    max_frame: max,
+                    high,
+                });
+            }
+        }
+        Ok(Self {
+            high,
+            low,
+            max_frame: max_frame.unwrap_or(usize::MAX),
+        })
+    }
+}
+
+/// Per-loop settings handed to a driver when it is built.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DriverConfig {
+    /// Size of one receive buffer in the loop's pool (one kernel read fills at most this).
+    pub buffer_size: usize,
+    /// Receive buffers in the loop's pool (io_uring: provided buffer ring entries; a power
+    /// of two).
+    pub buffer_count: usize,
+    /// Submission queue entries (io_uring).
+    pub ring_entries: u32,
+    /// Completion queue entries (io_uring); several times `ring_entries` so multishot
+    /// completions have room.
+    pub cq_entries: u32,
+    /// Bytes read from one connection per readiness event before others get a turn (mio).
+    pub read_budget: usize,
+    /// Readiness events fetched per wait (mio).
+    pub events_capacity: usize,
+}
+
+impl Default for DriverConfig {
+    fn default() -> Self {
+        Self {
+            buffer_size: 64 * 1024,
+            buffer_count: 256,
+            ring_entries: 1024,
+            cq_entries: 8192,
+            read_budget: 256 * 1024,
+            events_capacity: 1024,
+        }
+    }
+}
+
+impl DriverConfig {
+    /// Checks that the settings make sense.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.buffer_size == 0 {
+            return Err(ConfigError::Zero("buffer_size"));
+        }
+        if self.buffer_size > u32::MAX as usize {
+            return Err(ConfigError::OutOfRange {
+                option: "buffer_size",
+                reason: "must fit in 32 bits".into(),
+            });
+        }
+        if !self.buffer_count.is_power_of_two() || self.buffer_count > 32768 {
+            return Err(ConfigError::OutOfRange {
+                option: "buffer_count",
+                reason: format!("{} is not a power of two up to 32768", self.buffer_count),
+            });
+        }
+        if self.ring_entries == 0 || self.cq_entries < self.ring_entries {
+            return Err(ConfigError::OutOfRange {
+                option: "cq_entries",
+                reason: "the completion queue must be at least as large as the submission queue"
+                    .into(),
+            });
+        }
+        if self.read_budget == 0 {
+            return Err(ConfigError::Zero("read_budget"));
+        }
+        if self.events_capacity == 0 {
+            return Err(ConfigError::Zero("events_capacity"));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,4 @@
+//! ServerContext and ConnSender (in progress).
+
+/// Context for handlers.
+pub struct ServerContext {}

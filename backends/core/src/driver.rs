@@ -1,0 +1,226 @@
+//! The driver contract: the one seam between the shared core and a backend.
+//!
+//! The core decides *what happens to a connection* (callback order, write queue,
+//! watermarks, close protocol, timers); a driver only decides *how bytes move*. Every
+//! driver is **completion-style**: the core asks for an operation, and the driver later
+//! reports its outcome as a [`Completion`] from [`Driver::poll`]. The io_uring driver maps
+//! operations onto SQEs and CQEs; the mio driver performs the non-blocking syscalls when
+//! readiness arrives and reports the same completions.
+//!
+//! # Identities
+//!
+//! * A connection is named by a [`Slot`], chosen by the core. A slot is handed to the
+//!   driver by [`Driver::register`] or [`Driver::connect`] and stays owned by the driver
+//!   until the driver reports [`Completion::Closed`] for it, after [`Driver::close`]. The
+//!   core never reuses a slot before that `Closed`, so a driver may index its own tables
+//!   by slot; it should still tag in-kernel operations with a generation of its own, so
+//!   that a late completion for an earlier use of the slot is recognised and dropped.
+//! * A listener is named by a [`ListenerId`]. The core never reuses a listener id within
+//!   one loop.
+//!
+//! # Operations and their completions
+//!
+//! | operation | completions | notes |
+//! |---|---|---|
+//! | [`listen`](Driver::listen) | [`Accepted`](Completion::Accepted), repeatedly | until [`unlisten`](Driver::unlisten) or a [`Flow::Pause`] answer |
+//! | [`register`](Driver::register) | none by itself | the socket is connected; start reading with `recv` |
+//! | [`connect`](Driver::connect) | exactly one [`Connected`](Completion::Connected) | unless closed first |
+//! | [`recv`](Driver::recv) | [`Received`](Completion::Received), repeatedly | until EOF, an error, [`pause_recv`](Driver::pause_recv) or a [`Flow::Pause`] answer |
+//! | [`send`](Driver::send) | exactly one [`Sent`](Completion::Sent) | at most one send in flight per slot |
+//! | [`close`](Driver::close) | exactly one [`Closed`](Completion::Closed) | nothing else for that slot after `close` is called |
+//!
+//! Rules every driver keeps:
+//!
+//! 1. **No completion for a closed slot.** Once [`Driver::close`] has been called for a
+//!    slot, the only completion the driver reports for it is one `Closed`, and it reports
+//!    it only when the kernel can no longer touch anything of that connection (every
+//!    in-flight operation has completed or been cancelled, the descriptor is closed).
+//! 2. **Receives are ordered and lossless.** `Received` completions of one slot carry the
+//!    stream's bytes in order, none lost or repeated. `Ok(&[])` means end of stream (the
+//!    peer shut down its write side) and ends the receive; an `Err` ends it too. After
+//!    either, the driver reports no more `Received` for that slot.
+//! 3. **Pause means pause.** When the sink answers [`Flow::Pause`] to a `Received`, or after
+//!    [`Driver::pause_recv`], the driver delivers no more `Received` for that slot until
+//!    [`Driver::recv`] is called again. Bytes the kernel already handed over meanwhile are
+//!    kept, in order, and delivered after the resume. The same holds for `Accepted` and
+//!    [`Driver::resume_accept`].
+//! 4. **Sends are exact.** `Sent` reports how many bytes of the request the kernel took
+//!    (possibly fewer than asked: a short send). The driver never reorders or repeats
+//!    bytes, and sends with `MSG_NOSIGNAL` (or the platform's equivalent) so a vanished peer
+//!    never raises `SIGPIPE`.
+//! 5. **Accept errors are reported, not handled.** A failed accept is reported as
+//!    `Accepted { result: Err(..) }`; the core decides whether to back off (by answering
+//!    [`Flow::Pause`] and later calling [`Driver::resume_accept`]) or to carry on.
+//! 6. **Interrupted syscalls are retried** inside the driver; `EINTR` never reaches the core.
+//! 7. **Waking.** [`Driver::waker`] returns a handle that any thread may call; a
+//!    `poll` that is blocked, or the next one, returns promptly after a wake.
+//!
+//! # Buffers
+//!
+//! Received bytes are lent to the sink for the duration of the call only; the driver takes
+//! its buffer back when the sink returns. An idle connection holds no receive buffer. Send
+//! buffers belong to the core, which keeps them alive and unchanged until the matching
+//! `Sent` (or the slot's `Closed`); see the safety contract of [`Driver::send`].
+//!
+//! # Threads
+//!
+//! A driver is created on, and used from, one loop thread. Only its [`Waker`] crosses
+//! threads.
+
+use std::io::{self, IoSlice};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The core's name for one connection on one loop. See the module docs for its lifetime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Slot(pub u32);
+
+impl Slot {
+    /// The slot as an index into a table.
+    #[inline]
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// The core's name for one listening socket on one loop; never reused within a loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ListenerId(pub u32);
+
+/// What the core answers to a completion that can repeat (`Accepted`, `Received`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Keep delivering.
+    Continue,
+    /// Deliver no more of this kind for this slot or listener until it is resumed.
+    Pause,
+}
+
+/// The outcome of an operation, reported by [`Driver::poll`].
+#[derive(Debug)]
+pub enum Completion<'a> {
+    /// A listener accepted a connection (a non-blocking, connected stream), or accepting
+    /// failed (`EMFILE`, `ENFILE`, `ECONNABORTED`, ...).
+    Accepted {
+        /// The listener.
+        listener: ListenerId,
+        /// The accepted stream and its peer, or why accepting failed.
+        result: io::Result<(TcpStream, SocketAddr)>,
+    },
+    /// An outbound connect finished.
+    Connected {
+        /// The connection.
+        slot: Slot,
+        /// `Ok` once the handshake completed.
+        result: io::Result<()>,
+    },
+    /// Bytes arrived: `Ok(&[])` is end of stream.
+    Received {
+        /// The connection.
+        slot: Slot,
+        /// The bytes, lent for the duration of the call.
+        result: io::Result<&'a [u8]>,
+    },
+    /// A send finished: how many bytes of the request the kernel took.
+    Sent {
+        /// The connection.
+        slot: Slot,
+        /// Bytes written, or the error that ended the send.
+        result: io::Result<usize>,
+    },
+    /// The connection is fully closed; the slot is the core's again.
+    Closed {
+        /// The connection.
+        slot: Slot,
+    },
+}
+
+/// Wakes a loop from any thread.
+pub trait Waker: Send + Sync + 'static {
+    /// Makes the loop's current or next [`Driver::poll`] return promptly.
+    fn wake(&self) -> io::Result<()>;
+}
+
+/// Counters a driver keeps about itself; fields a driver has no use for stay zero.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DriverCounters {
+    /// Calls into the kernel to wait (`io_uring_enter`, `epoll_wait`).
+    pub enters: u64,
+    /// Submission queue entries pushed (io_uring).
+    pub sqes: u64,
+    /// Completion queue entries reaped (io_uring).
+    pub cqes: u64,
+    /// Receives that found the provided buffer ring empty (io_uring).
+    pub enobufs: u64,
+    /// Completion queue overflows seen (io_uring).
+    pub cq_overflows: u64,
+    /// Multishot operations re-armed after ending (io_uring).
+    pub rearms: u64,
+    /// Readiness events handled (mio).
+    pub events: u64,
+    /// Wake-ups received from other threads.
+    pub wakeups: u64,
+}
+
+/// A backend: moves bytes for the core's loop. The contract is in the module docs.
+pub trait Driver: Sized + 'static {
+    /// A short, stable name: `"io_uring"` or `"mio"`.
+    fn name(&self) -> &'static str;
+
+    /// A one-line description of how the driver is set up (ring flags, features), for logs.
+    fn describe(&self) -> String;
+
+    /// A handle that wakes this driver's `poll` from any thread.
+    fn waker(&self) -> Arc<dyn Waker>;
+
+    /// Starts accepting on `listener` (already bound, listening and non-blocking).
+    fn listen(&mut self, id: ListenerId, listener: TcpListener) -> io::Result<()>;
+
+    /// Resumes accepting after a [`Flow::Pause`] answer to an `Accepted`.
+    fn resume_accept(&mut self, id: ListenerId);
+
+    /// Stops accepting and closes the listening socket. Unknown ids are ignored.
+    fn unlisten(&mut self, id: ListenerId);
+
+    /// Takes over an established, non-blocking stream as `slot`. Nothing is read until
+    /// [`recv`](Self::recv) is called. On error the stream is dropped (closed) and the slot
+    /// stays the core's.
+    fn register(&mut self, slot: Slot, stream: TcpStream) -> io::Result<()>;
+
+    /// Takes over an unconnected, non-blocking socket as `slot` and connects it to `addr`;
+    /// reports one `Connected`. On error the socket is dropped and the slot stays the
+    /// core's.
+    fn connect(&mut self, slot: Slot, socket: socket2::Socket, addr: SocketAddr) -> io::Result<()>;
+
+    /// Starts (or resumes) delivering `Received` for `slot`.
+    fn recv(&mut self, slot: Slot);
+
+    /// Stops delivering `Received` for `slot` until [`recv`](Self::recv); the kernel's
+    /// TCP flow control then pushes the peer back.
+    fn pause_recv(&mut self, slot: Slot);
+
+    /// Sends the bytes of `bufs`, in order, as one operation; reports one `Sent`.
+    ///
+    /// # Safety
+    ///
+    /// The memory `bufs` point to must stay valid and unchanged until the driver reports
+    /// `Sent` for `slot`, or `Closed` if the slot is closed first: the kernel may read it
+    /// at any time until then. The `IoSlice` array itself may be dropped when this returns.
+    /// The caller must not call `send` again for `slot` before that `Sent`.
+    unsafe fn send(&mut self, slot: Slot, bufs: &[IoSlice<'_>]);
+
+    /// Starts closing `slot`: cancels its operations, closes the socket once the kernel has
+    /// let go, and then reports exactly one `Closed`. Unsent data is dropped.
+    fn close(&mut self, slot: Slot);
+
+    /// Waits up to `timeout` (`None`: no limit; zero: do not block) for completions and
+    /// passes each to `sink`; also submits every operation requested since the last call.
+    /// Returns after delivering at least one completion, after a wake, or at the timeout.
+    fn poll<F>(&mut self, timeout: Option<Duration>, sink: F) -> io::Result<()>
+    where
+        F: FnMut(Completion<'_>) -> Flow;
+
+    /// This driver's counters.
+    fn counters(&self) -> DriverCounters;
+}

@@ -1,0 +1,21 @@
+//! ringmill-core: everything both backends share.
+//!
+//! The event loop logic ([`runtime`]), generic over the [`Driver`](driver::Driver) trait;
+//! the connection state machine and write queue; the lock-free connection map
+//! ([`map`]); the receive buffer pool ([`pool`]); configuration, errors and the public
+//! callback API. No OS-specific code lives here: drivers hold all of it.
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod context;
+pub mod driver;
+pub mod error;
+pub mod handler;
+pub mod id;
+pub mod map;
+pub mod pool;
+
+pub use config::{DriverConfig, TcpClientConfig, TcpServerConfig, TcpServerConfigBuilder};
+pub use error::{Backend, ConfigError, NetworkError, NetworkEvent, Result, SendError};
+pub use handler::NetworkHandler;
+pub use id::ConnectionId;

@@ -103,7 +103,8 @@ impl TcpServerConfig {
         Watermarks::new(self.high_watermark, self.low_watermark, self.max_frame).map(|_| ())
     }
 
-    pub(crate) fn watermarks(&self) -> Watermarks {
+    /// The outbound limits these options describe (call after `validate`).
+    pub fn watermarks(&self) -> Watermarks {
         Watermarks {
             high: self.high_watermark,
             low: self.low_watermark,
@@ -251,7 +252,8 @@ impl TcpClientConfig {
         Watermarks::new(self.high_watermark, self.low_watermark, self.max_frame).map(|_| ())
     }
 
-    pub(crate) fn watermarks(&self) -> Watermarks {
+    /// The outbound limits these options describe (call after `validate`).
+    pub fn watermarks(&self) -> Watermarks {
         Watermarks {
             high: self.high_watermark,
             low: self.low_watermark,

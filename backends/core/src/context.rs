@@ -1,4 +1,163 @@
-//! ServerContext and ConnSender (in progress).
+//! What handlers and user threads use to act on connections: [`ServerContext`] and
+//! [`ConnSender`].
 
-/// Context for handlers.
-pub struct ServerContext {}
+use crate::conn::ConnShared;
+use crate::error::{NetworkError, Result, SendError};
+use crate::id::ConnectionId;
+use crate::inbox::CloseMode;
+use crate::service::Service;
+use std::fmt;
+use std::sync::Arc;
+
+/// Context for handlers to act on the server or client that called them.
+///
+/// It can be cloned and used from any thread.
+#[derive(Clone)]
+pub struct ServerContext {
+    service: Arc<Service>,
+}
+
+impl ServerContext {
+    pub(crate) fn new(service: Arc<Service>) -> Self {
+        Self { service }
+    }
+
+    /// Sends `data` to one connection; see [`ConnSender::send`].
+    ///
+    /// Fails with [`NetworkError::ConnectionNotFound`] for an id that is not open (closed,
+    /// or never existed: a stale id never reaches a newer connection), or with
+    /// [`NetworkError::Send`] carrying the [`SendError`].
+    pub fn send_to(&self, conn_id: ConnectionId, data: &[u8]) -> Result<()> {
+        match self.service.conns.get(conn_id) {
+            Some(conn) => conn
+                .send(data)
+                .map_err(|e| Box::new(NetworkError::Send(e)) as _),
+            None => Err(Box::new(NetworkError::ConnectionNotFound(conn_id))),
+        }
+    }
+
+    /// Sends `data` to every open connection. A connection that refuses it (backpressure,
+    /// closing) is reported to `on_error` and skipped; the others still get the frame.
+    pub fn broadcast(&self, data: &[u8]) -> Result<()> {
+        let conns = self.service.conns.snapshot();
+        for (id, conn) in conns {
+            if let Err(e) = conn.send(data) {
+                if matches!(e, SendError::Closed) {
+                    continue;
+                }
+                let error = NetworkError::Send(e);
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    self.service.handler.on_error(self, Some(id), error)
+                }));
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes one connection after writing what is already queued to it; see
+    /// [`ConnSender::close`]. Closing an id that is not open does nothing.
+    pub fn close_connection(&self, conn_id: ConnectionId) -> Result<()> {
+        if let Some(conn) = self.service.conns.get(conn_id) {
+            conn.request_close(CloseMode::Flush);
+        }
+        Ok(())
+    }
+
+    /// A sender for `conn`, usable from any thread; `None` if it is not open.
+    pub fn sender(&self, conn: ConnectionId) -> Option<ConnSender> {
+        self.service.conns.get(conn).map(ConnSender::new)
+    }
+
+    /// Connections open now.
+    pub fn connection_count(&self) -> usize {
+        self.service.connection_count()
+    }
+}
+
+impl fmt::Debug for ServerContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerContext")
+            .field("connections", &self.service.connection_count())
+            .finish()
+    }
+}
+
+/// Sends to one connection from any thread: handlers, timers, worker threads.
+///
+/// Cloning is cheap. A frame is queued whole or refused whole; frames sent from one
+/// thread arrive in order; frames from different threads never interleave on the wire.
+#[derive(Clone)]
+pub struct ConnSender {
+    conn: Arc<ConnShared>,
+}
+
+impl ConnSender {
+    pub(crate) fn new(conn: Arc<ConnShared>) -> Self {
+        Self { conn }
+    }
+
+    /// Queues `frame` for writing. Frames queued during one loop iteration leave together
+    /// in one write.
+    ///
+    /// Accepted while fewer than `high_watermark` bytes are queued, even if `frame` takes
+    /// the queue past it (so the queue never exceeds the high watermark plus one frame).
+    /// Otherwise refused whole with [`SendError::Backpressure`], and
+    /// [`on_drained`](crate::NetworkHandler::on_drained) fires once the queue falls to the
+    /// low watermark. An empty frame is a no-op. A frame over `max_frame` is refused with
+    /// [`SendError::FrameTooLarge`]; a closed connection refuses with [`SendError::Closed`].
+    pub fn send(&self, frame: &[u8]) -> std::result::Result<(), SendError> {
+        self.conn.send(frame)
+    }
+
+    /// Stops accepting frames, writes what is queued (up to the loop's linger deadline),
+    /// closes the socket and fires `on_disconnect` once. Later calls do nothing.
+    pub fn close(&self) {
+        self.conn.request_close(CloseMode::Flush);
+    }
+
+    /// Drops whatever is queued, closes the socket now and fires `on_disconnect` once.
+    pub fn abort(&self) {
+        self.conn.request_close(CloseMode::Abort);
+    }
+
+    /// Stops reading from the socket once the chunk being delivered is done, so TCP flow
+    /// control pushes the peer back. End of stream and read errors go unseen until
+    /// [`resume_reads`](Self::resume_reads).
+    pub fn pause_reads(&self) {
+        self.conn.set_read_paused(true);
+    }
+
+    /// Undoes [`pause_reads`](Self::pause_reads); bytes that arrived meanwhile are
+    /// delivered, in order.
+    pub fn resume_reads(&self) {
+        self.conn.set_read_paused(false);
+    }
+
+    /// The connection this sender writes to.
+    pub fn id(&self) -> ConnectionId {
+        self.conn.id()
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn queued_bytes(&self) -> usize {
+        self.conn.queued_bytes()
+    }
+
+    /// The most bytes ever queued at once on this connection.
+    pub fn peak_queued_bytes(&self) -> usize {
+        self.conn.peak_queued_bytes()
+    }
+
+    /// Whether the connection refuses frames (closing or closed).
+    pub fn is_closed(&self) -> bool {
+        self.conn.is_closed()
+    }
+}
+
+impl fmt::Debug for ConnSender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnSender")
+            .field("id", &self.conn.id())
+            .finish()
+    }
+}

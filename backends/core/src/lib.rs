@@ -7,15 +7,20 @@
 #![warn(missing_docs)]
 
 pub mod config;
+mod conn;
 pub mod context;
 pub mod driver;
 pub mod error;
 pub mod handler;
 pub mod id;
+pub mod inbox;
 pub mod map;
 pub mod pool;
+pub mod runtime;
+pub mod service;
 
 pub use config::{DriverConfig, TcpClientConfig, TcpServerConfig, TcpServerConfigBuilder};
+pub use context::{ConnSender, ServerContext};
 pub use error::{Backend, ConfigError, NetworkError, NetworkEvent, Result, SendError};
 pub use handler::NetworkHandler;
 pub use id::ConnectionId;

@@ -1,0 +1,177 @@
+//! The shared half of a connection: what any thread may touch (its outbound queue, its
+//! flags), reached through the connection map or a [`ConnSender`](crate::ConnSender).
+//!
+//! The loop that owns the connection keeps the other half (socket state, the buffer being
+//! sent) in its own slab; see `runtime`.
+
+use crate::config::Watermarks;
+use crate::driver::Slot;
+use crate::error::SendError;
+use crate::id::ConnectionId;
+use crate::inbox::{CloseMode, Command, LoopShared};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+const NO_SLOT: u32 = u32::MAX;
+
+/// The outbound queue and its accounting, under the connection's lock.
+#[derive(Debug)]
+pub(crate) struct OutQueue {
+    /// Bytes queued and not yet handed to the driver, whole frames back to back.
+    pub(crate) pending: Vec<u8>,
+    /// Bytes queued and not yet written: `pending` plus the unsent part of the send in flight.
+    pub(crate) queued: usize,
+    /// A send was refused since the queue last fell to the low watermark.
+    pub(crate) refused: bool,
+    /// A flush for this connection is already on its way to the loop.
+    pub(crate) scheduled: bool,
+    /// No more frames are accepted.
+    pub(crate) closed: bool,
+    /// The highest `queued` ever reached (for tests and metrics).
+    pub(crate) peak: usize,
+}
+
+/// One connection's shared state.
+pub struct ConnShared {
+    pub(crate) id: ConnectionId,
+    pub(crate) marks: Watermarks,
+    owner: OnceLock<Arc<LoopShared>>,
+    slot: AtomicU32,
+    read_paused: AtomicBool,
+    out: Mutex<OutQueue>,
+}
+
+impl std::fmt::Debug for ConnShared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnShared").field("id", &self.id).finish()
+    }
+}
+
+impl ConnShared {
+    pub(crate) fn new(id: ConnectionId, marks: Watermarks) -> Arc<Self> {
+        Arc::new(Self {
+            id,
+            marks,
+            owner: OnceLock::new(),
+            slot: AtomicU32::new(NO_SLOT),
+            read_paused: AtomicBool::new(false),
+            out: Mutex::new(OutQueue {
+                pending: Vec::new(),
+                queued: 0,
+                refused: false,
+                scheduled: false,
+                closed: false,
+                peak: 0,
+            }),
+        })
+    }
+
+    /// The connection's id.
+    pub fn id(&self) -> ConnectionId {
+        self.id
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, OutQueue> {
+        // A panic while holding this lock cannot leave the queue half-updated in a way
+        // that matters (every update is a few plain assignments), so poisoning is ignored.
+        self.out.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Binds the connection to the loop that owns it, at `slot`.
+    pub(crate) fn attach(&self, owner: &Arc<LoopShared>, slot: Slot) {
+        let _ = self.owner.set(Arc::clone(owner));
+        self.slot.store(slot.0, Ordering::Release);
+    }
+
+    /// The slot on the owning loop, once attached.
+    pub(crate) fn slot(&self) -> Option<Slot> {
+        match self.slot.load(Ordering::Acquire) {
+            NO_SLOT => None,
+            s => Some(Slot(s)),
+        }
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn queued_bytes(&self) -> usize {
+        self.lock().queued
+    }
+
+    /// The most bytes ever queued at once on this connection.
+    pub fn peak_queued_bytes(&self) -> usize {
+        self.lock().peak
+    }
+
+    /// Whether the connection refuses frames (closing or closed).
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    /// Queues `frame` whole, or refuses it whole. See `ConnSender::send`.
+    pub(crate) fn send(self: &Arc<Self>, frame: &[u8]) -> Result<(), SendError> {
+        if frame.is_empty() {
+            return Ok(());
+        }
+        if frame.len() > self.marks.max_frame {
+            return Err(SendError::FrameTooLarge {
+                len: frame.len(),
+                max: self.marks.max_frame,
+            });
+        }
+        let schedule = {
+            let mut q = self.lock();
+            if q.closed {
+                return Err(SendError::Closed);
+            }
+            if q.queued >= self.marks.high {
+                q.refused = true;
+                return Err(SendError::Backpressure);
+            }
+            q.pending.extend_from_slice(frame);
+            q.queued += frame.len();
+            q.peak = q.peak.max(q.queued);
+            !std::mem::replace(&mut q.scheduled, true)
+        };
+        if schedule {
+            if let Some(owner) = self.owner.get() {
+                if !owner.push(Command::Flush(Arc::clone(self))) {
+                    // The loop is gone: nothing will ever write this.
+                    let mut q = self.lock();
+                    q.closed = true;
+                    return Err(SendError::Closed);
+                }
+            }
+            // Not attached yet (a client before its connect completes): the loop
+            // flushes the queue once the connection is established.
+        }
+        Ok(())
+    }
+
+    /// Asks the owning loop to close the connection.
+    pub(crate) fn request_close(self: &Arc<Self>, mode: CloseMode) {
+        // Refuse new frames at once; the owning loop does the rest (a client not started
+        // yet is dropped when its connect command finds it closed).
+        self.lock().closed = true;
+        if let Some(owner) = self.owner.get() {
+            owner.push(Command::Close(Arc::clone(self), mode));
+        }
+    }
+
+    /// Whether the user asked to stop reading.
+    pub(crate) fn read_paused(&self) -> bool {
+        self.read_paused.load(Ordering::Acquire)
+    }
+
+    /// Pauses or resumes reading. The flag takes effect at once on the owning loop (after
+    /// the chunk being delivered); the command wakes the loop to act on it.
+    pub(crate) fn set_read_paused(self: &Arc<Self>, paused: bool) {
+        self.read_paused.store(paused, Ordering::Release);
+        if let Some(owner) = self.owner.get() {
+            let conn = Arc::clone(self);
+            owner.push(if paused {
+                Command::Pause(conn)
+            } else {
+                Command::Resume(conn)
+            });
+        }
+    }
+}

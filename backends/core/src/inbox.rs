@@ -1,0 +1,191 @@
+//! A loop's mailbox: commands from other threads (and from callbacks on the loop itself),
+//! and the waker that makes a sleeping loop read them.
+
+use crate::conn::ConnShared;
+use crate::driver::{DriverCounters, Waker};
+use crate::service::Service;
+use std::cell::Cell;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+thread_local! {
+    /// The id of the loop running on this thread (0: none).
+    static CURRENT_LOOP: Cell<usize> = const { Cell::new(0) };
+}
+
+static NEXT_LOOP_ID: AtomicUsize = AtomicUsize::new(1);
+
+/// How a close treats data still queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseMode {
+    /// Deliver what is queued (up to the loop's linger deadline), then close.
+    Flush,
+    /// Drop what is queued and close now.
+    Abort,
+}
+
+/// Work for a loop.
+pub(crate) enum Command {
+    /// The connection has queued bytes to write.
+    Flush(Arc<ConnShared>),
+    /// Close the connection.
+    Close(Arc<ConnShared>, CloseMode),
+    /// Stop delivering the connection's bytes.
+    Pause(Arc<ConnShared>),
+    /// Deliver the connection's bytes again.
+    Resume(Arc<ConnShared>),
+    /// Accept connections for a service on this listener.
+    Listen {
+        service: Arc<Service>,
+        listener: TcpListener,
+        ack: mpsc::SyncSender<std::io::Result<()>>,
+    },
+    /// Stop a service on this loop: stop its listeners, close its connections.
+    StopService {
+        service: Arc<Service>,
+        ack: mpsc::SyncSender<()>,
+    },
+    /// Connect a client.
+    Connect {
+        service: Arc<Service>,
+        conn: Arc<ConnShared>,
+        socket: socket2::Socket,
+        addr: SocketAddr,
+        timeout: Duration,
+    },
+    /// Stop the loop: close everything, then exit.
+    Stop,
+}
+
+/// The part of a loop other threads can reach.
+pub struct LoopShared {
+    id: usize,
+    index: usize,
+    commands: Mutex<Vec<Command>>,
+    notified: AtomicBool,
+    waker: Arc<dyn Waker>,
+    stopped: AtomicBool,
+    counters: [AtomicU64; 8],
+}
+
+impl LoopShared {
+    pub(crate) fn new(index: usize, waker: Arc<dyn Waker>) -> Arc<Self> {
+        Arc::new(Self {
+            id: NEXT_LOOP_ID.fetch_add(1, Ordering::Relaxed),
+            index,
+            commands: Mutex::new(Vec::new()),
+            notified: AtomicBool::new(false),
+            waker,
+            stopped: AtomicBool::new(false),
+            counters: Default::default(),
+        })
+    }
+
+    /// The loop's position in its event loop (0-based).
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// Whether the calling thread is this loop's thread.
+    pub fn is_current(&self) -> bool {
+        CURRENT_LOOP.with(|c| c.get()) == self.id
+    }
+
+    /// Whether the calling thread runs any loop (so it must never block on one).
+    pub fn on_any_loop() -> bool {
+        CURRENT_LOOP.with(|c| c.get()) != 0
+    }
+
+    pub(crate) fn enter(&self) {
+        CURRENT_LOOP.with(|c| c.set(self.id));
+    }
+
+    pub(crate) fn leave() {
+        CURRENT_LOOP.with(|c| c.set(0));
+    }
+
+    /// Whether the loop has exited (its thread returned or is returning).
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn mark_stopped(&self) {
+        self.stopped.store(true, Ordering::Release);
+    }
+
+    /// Queues a command; wakes the loop unless the caller is the loop itself or a wake is
+    /// already on its way. Returns `false` (and drops the command) if the loop is gone.
+    pub(crate) fn push(&self, command: Command) -> bool {
+        {
+            let mut commands = self.commands.lock().unwrap_or_else(|e| e.into_inner());
+            if self.is_stopped() {
+                return false;
+            }
+            commands.push(command);
+        }
+        if !self.is_current() && !self.notified.swap(true, Ordering::AcqRel) {
+            if let Err(e) = self.waker.wake() {
+                log::error!("waking loop {} failed: {e}", self.index);
+            }
+        }
+        true
+    }
+
+    /// Asks the loop to stop. Idempotent.
+    pub fn request_stop(&self) {
+        self.push(Command::Stop);
+    }
+
+    /// Takes every queued command (the loop calls this after each poll).
+    pub(crate) fn drain(&self, into: &mut Vec<Command>) {
+        // Reset before taking, so a command pushed after the take wakes the loop again.
+        self.notified.store(false, Ordering::Release);
+        let mut commands = self.commands.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::swap(&mut *commands, into);
+    }
+
+    /// Commands left behind when the loop exits are dropped (closing their sockets).
+    pub(crate) fn close_inbox(&self) -> Vec<Command> {
+        let mut commands = self.commands.lock().unwrap_or_else(|e| e.into_inner());
+        self.stopped.store(true, Ordering::Release);
+        std::mem::take(&mut *commands)
+    }
+
+    pub(crate) fn publish_counters(&self, c: &DriverCounters) {
+        let values = [
+            c.enters,
+            c.sqes,
+            c.cqes,
+            c.enobufs,
+            c.cq_overflows,
+            c.rearms,
+            c.events,
+            c.wakeups,
+        ];
+        for (slot, v) in self.counters.iter().zip(values) {
+            slot.store(v, Ordering::Relaxed);
+        }
+    }
+
+    /// The driver counters as last published by the loop.
+    pub fn counters(&self) -> DriverCounters {
+        let v: Vec<u64> = self
+            .counters
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect();
+        DriverCounters {
+            enters: v[0],
+            sqes: v[1],
+            cqes: v[2],
+            enobufs: v[3],
+            cq_overflows: v[4],
+            rearms: v[5],
+            events: v[6],
+            wakeups: v[7],
+        }
+    }
+}

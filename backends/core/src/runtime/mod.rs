@@ -1,0 +1,279 @@
+//! The loop threads, and the operations servers and clients perform on them.
+//!
+//! [`spawn`] starts one loop thread around a driver built *on that thread* (io_uring's
+//! `SINGLE_ISSUER` requires the ring to be used by the thread that made it) and reports
+//! whether the driver could be built. Everything else here sends commands to loops.
+
+mod callback;
+mod timer;
+mod worker;
+
+use crate::config::TcpClientConfig;
+use crate::conn::ConnShared;
+use crate::context::{ConnSender, ServerContext};
+use crate::driver::Driver;
+use crate::error::{NetworkError, NetworkEvent, Result};
+use crate::handler::NetworkHandler;
+use crate::id::ConnectionId;
+use crate::inbox::{Command, LoopShared};
+use crate::service::{Service, ServiceConfig, SocketOptions};
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// How long a caller waits for a loop to acknowledge a command before giving up.
+const ACK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Loop settings that are not the driver's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoopSettings {
+    /// How long `stop` lets queued output drain before closing connections anyway.
+    pub stop_timeout: Duration,
+    /// How long a graceful close waits for queued output before closing anyway.
+    pub linger: Duration,
+}
+
+impl Default for LoopSettings {
+    fn default() -> Self {
+        Self {
+            stop_timeout: Duration::from_secs(5),
+            linger: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A running loop thread.
+pub struct LoopHandle {
+    shared: Arc<LoopShared>,
+    thread: JoinHandle<()>,
+    description: String,
+}
+
+impl LoopHandle {
+    /// The part of the loop other threads use.
+    pub fn shared(&self) -> &Arc<LoopShared> {
+        &self.shared
+    }
+
+    /// The driver's description of its setup.
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+}
+
+/// Starts loop thread `index`, building its driver on the new thread with `make`.
+///
+/// Returns the driver's error if it could not be built (the thread has then exited).
+pub fn spawn<D, E, F>(
+    index: usize,
+    settings: LoopSettings,
+    make: F,
+) -> std::result::Result<LoopHandle, E>
+where
+    D: Driver,
+    E: Send + 'static,
+    F: FnOnce() -> std::result::Result<D, E> + Send + 'static,
+{
+    let (tx, rx) = mpsc::sync_channel(1);
+    let thread = std::thread::Builder::new()
+        .name(format!("ringmill-loop-{index}"))
+        .spawn(move || {
+            let driver = match make() {
+                Ok(driver) => driver,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            };
+            let shared = LoopShared::new(index, driver.waker());
+            let _ = tx.send(Ok((Arc::clone(&shared), driver.describe())));
+            let worker = worker::Worker::new(driver, Arc::clone(&shared), settings);
+            worker.run();
+            shared.mark_stopped();
+        })
+        .unwrap_or_else(|e| panic!("ringmill: cannot spawn a loop thread: {e}"));
+    match rx.recv() {
+        Ok(Ok((shared, description))) => Ok(LoopHandle {
+            shared,
+            thread,
+            description,
+        }),
+        Ok(Err(e)) => {
+            let _ = thread.join();
+            Err(e)
+        }
+        Err(_) => {
+            // The thread panicked while building its driver.
+            let payload = thread.join().err();
+            std::panic::resume_unwind(payload.unwrap_or_else(|| Box::new("loop thread died")))
+        }
+    }
+}
+
+/// Stops the loops and joins their threads; `false` if any of them panicked.
+pub fn shutdown(loops: Vec<LoopHandle>) -> bool {
+    for l in &loops {
+        l.shared.request_stop();
+    }
+    let mut clean = true;
+    for l in loops {
+        if l.thread.thread().id() == std::thread::current().id() {
+            continue;
+        }
+        clean &= l.thread.join().is_ok();
+    }
+    clean
+}
+
+/// Hands `listener` to the loop and waits until it accepts on it (unless called from a
+/// loop thread, which must never block on another loop).
+pub fn listen(
+    shared: &Arc<LoopShared>,
+    service: &Arc<Service>,
+    listener: TcpListener,
+) -> io::Result<()> {
+    let (ack, done) = mpsc::sync_channel(1);
+    if !shared.push(Command::Listen {
+        service: Arc::clone(service),
+        listener,
+        ack,
+    }) {
+        return Err(io::Error::other("event loop has stopped"));
+    }
+    if LoopShared::on_any_loop() {
+        return Ok(());
+    }
+    match done.recv_timeout(ACK_TIMEOUT) {
+        Ok(result) => result,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "event loop did not take the listener",
+        )),
+    }
+}
+
+/// Stops `service` on `loops`: no more accepts, its connections closed (after writing what
+/// is queued). Waits until every loop stopped accepting, unless called from a loop thread.
+pub fn stop_service(loops: &[Arc<LoopShared>], service: &Arc<Service>) {
+    service
+        .stopped
+        .store(true, std::sync::atomic::Ordering::Release);
+    let mut waits = Vec::new();
+    for l in loops {
+        let (ack, done) = mpsc::sync_channel(1);
+        if l.push(Command::StopService {
+            service: Arc::clone(service),
+            ack,
+        }) {
+            waits.push(done);
+        }
+    }
+    if LoopShared::on_any_loop() {
+        return;
+    }
+    for done in waits {
+        let _ = done.recv_timeout(ACK_TIMEOUT);
+    }
+}
+
+/// Tells the service's handler that it listens on `addr`.
+pub fn notify_listening(service: &Arc<Service>, addr: SocketAddr) {
+    let ctx = context(service);
+    if let Err(e) = service
+        .handler
+        .on_event(&ctx, NetworkEvent::Listening(addr))
+    {
+        log::debug!("ringmill: on_event(Listening) failed: {e}");
+    }
+}
+
+/// A context for `service`.
+pub fn context(service: &Arc<Service>) -> ServerContext {
+    ServerContext::new(Arc::clone(service))
+}
+
+/// A client connection before and after it is handed to a loop.
+pub struct ClientConn {
+    service: Arc<Service>,
+    conn: Arc<ConnShared>,
+    pending: Mutex<Option<(socket2::Socket, SocketAddr, Duration)>>,
+}
+
+impl ClientConn {
+    /// A client connection to `addr` over `socket` (unconnected), served by `handler`.
+    pub fn new(
+        addr: SocketAddr,
+        config: TcpClientConfig,
+        socket: socket2::Socket,
+        handler: Arc<dyn NetworkHandler>,
+    ) -> Self {
+        let marks = config.watermarks();
+        let service = Service::new(
+            handler,
+            ServiceConfig {
+                marks,
+                chunk: config.buffer_size,
+                max_connections: None,
+                idle_timeout: config.idle_timeout,
+                socket: SocketOptions {
+                    no_delay: config.nodelay,
+                    keep_alive: config.keep_alive,
+                },
+            },
+            1,
+        );
+        let conn = ConnShared::new(ConnectionId::next(), marks);
+        service.conns.insert(conn.id, Arc::clone(&conn));
+        Self {
+            service,
+            conn,
+            pending: Mutex::new(Some((socket, addr, config.connect_timeout))),
+        }
+    }
+
+    /// Starts the handshake on `shared`'s loop.
+    pub fn start(&self, shared: &Arc<LoopShared>) -> Result<()> {
+        let Some((socket, addr, timeout)) = self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        else {
+            return Err(Box::new(NetworkError::InvalidState(
+                "client already started",
+            )));
+        };
+        if self.conn.is_closed() {
+            return Err(Box::new(NetworkError::InvalidState(
+                "client was disconnected",
+            )));
+        }
+        if !shared.push(Command::Connect {
+            service: Arc::clone(&self.service),
+            conn: Arc::clone(&self.conn),
+            socket,
+            addr,
+            timeout,
+        }) {
+            return Err(Box::new(NetworkError::EventLoopGone));
+        }
+        Ok(())
+    }
+
+    /// The connection's id.
+    pub fn id(&self) -> ConnectionId {
+        self.conn.id
+    }
+
+    /// A sender for the connection.
+    pub fn sender(&self) -> ConnSender {
+        ConnSender::new(Arc::clone(&self.conn))
+    }
+
+    /// Whether the connection is established and not closing.
+    pub fn is_connected(&self) -> bool {
+        self.conn.slot().is_some() && !self.conn.is_closed() && self.service.connection_count() > 0
+    }
+}

@@ -1,0 +1,1036 @@
+//! One loop thread: the connection state machine, generic over the driver.
+//!
+//! Each iteration:
+//!
+//! 1. `poll` the driver; completions update connection state and run callbacks. Work that
+//!    needs the driver (register, receive, close, resume) is queued as an [`Op`], since the
+//!    driver is busy delivering completions.
+//! 2. take the accepted streams and open their connections (`on_connect`);
+//! 3. run the commands other threads (and this one's callbacks) queued in the inbox;
+//! 4. fire due timers;
+//! 5. apply the queued ops, then flush: every connection with queued output gets one send
+//!    covering everything queued during the iteration.
+//!
+//! Connection phases: `Connecting` (clients) → `Open` → `Draining` (graceful close:
+//! writing what is queued, reading nothing) → `Closing` (the driver is closing it) → gone,
+//! after the driver's `Closed`, which is when `on_disconnect` runs.
+
+use super::callback::{self, Outcome};
+use super::timer::{TimerKind, Timers};
+use super::LoopSettings;
+use crate::conn::ConnShared;
+use crate::context::ServerContext;
+use crate::driver::{Completion, Driver, Flow, ListenerId, Slot};
+use crate::error::{NetworkError, NetworkEvent};
+use crate::id::ConnectionId;
+use crate::inbox::{CloseMode, Command, LoopShared};
+use crate::service::Service;
+use std::collections::HashMap;
+use std::io::{self, IoSlice};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Send buffers larger than this are released when a connection's queue empties, so an
+/// idle connection does not keep a burst's worth of memory.
+const KEEP_SEND_CAPACITY: usize = 64 * 1024;
+/// First and longest pause after a resource error while accepting.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Connecting,
+    Open,
+    Draining,
+    Closing,
+}
+
+/// The loop's half of a connection.
+struct Conn {
+    shared: Arc<ConnShared>,
+    service: Arc<Service>,
+    ctx: ServerContext,
+    phase: Phase,
+    /// `on_connect` ran, so `on_disconnect` is owed.
+    established: bool,
+    /// Holds a place under the service's `max_connections`.
+    counted: bool,
+    /// End of stream or a read error was seen: no more receiving.
+    read_done: bool,
+    /// The driver is delivering `Received` for this connection.
+    receiving: bool,
+    /// Bytes received but not yet delivered, because reads were paused mid-delivery.
+    stash: Vec<u8>,
+    /// The buffer handed to the driver's send (taken from the shared queue).
+    sending: Vec<u8>,
+    /// How much of `sending` the kernel has taken.
+    sent: usize,
+    in_flight: bool,
+    in_flush_list: bool,
+    last_active: Instant,
+    peer: Option<SocketAddr>,
+}
+
+impl Conn {
+    fn id(&self) -> ConnectionId {
+        self.shared.id
+    }
+}
+
+struct Listener {
+    service: Arc<Service>,
+    ctx: ServerContext,
+    paused: bool,
+}
+
+/// Driver work queued while the driver was busy delivering completions.
+enum Op {
+    Recv(Slot),
+    PauseRecv(Slot),
+    Close(Slot),
+    ResumeAccept(ListenerId),
+}
+
+/// Everything of a loop but its driver, so completions can update it while the driver is
+/// borrowed by `poll`.
+pub(crate) struct State {
+    shared: Arc<LoopShared>,
+    settings: LoopSettings,
+    conns: Vec<Option<Conn>>,
+    free: Vec<u32>,
+    live: usize,
+    listeners: HashMap<ListenerId, Listener>,
+    next_listener: u32,
+    timers: Timers,
+    ops: Vec<Op>,
+    flush: Vec<Slot>,
+    accepted: Vec<(ListenerId, TcpStream, SocketAddr)>,
+    commands: Vec<Command>,
+    now: Instant,
+    stopping: bool,
+    accept_backoff: Duration,
+    accept_error_reported: bool,
+}
+
+/// A loop thread's state and its driver.
+pub(crate) struct Worker<D: Driver> {
+    driver: D,
+    state: State,
+}
+
+impl<D: Driver> Worker<D> {
+    pub(crate) fn new(driver: D, shared: Arc<LoopShared>, settings: LoopSettings) -> Self {
+        Self {
+            driver,
+            state: State {
+                shared,
+                settings,
+                conns: Vec::new(),
+                free: Vec::new(),
+                live: 0,
+                listeners: HashMap::new(),
+                next_listener: 0,
+                timers: Timers::default(),
+                ops: Vec::new(),
+                flush: Vec::new(),
+                accepted: Vec::new(),
+                commands: Vec::new(),
+                now: Instant::now(),
+                stopping: false,
+                accept_backoff: ACCEPT_BACKOFF_MIN,
+                accept_error_reported: false,
+            },
+        }
+    }
+
+    /// Runs until stopped and every connection is closed.
+    pub(crate) fn run(mut self) {
+        self.state.shared.enter();
+        loop {
+            let timeout = self.state.poll_timeout();
+            let state = &mut self.state;
+            if let Err(e) = self.driver.poll(timeout, |c| state.on_completion(c)) {
+                log::error!("ringmill: loop {}: poll failed: {e}", state.shared.index());
+                if e.kind() != io::ErrorKind::Interrupted {
+                    // A driver that cannot poll cannot make progress; close what can be
+                    // closed and leave, rather than spin.
+                    self.state.stopping = true;
+                    self.abandon();
+                    break;
+                }
+            }
+            self.state.now = Instant::now();
+            self.turn();
+            self.state.shared.publish_counters(&self.driver.counters());
+            if self.state.stopping && self.state.live == 0 && self.state.listeners.is_empty() {
+                break;
+            }
+        }
+        self.state.shared.publish_counters(&self.driver.counters());
+        // Whatever reached the inbox after the last turn is dropped here (closing sockets,
+        // failing listen acknowledgements).
+        let leftovers = self.state.shared.close_inbox();
+        for command in leftovers {
+            self.state.refuse(command);
+        }
+        LoopShared::leave();
+    }
+
+    /// Everything after a poll: accepts, commands, timers, driver ops, flushes.
+    fn turn(&mut self) {
+        for (listener, stream, peer) in std::mem::take(&mut self.state.accepted) {
+            self.open_accepted(listener, stream, peer);
+        }
+        let mut commands = std::mem::take(&mut self.state.commands);
+        self.state.shared.drain(&mut commands);
+        for command in commands.drain(..) {
+            self.command(command);
+        }
+        self.state.commands = commands;
+        while let Some(timer) = self.state.timers.pop_due(self.state.now) {
+            self.state.timer(timer);
+        }
+        self.apply_ops();
+        self.flush();
+        // Flushing can finish a drain (nothing left to write) and queue closes.
+        self.apply_ops();
+    }
+
+    fn apply_ops(&mut self) {
+        for op in std::mem::take(&mut self.state.ops) {
+            match op {
+                Op::Recv(slot) => self.driver.recv(slot),
+                Op::PauseRecv(slot) => self.driver.pause_recv(slot),
+                Op::Close(slot) => self.driver.close(slot),
+                Op::ResumeAccept(id) => self.driver.resume_accept(id),
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        let mut list = std::mem::take(&mut self.state.flush);
+        for &slot in &list {
+            let Some(conn) = self.state.conns[slot.index()].as_mut() else {
+                continue;
+            };
+            conn.in_flush_list = false;
+            if conn.in_flight || !matches!(conn.phase, Phase::Open | Phase::Draining) {
+                continue;
+            }
+            if conn.sent == conn.sending.len() {
+                conn.sending.clear();
+                conn.sent = 0;
+                let mut q = conn.shared.lock();
+                q.scheduled = false;
+                if q.pending.is_empty() {
+                    continue;
+                }
+                std::mem::swap(&mut q.pending, &mut conn.sending);
+            }
+            let bufs = [IoSlice::new(&conn.sending[conn.sent..])];
+            conn.in_flight = true;
+            // SAFETY: `conn.sending` is owned by this connection's entry, which stays in
+            // `conns` until the driver reports `Closed` for the slot; its heap memory does
+            // not move when `conns` grows, and nothing writes to or reallocates it while
+            // `in_flight` is set (only `Sent` clears it, and `flush` skips in-flight
+            // connections). At most one send is in flight per slot (`in_flight`).
+            unsafe { self.driver.send(slot, &bufs) };
+        }
+        list.clear();
+        // Keep the allocation, unless the turn queued more (it cannot: flush runs last).
+        if self.state.flush.is_empty() {
+            self.state.flush = list;
+        }
+    }
+
+    fn command(&mut self, command: Command) {
+        match command {
+            Command::Flush(shared) => {
+                if let Some(slot) = self.state.slot_of(&shared) {
+                    self.state.schedule_flush(slot);
+                }
+            }
+            Command::Close(shared, mode) => {
+                if let Some(slot) = self.state.slot_of(&shared) {
+                    self.state.begin_close(slot, mode);
+                }
+            }
+            Command::Pause(shared) => {
+                if let Some(slot) = self.state.slot_of(&shared) {
+                    self.state.pause(slot);
+                }
+            }
+            Command::Resume(shared) => {
+                if let Some(slot) = self.state.slot_of(&shared) {
+                    self.state.resume(slot);
+                }
+            }
+            Command::Listen {
+                service,
+                listener,
+                ack,
+            } => {
+                let result = if self.state.stopping || service.is_stopped() {
+                    Err(io::Error::other("event loop is stopping"))
+                } else {
+                    self.listen(service, listener)
+                };
+                let _ = ack.send(result);
+            }
+            Command::StopService { service, ack } => {
+                self.stop_service(&service);
+                let _ = ack.send(());
+            }
+            Command::Connect {
+                service,
+                conn,
+                socket,
+                addr,
+                timeout,
+            } => self.connect(service, conn, socket, addr, timeout),
+            Command::Stop => self.stop(),
+        }
+    }
+
+    fn listen(&mut self, service: Arc<Service>, listener: TcpListener) -> io::Result<()> {
+        let id = ListenerId(self.state.next_listener);
+        self.state.next_listener += 1;
+        self.driver.listen(id, listener)?;
+        let ctx = ServerContext::new(Arc::clone(&service));
+        self.state.listeners.insert(
+            id,
+            Listener {
+                service,
+                ctx,
+                paused: false,
+            },
+        );
+        Ok(())
+    }
+
+    fn stop_service(&mut self, service: &Arc<Service>) {
+        let ids: Vec<ListenerId> = self
+            .state
+            .listeners
+            .iter()
+            .filter(|(_, l)| Arc::ptr_eq(&l.service, service))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.state.listeners.remove(&id);
+            self.driver.unlisten(id);
+        }
+        for index in 0..self.state.conns.len() {
+            let ours =
+                matches!(&self.state.conns[index], Some(c) if Arc::ptr_eq(&c.service, service));
+            if ours {
+                self.state.begin_close(Slot(index as u32), CloseMode::Flush);
+            }
+        }
+    }
+
+    fn stop(&mut self) {
+        if self.state.stopping {
+            return;
+        }
+        self.state.stopping = true;
+        for (id, _) in std::mem::take(&mut self.state.listeners) {
+            self.driver.unlisten(id);
+        }
+        let deadline = self.state.now + self.state.settings.stop_timeout;
+        self.state.timers.add(deadline, TimerKind::Stop);
+        for index in 0..self.state.conns.len() {
+            if self.state.conns[index].is_some() {
+                self.state.begin_close(Slot(index as u32), CloseMode::Flush);
+            }
+        }
+    }
+
+    /// The driver failed for good: report every connection closed without its help.
+    fn abandon(&mut self) {
+        for index in 0..self.state.conns.len() {
+            if self.state.conns[index].is_some() {
+                self.state.finish_close(Slot(index as u32));
+            }
+        }
+        for (id, _) in std::mem::take(&mut self.state.listeners) {
+            self.driver.unlisten(id);
+        }
+    }
+
+    fn open_accepted(&mut self, listener: ListenerId, stream: TcpStream, peer: SocketAddr) {
+        let Some(l) = self.state.listeners.get(&listener) else {
+            return; // Unlistened meanwhile: dropping the stream closes it.
+        };
+        let service = Arc::clone(&l.service);
+        if self.state.stopping || service.is_stopped() {
+            return;
+        }
+        self.state.accept_backoff = ACCEPT_BACKOFF_MIN;
+        self.state.accept_error_reported = false;
+        if !service.try_admit() {
+            drop(stream);
+            let ctx = l.ctx.clone();
+            callback::call_quiet(|| {
+                service
+                    .handler
+                    .on_error(&ctx, None, NetworkError::MaxConnectionsReached(peer))
+            });
+            return;
+        }
+        apply_socket_options(&stream, &service);
+        let id = ConnectionId::next();
+        let shared = ConnShared::new(id, service.config.marks);
+        let slot = self.state.alloc();
+        shared.attach(&self.state.shared, slot);
+        if let Err(e) = self.driver.register(slot, stream) {
+            self.state.free_slot(slot);
+            service.release();
+            let ctx = ServerContext::new(Arc::clone(&service));
+            callback::call_quiet(|| {
+                service
+                    .handler
+                    .on_error(&ctx, None, NetworkError::Accept(e))
+            });
+            return;
+        }
+        service.conns.insert(id, Arc::clone(&shared));
+        let ctx = ServerContext::new(Arc::clone(&service));
+        self.state.conns[slot.index()] = Some(Conn {
+            shared,
+            service,
+            ctx,
+            phase: Phase::Open,
+            established: false,
+            counted: true,
+            read_done: false,
+            receiving: false,
+            stash: Vec::new(),
+            sending: Vec::new(),
+            sent: 0,
+            in_flight: false,
+            in_flush_list: false,
+            last_active: self.state.now,
+            peer: Some(peer),
+        });
+        self.state.live += 1;
+        self.state.establish(slot);
+    }
+
+    fn connect(
+        &mut self,
+        service: Arc<Service>,
+        shared: Arc<ConnShared>,
+        socket: socket2::Socket,
+        addr: SocketAddr,
+        timeout: Duration,
+    ) {
+        let ctx = ServerContext::new(Arc::clone(&service));
+        if self.state.stopping {
+            shared.lock().closed = true;
+            service.conns.remove(shared.id);
+            callback::call_quiet(|| {
+                service
+                    .handler
+                    .on_error(&ctx, Some(shared.id), NetworkError::EventLoopGone)
+            });
+            return;
+        }
+        if shared.lock().closed {
+            // Disconnected before it was started.
+            service.conns.remove(shared.id);
+            return;
+        }
+        let slot = self.state.alloc();
+        shared.attach(&self.state.shared, slot);
+        if let Err(e) = self.driver.connect(slot, socket, addr) {
+            self.state.free_slot(slot);
+            shared.lock().closed = true;
+            service.conns.remove(shared.id);
+            callback::call_quiet(|| {
+                service
+                    .handler
+                    .on_error(&ctx, Some(shared.id), NetworkError::Connect(e))
+            });
+            return;
+        }
+        let id = shared.id;
+        self.state.conns[slot.index()] = Some(Conn {
+            shared,
+            service,
+            ctx,
+            phase: Phase::Connecting,
+            established: false,
+            counted: false,
+            read_done: false,
+            receiving: false,
+            stash: Vec::new(),
+            sending: Vec::new(),
+            sent: 0,
+            in_flight: false,
+            in_flush_list: false,
+            last_active: self.state.now,
+            peer: Some(addr),
+        });
+        self.state.live += 1;
+        self.state
+            .timers
+            .add(self.state.now + timeout, TimerKind::Connect(slot, id));
+    }
+}
+
+fn apply_socket_options(stream: &TcpStream, service: &Service) {
+    let sock = socket2::SockRef::from(stream);
+    let opts = service.config.socket;
+    if let Err(e) = sock.set_tcp_nodelay(opts.no_delay) {
+        log::debug!("ringmill: TCP_NODELAY: {e}");
+    }
+    if let Some(idle) = opts.keep_alive {
+        let keepalive = socket2::TcpKeepalive::new().with_time(idle);
+        if let Err(e) = sock.set_tcp_keepalive(&keepalive) {
+            log::debug!("ringmill: SO_KEEPALIVE: {e}");
+        }
+    }
+}
+
+/// Errors that end one connection in the ordinary way (the peer went away): reported as a
+/// disconnect, not through `on_error`.
+fn is_peer_gone(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::UnexpectedEof
+    )
+}
+
+/// Accept errors that concern one connection only: skip it and go on accepting.
+fn is_per_connection(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::WouldBlock
+            | io::ErrorKind::PermissionDenied
+            | io::ErrorKind::InvalidInput
+    )
+}
+
+impl State {
+    fn poll_timeout(&self) -> Option<Duration> {
+        if !self.ops.is_empty() || !self.flush.is_empty() || !self.accepted.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        self.timers.next_in(Instant::now())
+    }
+
+    fn alloc(&mut self) -> Slot {
+        match self.free.pop() {
+            Some(s) => Slot(s),
+            None => {
+                self.conns.push(None);
+                Slot((self.conns.len() - 1) as u32)
+            }
+        }
+    }
+
+    fn free_slot(&mut self, slot: Slot) {
+        self.conns[slot.index()] = None;
+        self.free.push(slot.0);
+    }
+
+    /// The slot of a connection this loop owns, if it is still here.
+    fn slot_of(&self, shared: &Arc<ConnShared>) -> Option<Slot> {
+        let slot = shared.slot()?;
+        match self.conns.get(slot.index()) {
+            Some(Some(c)) if c.shared.id == shared.id => Some(slot),
+            _ => None,
+        }
+    }
+
+    fn schedule_flush(&mut self, slot: Slot) {
+        if let Some(conn) = self.conns[slot.index()].as_mut() {
+            if !conn.in_flush_list {
+                conn.in_flush_list = true;
+                self.flush.push(slot);
+            }
+        }
+    }
+
+    /// `on_connect`, then start receiving and flushing whatever was queued before.
+    fn establish(&mut self, slot: Slot) {
+        let Some(conn) = self.conns[slot.index()].as_mut() else {
+            return;
+        };
+        conn.established = true;
+        conn.phase = Phase::Open;
+        let id = conn.id();
+        let peer = conn.peer;
+        let service = Arc::clone(&conn.service);
+        let outcome = callback::call(|| service.handler.on_connect(&conn.ctx, id));
+        if let Some(peer) = peer {
+            let ctx = &conn.ctx;
+            let _ = callback::call(|| {
+                service
+                    .handler
+                    .on_event(ctx, NetworkEvent::ConnectionEstablished(id, peer))
+            });
+        }
+        if !self.after_callback(slot, outcome) {
+            return;
+        }
+        let Some(conn) = self.conns[slot.index()].as_mut() else {
+            return;
+        };
+        if conn.phase != Phase::Open {
+            return;
+        }
+        if let Some(idle) = service.config.idle_timeout {
+            self.timers.add(self.now + idle, TimerKind::Idle(slot, id));
+        }
+        if !conn.shared.lock().pending.is_empty() {
+            self.schedule_flush(slot);
+        }
+        let Some(conn) = self.conns[slot.index()].as_mut() else {
+            return;
+        };
+        if !conn.shared.read_paused() {
+            conn.receiving = true;
+            self.ops.push(Op::Recv(slot));
+        }
+    }
+
+    /// Acts on a callback's outcome; returns whether the connection is still open.
+    fn after_callback(&mut self, slot: Slot, outcome: Outcome) -> bool {
+        let (error, mode) = match outcome {
+            Outcome::Ok => return true,
+            Outcome::Failed(msg) => (NetworkError::HandlerError(msg), CloseMode::Flush),
+            Outcome::Panicked(msg) => (NetworkError::HandlerPanic(msg), CloseMode::Abort),
+        };
+        self.report(slot, error);
+        self.begin_close(slot, mode);
+        false
+    }
+
+    fn report(&self, slot: Slot, error: NetworkError) {
+        if let Some(conn) = self.conns[slot.index()].as_ref() {
+            let id = conn.id();
+            callback::call_quiet(|| conn.service.handler.on_error(&conn.ctx, Some(id), error));
+        }
+    }
+
+    fn on_completion(&mut self, completion: Completion<'_>) -> Flow {
+        match completion {
+            Completion::Received { slot, result } => self.on_received(slot, result),
+            Completion::Sent { slot, result } => {
+                self.on_sent(slot, result);
+                Flow::Continue
+            }
+            Completion::Accepted { listener, result } => self.on_accepted(listener, result),
+            Completion::Connected { slot, result } => {
+                self.on_connected(slot, result);
+                Flow::Continue
+            }
+            Completion::Closed { slot } => {
+                self.finish_close(slot);
+                Flow::Continue
+            }
+        }
+    }
+
+    fn on_accepted(
+        &mut self,
+        listener: ListenerId,
+        result: io::Result<(TcpStream, SocketAddr)>,
+    ) -> Flow {
+        match result {
+            Ok((stream, peer)) => {
+                self.accepted.push((listener, stream, peer));
+                Flow::Continue
+            }
+            Err(e) if is_per_connection(&e) => {
+                log::debug!("ringmill: accept: skipped: {e}");
+                Flow::Continue
+            }
+            Err(e) => {
+                // Out of descriptors or memory: back off instead of spinning, and try
+                // again later (or as soon as one of our connections closes).
+                let Some(l) = self.listeners.get_mut(&listener) else {
+                    return Flow::Pause;
+                };
+                l.paused = true;
+                let backoff = self.accept_backoff;
+                self.accept_backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                self.timers
+                    .add(Instant::now() + backoff, TimerKind::ResumeAccept(listener));
+                if !self.accept_error_reported {
+                    self.accept_error_reported = true;
+                    log::warn!("ringmill: accept failed, backing off: {e}");
+                    let (service, ctx) = (&l.service, &l.ctx);
+                    callback::call_quiet(|| {
+                        service.handler.on_error(ctx, None, NetworkError::Accept(e))
+                    });
+                }
+                Flow::Pause
+            }
+        }
+    }
+
+    fn resume_accepting(&mut self, id: ListenerId) {
+        if let Some(l) = self.listeners.get_mut(&id) {
+            if l.paused {
+                l.paused = false;
+                self.ops.push(Op::ResumeAccept(id));
+            }
+        }
+    }
+
+    fn on_connected(&mut self, slot: Slot, result: io::Result<()>) {
+        let Some(conn) = self.conns[slot.index()].as_mut() else {
+            return;
+        };
+        if conn.phase != Phase::Connecting {
+            return;
+        }
+        match result {
+            Ok(()) => {
+                conn.service.try_admit();
+                conn.counted = true;
+                self.establish(slot);
+            }
+            Err(e) => {
+                conn.shared.lock().closed = true;
+                conn.phase = Phase::Closing;
+                self.report(slot, NetworkError::Connect(e));
+                self.ops.push(Op::Close(slot));
+            }
+        }
+    }
+
+    fn on_received(&mut self, slot: Slot, result: io::Result<&[u8]>) -> Flow {
+        let Some(conn) = self.conns[slot.index()].as_mut() else {
+            return Flow::Pause;
+        };
+        if conn.phase != Phase::Open {
+            // Draining or closing: nothing more is delivered.
+            return Flow::Pause;
+        }
+        match result {
+            Ok([]) => {
+                conn.read_done = true;
+                conn.receiving = false;
+                self.begin_close(slot, CloseMode::Flush);
+                Flow::Pause
+            }
+            Err(e) => {
+                conn.read_done = true;
+                conn.receiving = false;
+                if !is_peer_gone(&e) {
+                    self.report(slot, NetworkError::Io(e));
+                }
+                self.begin_close(slot, CloseMode::Abort);
+                Flow::Pause
+            }
+            Ok(data) => {
+                conn.last_active = self.now;
+                self.deliver(slot, data)
+            }
+        }
+    }
+
+    /// Hands `data` to `on_data` in chunks of at most the service's `buffer_size`.
+    fn deliver(&mut self, slot: Slot, data: &[u8]) -> Flow {
+        let mut rest = data;
+        while !rest.is_empty() {
+            let Some(conn) = self.conns[slot.index()].as_mut() else {
+                return Flow::Pause;
+            };
+            let n = rest.len().min(conn.service.config.chunk);
+            let (chunk, tail) = rest.split_at(n);
+            rest = tail;
+            let id = conn.id();
+            let outcome = callback::call(|| conn.service.handler.on_data(&conn.ctx, id, chunk));
+            if !self.after_callback(slot, outcome) {
+                return Flow::Pause;
+            }
+            let Some(conn) = self.conns[slot.index()].as_mut() else {
+                return Flow::Pause;
+            };
+            if conn.phase != Phase::Open || conn.shared.is_closed() {
+                // Closed from the callback: nothing more is delivered.
+                return Flow::Pause;
+            }
+            if conn.shared.read_paused() {
+                conn.stash.extend_from_slice(rest);
+                conn.receiving = false;
+                return Flow::Pause;
+            }
+        }
+        Flow::Continue
+    }
+
+    fn pause(&mut self, slot: Slot) {
+        let Some(conn) = self.conns[slot.index()].as_mut() else {
+            return;
+        };
+        if conn.receiving && conn.shared.read_paused() {
+            conn.receiving = false;
+            self.ops.push(Op::PauseRecv(slot));
+        }
+    }
+
+    fn resume(&mut self, slot: Slot) {
+        let Some(conn) = self.conns[slot.index()].as_mut() else {
+            return;
+        };
+        if conn.phase != Phase::Open || conn.read_done || conn.receiving {
+            return;
+        }
+        if conn.shared.read_paused() {
+            return; // Paused again since.
+        }
+        if !conn.stash.is_empty() {
+            let stash = std::mem::take(&mut conn.stash);
+            if self.deliver(slot, &stash) == Flow::Pause {
+                return;
+            }
+        }
+        if let Some(conn) = self.conns[slot.index()].as_mut() {
+            if conn.phase == Phase::Open && !conn.receiving {
+                conn.receiving = true;
+                self.ops.push(Op::Recv(slot));
+            }
+        }
+    }
+
+    fn on_sent(&mut self, slot: Slot, result: io::Result<usize>) {
+        let Some(conn) = self.conns[slot.index()].as_mut() else {
+            return;
+        };
+        conn.in_flight = false;
+        let n = match result {
+            Ok(n) => n,
+            Err(e) => {
+                if conn.phase == Phase::Closing {
+                    return;
+                }
+                if !is_peer_gone(&e) {
+                    self.report(slot, NetworkError::Io(e));
+                }
+                self.begin_close(slot, CloseMode::Abort);
+                return;
+            }
+        };
+        conn.sent += n;
+        let (drained, empty, more) = {
+            let mut q = conn.shared.lock();
+            q.queued -= n;
+            let drained = q.refused && q.queued <= conn.shared.marks.low;
+            if drained {
+                q.refused = false;
+            }
+            (drained, q.queued == 0, !q.pending.is_empty())
+        };
+        if conn.sent == conn.sending.len() {
+            conn.sending.clear();
+            conn.sent = 0;
+            if conn.sending.capacity() > KEEP_SEND_CAPACITY {
+                conn.sending = Vec::new();
+            }
+        }
+        let unsent = conn.sent < conn.sending.len();
+        let phase = conn.phase;
+        if unsent || more {
+            self.schedule_flush(slot);
+        }
+        match phase {
+            Phase::Open => {
+                let conn = self.conns[slot.index()].as_ref().expect("checked above");
+                let (id, service) = (conn.id(), Arc::clone(&conn.service));
+                if drained {
+                    let outcome = callback::call(|| service.handler.on_drained(&conn.ctx, id));
+                    if !self.after_callback(slot, outcome) {
+                        return;
+                    }
+                }
+                if empty {
+                    let Some(conn) = self.conns[slot.index()].as_ref() else {
+                        return;
+                    };
+                    let outcome = callback::call(|| service.handler.on_writable(&conn.ctx, id));
+                    self.after_callback(slot, outcome);
+                }
+            }
+            Phase::Draining if empty => {
+                if let Some(conn) = self.conns[slot.index()].as_mut() {
+                    conn.phase = Phase::Closing;
+                    self.ops.push(Op::Close(slot));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Starts closing: refuse new frames; `Flush` writes what is queued first (up to the
+    /// linger deadline), `Abort` drops it.
+    fn begin_close(&mut self, slot: Slot, mode: CloseMode) {
+        let linger = self.settings.linger;
+        let now = self.now;
+        let Some(conn) = self.conns[slot.index()].as_mut() else {
+            return;
+        };
+        let queued = {
+            let mut q = conn.shared.lock();
+            q.closed = true;
+            q.queued
+        };
+        match conn.phase {
+            Phase::Closing => return,
+            Phase::Connecting => {
+                conn.phase = Phase::Closing;
+                self.ops.push(Op::Close(slot));
+                return;
+            }
+            Phase::Draining if mode == CloseMode::Flush => return,
+            Phase::Open | Phase::Draining => {}
+        }
+        if conn.receiving {
+            conn.receiving = false;
+            self.ops.push(Op::PauseRecv(slot));
+        }
+        conn.stash = Vec::new();
+        if mode == CloseMode::Abort || (queued == 0 && !conn.in_flight) {
+            conn.phase = Phase::Closing;
+            self.ops.push(Op::Close(slot));
+        } else {
+            conn.phase = Phase::Draining;
+            let id = conn.id();
+            self.timers.add(now + linger, TimerKind::Linger(slot, id));
+            self.schedule_flush(slot);
+        }
+    }
+
+    /// The driver let go of the connection (or is gone): forget it, then `on_disconnect`.
+    fn finish_close(&mut self, slot: Slot) {
+        let Some(conn) = self.conns[slot.index()].take() else {
+            return;
+        };
+        self.free.push(slot.0);
+        self.live -= 1;
+        let id = conn.id();
+        conn.shared.lock().closed = true;
+        conn.service.conns.remove(id);
+        if conn.counted {
+            conn.service.release();
+        }
+        if conn.established {
+            let service = &conn.service;
+            if let Outcome::Failed(msg) | Outcome::Panicked(msg) =
+                callback::call(|| service.handler.on_disconnect(&conn.ctx, id))
+            {
+                log::debug!("ringmill: on_disconnect of {id} failed: {msg}");
+            }
+            let _ = callback::call(|| {
+                service
+                    .handler
+                    .on_event(&conn.ctx, NetworkEvent::ConnectionClosed(id))
+            });
+        }
+        // A descriptor was freed: listeners backing off after EMFILE may try again.
+        let paused: Vec<ListenerId> = self
+            .listeners
+            .iter()
+            .filter(|(_, l)| l.paused)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in paused {
+            self.resume_accepting(id);
+        }
+    }
+
+    fn timer(&mut self, timer: TimerKind) {
+        match timer {
+            TimerKind::Connect(slot, id) => {
+                if self.is(slot, id, Phase::Connecting) {
+                    self.report(
+                        slot,
+                        NetworkError::Connect(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "connect timed out",
+                        )),
+                    );
+                    if let Some(conn) = self.conns[slot.index()].as_mut() {
+                        conn.shared.lock().closed = true;
+                        conn.phase = Phase::Closing;
+                        self.ops.push(Op::Close(slot));
+                    }
+                }
+            }
+            TimerKind::Idle(slot, id) => {
+                if !self.is(slot, id, Phase::Open) {
+                    return;
+                }
+                let conn = self.conns[slot.index()].as_ref().expect("checked by is()");
+                let Some(idle) = conn.service.config.idle_timeout else {
+                    return;
+                };
+                let due = conn.last_active + idle;
+                if due <= self.now {
+                    self.report(slot, NetworkError::IdleTimeout(id));
+                    self.begin_close(slot, CloseMode::Flush);
+                } else {
+                    self.timers.add(due, TimerKind::Idle(slot, id));
+                }
+            }
+            TimerKind::Linger(slot, id) => {
+                if self.is(slot, id, Phase::Draining) {
+                    self.begin_close(slot, CloseMode::Abort);
+                }
+            }
+            TimerKind::ResumeAccept(listener) => self.resume_accepting(listener),
+            TimerKind::Stop => {
+                for index in 0..self.conns.len() {
+                    if self.conns[index].is_some() {
+                        self.begin_close(Slot(index as u32), CloseMode::Abort);
+                    }
+                }
+            }
+        }
+    }
+
+    fn is(&self, slot: Slot, id: ConnectionId, phase: Phase) -> bool {
+        matches!(self.conns.get(slot.index()), Some(Some(c)) if c.id() == id && c.phase == phase)
+    }
+
+    /// A command that arrived after the loop finished: undo what it asked for.
+    fn refuse(&mut self, command: Command) {
+        match command {
+            Command::Listen { ack, .. } => {
+                let _ = ack.send(Err(io::Error::other("event loop has stopped")));
+            }
+            Command::StopService { ack, .. } => {
+                let _ = ack.send(());
+            }
+            Command::Connect { service, conn, .. } => {
+                conn.lock().closed = true;
+                service.conns.remove(conn.id);
+                let ctx = ServerContext::new(Arc::clone(&service));
+                callback::call_quiet(|| {
+                    service
+                        .handler
+                        .on_error(&ctx, Some(conn.id), NetworkError::EventLoopGone)
+                });
+            }
+            Command::Flush(conn)
+            | Command::Close(conn, _)
+            | Command::Pause(conn)
+            | Command::Resume(conn) => {
+                conn.lock().closed = true;
+            }
+            Command::Stop => {}
+        }
+    }
+}

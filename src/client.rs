@@ -1,0 +1,84 @@
+//! [`TcpClient`]: one outbound connection served with a handler.
+
+use crate::event_loop::EventLoop;
+use crate::socket;
+use ringmill_core::config::TcpClientConfig;
+use ringmill_core::context::ConnSender;
+use ringmill_core::error::{NetworkError, Result, SendError};
+use ringmill_core::handler::NetworkHandler;
+use ringmill_core::id::ConnectionId;
+use ringmill_core::runtime::{self, ClientConn};
+use std::marker::PhantomData;
+use std::net::SocketAddr;
+
+/// A TCP client: one outbound connection, served on one loop thread.
+///
+/// `on_connect` fires once the handshake completes; frames sent before that are queued
+/// and written then. A refused or timed-out connect is reported through
+/// `on_error(Some(id), NetworkError::Connect(..))`, without `on_connect` or
+/// `on_disconnect`. Dropping the client closes the connection, as
+/// [`disconnect`](Self::disconnect) does.
+pub struct TcpClient<H: NetworkHandler> {
+    conn: ClientConn,
+    _handler: PhantomData<fn() -> H>,
+}
+
+impl<H: NetworkHandler> TcpClient<H> {
+    /// Prepares a connection to `addr`; the handshake starts with [`start`](Self::start).
+    ///
+    /// Fails on an invalid `config` or if the socket cannot be created.
+    pub fn connect(addr: SocketAddr, config: TcpClientConfig, handler: H) -> Result<Self> {
+        config.validate().map_err(NetworkError::Configuration)?;
+        let socket = socket::client_socket(addr, &config)?;
+        Ok(Self {
+            conn: ClientConn::new(addr, config, socket, std::sync::Arc::new(handler)),
+            _handler: PhantomData,
+        })
+    }
+
+    /// Starts the handshake on one of `event_loop`'s threads, with the connect timeout.
+    ///
+    /// Fails with [`NetworkError::InvalidState`] if already started or disconnected.
+    pub fn start(&mut self, event_loop: &EventLoop) -> Result<()> {
+        self.conn.start(event_loop.next_loop())
+    }
+
+    /// The id handlers see for this connection.
+    pub fn id(&self) -> ConnectionId {
+        self.conn.id()
+    }
+
+    /// A sender for this connection, usable from any thread.
+    pub fn sender(&self) -> ConnSender {
+        self.conn.sender()
+    }
+
+    /// Same as `self.sender().send(data)`.
+    pub fn send(&self, data: &[u8]) -> std::result::Result<(), SendError> {
+        self.conn.sender().send(data)
+    }
+
+    /// Closes the connection after writing what is queued; same as
+    /// `self.sender().close()`.
+    pub fn disconnect(&self) -> Result<()> {
+        self.conn.sender().close();
+        Ok(())
+    }
+
+    /// Whether the connection is open (established and not closing).
+    pub fn is_connected(&self) -> bool {
+        self.conn.is_connected()
+    }
+}
+
+impl<H: NetworkHandler> Drop for TcpClient<H> {
+    fn drop(&mut self) {
+        self.conn.sender().close();
+    }
+}
+
+impl<H: NetworkHandler> std::fmt::Debug for TcpClient<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TcpClient").field("id", &self.id()).finish()
+    }
+}

@@ -1,0 +1,149 @@
+//! [`TcpServer`]: accepts connections and serves them with a handler.
+
+use crate::event_loop::EventLoop;
+use crate::socket;
+use ringmill_core::config::TcpServerConfig;
+use ringmill_core::context::ServerContext;
+use ringmill_core::error::{NetworkError, Result};
+use ringmill_core::handler::NetworkHandler;
+use ringmill_core::inbox::LoopShared;
+use ringmill_core::runtime;
+use ringmill_core::service::{Service, ServiceConfig, SocketOptions};
+use std::marker::PhantomData;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::{Arc, Mutex};
+
+enum State {
+    /// Bound, not started: the first listener, holding the port.
+    Bound(TcpListener),
+    /// Listening on these loops.
+    Started(Vec<Arc<LoopShared>>),
+    Stopped,
+}
+
+/// A TCP server: one listener per loop thread (sharing the port through `SO_REUSEPORT`
+/// where the OS has it), each connection served on the loop that accepted it.
+///
+/// A started server runs until [`stop`](Self::stop) or until its event loop stops;
+/// dropping the `TcpServer` does not stop it.
+pub struct TcpServer<H: NetworkHandler> {
+    service: Arc<Service>,
+    config: TcpServerConfig,
+    local_addr: SocketAddr,
+    state: Mutex<State>,
+    _handler: PhantomData<fn() -> H>,
+}
+
+impl<H: NetworkHandler> TcpServer<H> {
+    /// Checks `config` and binds the listening socket (so [`local_addr`](Self::local_addr)
+    /// is known at once, even for port 0).
+    ///
+    /// Fails with [`NetworkError::Configuration`] on contradictory options, or with the
+    /// I/O error of `bind`/`listen`.
+    pub fn new(config: TcpServerConfig, handler: H) -> Result<Self> {
+        config.validate().map_err(NetworkError::Configuration)?;
+        let listener = socket::bind_listener(config.address, config.backlog)?;
+        let local_addr = listener.local_addr()?;
+        let service = Service::new(
+            Arc::new(handler),
+            ServiceConfig {
+                marks: config.watermarks(),
+                chunk: config.buffer_size,
+                max_connections: config.max_connections,
+                idle_timeout: config.idle_timeout,
+                socket: SocketOptions {
+                    no_delay: config.no_delay,
+                    keep_alive: config.keep_alive,
+                },
+            },
+            config.max_connections.unwrap_or(4096),
+        );
+        Ok(Self {
+            service,
+            config,
+            local_addr,
+            state: Mutex::new(State::Bound(listener)),
+            _handler: PhantomData,
+        })
+    }
+
+    /// Starts accepting on every thread of `event_loop`.
+    ///
+    /// Fails with [`NetworkError::InvalidState`] if the server was already started or
+    /// stopped.
+    pub fn start(&self, event_loop: &EventLoop) -> Result<()> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let first = match std::mem::replace(&mut *state, State::Stopped) {
+            State::Bound(listener) => listener,
+            other => {
+                let what = match other {
+                    State::Started(_) => "server already started",
+                    _ => "server was stopped",
+                };
+                *state = other;
+                return Err(Box::new(NetworkError::InvalidState(what)));
+            }
+        };
+        let loops = event_loop.loops();
+        let mut listeners = vec![first];
+        if socket::SHARED_PORT {
+            for _ in 1..loops.len() {
+                listeners.push(socket::bind_listener(self.local_addr, self.config.backlog)?);
+            }
+        }
+        let mut started = Vec::with_capacity(listeners.len());
+        for (shared, listener) in loops.iter().zip(listeners) {
+            if let Err(e) = runtime::listen(shared, &self.service, listener) {
+                runtime::stop_service(&started, &self.service);
+                return Err(Box::new(NetworkError::Io(e)));
+            }
+            started.push(Arc::clone(shared));
+        }
+        *state = State::Started(started);
+        drop(state);
+        runtime::notify_listening(&self.service, self.local_addr);
+        Ok(())
+    }
+
+    /// Stops accepting, closes the listening sockets, and closes every connection (after
+    /// writing what is queued, up to the loop's linger deadline), firing `on_disconnect`
+    /// for each. Called from outside the loop threads, it returns once no loop accepts any
+    /// more. Later calls do nothing.
+    pub fn stop(&self) -> Result<()> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let State::Started(loops) = std::mem::replace(&mut *state, State::Stopped) {
+            runtime::stop_service(&loops, &self.service);
+        }
+        Ok(())
+    }
+
+    /// The address the server is bound to.
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        Ok(self.local_addr)
+    }
+
+    /// Connections open now.
+    pub fn connection_count(&self) -> usize {
+        self.service.connection_count()
+    }
+
+    /// A context for acting on this server's connections from outside a callback
+    /// (broadcasting from a timer thread, for example).
+    pub fn context(&self) -> ServerContext {
+        runtime::context(&self.service)
+    }
+
+    /// The configuration the server was built with.
+    pub fn config(&self) -> &TcpServerConfig {
+        &self.config
+    }
+}
+
+impl<H: NetworkHandler> std::fmt::Debug for TcpServer<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TcpServer")
+            .field("local_addr", &self.local_addr)
+            .field("connections", &self.connection_count())
+            .finish()
+    }
+}

@@ -1,45 +1,721 @@
 //! The lock-free connection map: `ConnectionId -> Arc<V>`, on crossbeam-epoch.
+//!
+//! # Design
+//!
+//! A fixed array of buckets (a power of two, at least [`MIN_BUCKETS`], sized from
+//! [`ConnMap::with_capacity`]); each bucket is a lock-free singly linked list in the style of
+//! Harris and Michael. The bucket of an id is `id & mask`: ids come from one process-wide
+//! counter, so consecutive ids land in consecutive buckets and spread evenly without hashing.
+//!
+//! Each list is kept sorted by **descending** id. Ids are handed out mostly in increasing
+//! order, so a new id nearly always belongs at the head of its list: an insert is one CAS on
+//! the bucket head, without walking the list. A lookup stops at the first node whose id is
+//! not greater than the one it looks for. The bucket array is never resized; it is sized for
+//! the expected number of live connections, and lists only grow (gracefully) beyond that.
+//!
+//! Removal is two steps. First the node's `next` pointer is tagged with 1 (a `fetch_or`):
+//! that is the logical delete, the moment the id stops resolving, and exactly one remover wins
+//! it. Then the node is unlinked with a CAS on its predecessor's `next`. Traversals that
+//! modify the list (insert, remove) help unlink marked nodes they meet; [`ConnMap::get`]
+//! and [`ConnMap::for_each`] only read and skip marked nodes. A `remove` does not return
+//! before its node is unlinked (by itself or by a helper), so removed nodes never linger in
+//! the lists. The thread whose CAS unlinks a node hands it to `guard.defer_destroy`, so it is
+//! freed once no pinned thread can still see it.
+//!
+//! # Values and reclamation
+//!
+//! A node owns one `Arc<V>` and drops it when the node is freed, which may happen later, on
+//! any thread, when crossbeam-epoch collects garbage. If that is the last reference, `V` is
+//! dropped there. So the values stored here must only own memory: a socket, a pool buffer or
+//! anything else whose release has to happen at a known time and place must be owned
+//! elsewhere (the event loop keeps them). `V: 'static` because the drop can happen after the
+//! map itself is gone.
+//!
+//! No guard outlives a call: [`ConnMap::get`] returns a cloned `Arc`. Only
+//! [`ConnMap::for_each`] runs caller code while pinned (see there).
 
 use crate::id::ConnectionId;
+use crossbeam_epoch::{self as epoch, Atomic, Guard, Owned, Shared};
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-/// A lock-free map from connection id to shared connection state.
-pub struct ConnMap<V> {
-    _todo: std::marker::PhantomData<V>,
+/// Fewest buckets a map has.
+pub const MIN_BUCKETS: usize = 64;
+/// Most buckets a map has, whatever capacity it is asked for (lists just grow beyond it).
+pub const MAX_BUCKETS: usize = 1 << 22;
+
+/// Tag on a node's `next` pointer marking the node as removed.
+const REMOVED: usize = 1;
+
+struct Node<V> {
+    id: u64,
+    value: Arc<V>,
+    /// Successor; tagged [`REMOVED`] once this node is logically deleted, and never changed
+    /// after that.
+    next: Atomic<Node<V>>,
 }
 
-impl<V: Send + Sync> ConnMap<V> {
+/// A lock-free map from connection id to shared connection state.
+///
+/// `Send + Sync` when `V` is (derived: every field is).
+pub struct ConnMap<V> {
+    buckets: Box<[Atomic<Node<V>>]>,
+    mask: u64,
+    len: AtomicUsize,
+}
+
+impl<V: Send + Sync + 'static> ConnMap<V> {
     /// A map sized for about `capacity` live entries.
+    ///
+    /// It has `capacity` rounded up to a power of two buckets, at least [`MIN_BUCKETS`] and
+    /// at most [`MAX_BUCKETS`]; it never resizes, and holds any number of entries.
     pub fn with_capacity(capacity: usize) -> Self {
-        let _ = capacity;
-        todo!()
+        let n = capacity
+            .checked_next_power_of_two()
+            .unwrap_or(MAX_BUCKETS)
+            .clamp(MIN_BUCKETS, MAX_BUCKETS);
+        ConnMap {
+            buckets: (0..n).map(|_| Atomic::null()).collect(),
+            mask: n as u64 - 1,
+            len: AtomicUsize::new(0),
+        }
     }
+
     /// Inserts `value` under `id`; ids are unique, so it must not be present.
+    ///
+    /// Panics if `id` is present (ids are never reused, so this is a bug in the caller).
     pub fn insert(&self, id: ConnectionId, value: Arc<V>) {
-        let _ = (id, value);
-        todo!()
+        // Counted before the node is visible, so a racing `remove` can never make the
+        // count dip below zero.
+        self.len.fetch_add(1, Ordering::Relaxed);
+        let head = self.bucket(id);
+        let guard = &epoch::pin();
+        let mut node = Owned::new(Node {
+            id: id.0,
+            value,
+            next: Atomic::null(),
+        });
+        loop {
+            let (pred, curr) = Self::find(head, id.0, guard);
+            // SAFETY: `curr` was loaded while `guard` is pinned, so it is null or points to a
+            // node that is not freed before `guard` is dropped.
+            if let Some(c) = unsafe { curr.as_ref() } {
+                if c.id == id.0 {
+                    self.len.fetch_sub(1, Ordering::Relaxed);
+                    panic!("ConnMap::insert: {id} is already present (ids are never reused)");
+                }
+            }
+            node.next.store(curr, Ordering::Relaxed);
+            match pred.compare_exchange(curr, node, Ordering::Release, Ordering::Relaxed, guard) {
+                Ok(_) => return,
+                Err(e) => node = e.new,
+            }
+        }
     }
+
     /// The value under `id`, if present.
+    ///
+    /// Once a [`remove`](Self::remove) of `id` has begun to return, `get` never finds it
+    /// again.
     pub fn get(&self, id: ConnectionId) -> Option<Arc<V>> {
-        let _ = id;
-        todo!()
+        let guard = &epoch::pin();
+        let mut curr = self.bucket(id).load(Ordering::Acquire, guard);
+        // SAFETY: every pointer followed here was loaded while `guard` is pinned, from the
+        // bucket head or from the `next` of a node reached that way. A node is only freed
+        // after it is unlinked and every thread pinned at that time has unpinned; a node we
+        // reach is either still linked or was unlinked after we pinned (its successor cannot
+        // be unlinked before it, as its frozen `next` is the successor's only link), so it
+        // stays allocated while `guard` lives.
+        while let Some(c) = unsafe { curr.as_ref() } {
+            if c.id <= id.0 {
+                let next = c.next.load(Ordering::Acquire, guard);
+                return (c.id == id.0 && next.tag() != REMOVED).then(|| Arc::clone(&c.value));
+            }
+            curr = c.next.load(Ordering::Acquire, guard);
+        }
+        None
     }
+
     /// Removes and returns the value under `id`.
+    ///
+    /// If several threads remove the same id, exactly one gets the value.
     pub fn remove(&self, id: ConnectionId) -> Option<Arc<V>> {
-        let _ = id;
-        todo!()
+        let head = self.bucket(id);
+        let guard = &epoch::pin();
+        let (pred, curr) = Self::find(head, id.0, guard);
+        // SAFETY: `curr` was loaded while `guard` is pinned (see `find`).
+        let c = unsafe { curr.as_ref() }?;
+        if c.id != id.0 {
+            return None;
+        }
+        // The logical delete: exactly one `fetch_or` sees the tag still clear.
+        let next = c.next.fetch_or(REMOVED, Ordering::AcqRel, guard);
+        if next.tag() == REMOVED {
+            return None;
+        }
+        self.len.fetch_sub(1, Ordering::Relaxed);
+        let value = Arc::clone(&c.value);
+        // Unlink it now if nothing changed around it; otherwise the next traversal that
+        // meets it does.
+        if pred
+            .compare_exchange(
+                curr,
+                next.with_tag(0),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+                guard,
+            )
+            .is_ok()
+        {
+            // SAFETY: the CAS unlinked the node, so it is no longer reachable from the bucket
+            // head, and only the thread whose CAS unlinks a node destroys it (once). Threads
+            // still holding a pointer to it are pinned, and the epoch defers the free until
+            // they have all unpinned.
+            unsafe { guard.defer_destroy(curr) };
+        } else {
+            // Finish the unlink (ours or someone else's) before returning, so the list does
+            // not keep removed nodes around.
+            Self::find(head, id.0, guard);
+        }
+        Some(value)
     }
+
     /// Entries present.
     pub fn len(&self) -> usize {
-        todo!()
+        self.len.load(Ordering::Relaxed)
     }
+
     /// Whether no entry is present.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
     /// Calls `f` for every entry present (a weakly consistent snapshot).
-    pub fn for_each(&self, f: impl FnMut(ConnectionId, &Arc<V>)) {
-        let _ = f;
-        todo!()
+    ///
+    /// Every entry present for the whole call is seen exactly once; entries inserted or
+    /// removed during the call may or may not be seen. `f` runs while an epoch guard is
+    /// pinned (released between buckets), so it must be quick and must not block: do not
+    /// call user callbacks from inside `f`; collect the `Arc`s (see
+    /// [`snapshot`](Self::snapshot)) and call them after.
+    pub fn for_each(&self, mut f: impl FnMut(ConnectionId, &Arc<V>)) {
+        for head in self.buckets.iter() {
+            let guard = &epoch::pin();
+            let mut curr = head.load(Ordering::Acquire, guard);
+            // SAFETY: as in `get`: every node reached was loaded while `guard` is pinned.
+            while let Some(c) = unsafe { curr.as_ref() } {
+                let next = c.next.load(Ordering::Acquire, guard);
+                if next.tag() != REMOVED {
+                    f(ConnectionId(c.id), &c.value);
+                }
+                curr = next;
+            }
+        }
+    }
+
+    /// Every entry present, as a weakly consistent snapshot (see
+    /// [`for_each`](Self::for_each)), in no particular order.
+    pub fn snapshot(&self) -> Vec<(ConnectionId, Arc<V>)> {
+        let mut out = Vec::with_capacity(self.len());
+        self.for_each(|id, v| out.push((id, Arc::clone(v))));
+        out
+    }
+
+    fn bucket(&self, id: ConnectionId) -> &Atomic<Node<V>> {
+        &self.buckets[(id.0 & self.mask) as usize]
+    }
+
+    /// The first unremoved node of the list at `head` with an id not greater than `id`
+    /// (or null), and the link pointing to it. Unlinks the removed nodes it passes.
+    ///
+    /// The returned link is either `head` or the `next` of a node that was unremoved when
+    /// it was read; a CAS on it expecting the returned node fails if that node has been
+    /// removed since (its `next` then carries the tag).
+    fn find<'g>(
+        head: &'g Atomic<Node<V>>,
+        id: u64,
+        guard: &'g Guard,
+    ) -> (&'g Atomic<Node<V>>, Shared<'g, Node<V>>) {
+        'retry: loop {
+            let mut pred = head;
+            let mut curr = pred.load(Ordering::Acquire, guard);
+            loop {
+                // SAFETY: `curr` was loaded while `guard` is pinned, from `head` or from the
+                // `next` of a node reached that way, so it is not freed before `guard` is
+                // dropped (see `get`).
+                let Some(c) = (unsafe { curr.as_ref() }) else {
+                    return (pred, curr);
+                };
+                let next = c.next.load(Ordering::Acquire, guard);
+                if next.tag() == REMOVED {
+                    // Help unlink it. If `pred` changed (an insert before `curr`, or `pred`
+                    // itself removed), start again from the head.
+                    match pred.compare_exchange(
+                        curr,
+                        next.with_tag(0),
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                        guard,
+                    ) {
+                        Ok(_) => {
+                            // SAFETY: this CAS unlinked `curr`; only the unlinking thread
+                            // destroys a node, after every thread that may still see it has
+                            // unpinned (see `remove`).
+                            unsafe { guard.defer_destroy(curr) };
+                            curr = next.with_tag(0);
+                            continue;
+                        }
+                        Err(_) => continue 'retry,
+                    }
+                }
+                if c.id <= id {
+                    return (pred, curr);
+                }
+                pred = &c.next;
+                curr = next;
+            }
+        }
+    }
+}
+
+impl<V> Drop for ConnMap<V> {
+    fn drop(&mut self) {
+        // SAFETY: `&mut self` means no other thread is using the map, so nothing can change
+        // the lists or hold pointers into them obtained from this map; the unprotected guard
+        // is sound for reading nodes nobody else accesses.
+        let guard = unsafe { epoch::unprotected() };
+        for head in self.buckets.iter() {
+            let mut curr = head.load(Ordering::Relaxed, guard);
+            while !curr.is_null() {
+                // SAFETY: `curr` is a node still linked into the list (unlinked nodes are
+                // not reachable from the heads; they belong to the epoch's deferred
+                // destructors). It is freed exactly once, here, and not used afterwards.
+                let node = unsafe { curr.into_owned() };
+                curr = node.next.load(Ordering::Relaxed, guard).with_tag(0);
+            }
+        }
+    }
+}
+
+impl<V> fmt::Debug for ConnMap<V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnMap")
+            .field("len", &self.len.load(Ordering::Relaxed))
+            .field("buckets", &self.buckets.len())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8};
+    use std::sync::Mutex;
+    use std::thread;
+    use std::time::{Duration, Instant};
+
+    fn id(n: u64) -> ConnectionId {
+        ConnectionId(n)
+    }
+
+    #[test]
+    fn insert_get_remove() {
+        let map = ConnMap::with_capacity(16);
+        assert!(map.is_empty());
+        assert!(map.get(id(1)).is_none());
+        map.insert(id(1), Arc::new("one"));
+        map.insert(id(2), Arc::new("two"));
+        assert_eq!(map.len(), 2);
+        assert_eq!(*map.get(id(1)).unwrap(), "one");
+        assert_eq!(*map.get(id(2)).unwrap(), "two");
+        assert!(map.get(id(3)).is_none());
+        assert_eq!(*map.remove(id(1)).unwrap(), "one");
+        assert_eq!(map.len(), 1);
+        assert!(map.get(id(1)).is_none(), "get after remove");
+        assert!(map.remove(id(1)).is_none(), "second remove");
+        assert!(map.remove(id(3)).is_none(), "remove of an absent id");
+        assert_eq!(map.len(), 1);
+        assert_eq!(*map.get(id(2)).unwrap(), "two");
+    }
+
+    #[test]
+    fn get_returns_the_stored_arc() {
+        let map = ConnMap::with_capacity(0);
+        let v = Arc::new(5u32);
+        map.insert(id(9), Arc::clone(&v));
+        let got = map.get(id(9)).unwrap();
+        assert!(Arc::ptr_eq(&got, &v));
+        assert_eq!(Arc::strong_count(&v), 3, "caller, map, result");
+        drop(got);
+        let removed = map.remove(id(9)).unwrap();
+        assert!(Arc::ptr_eq(&removed, &v));
+    }
+
+    #[test]
+    fn bucket_count() {
+        assert_eq!(ConnMap::<u8>::with_capacity(0).buckets.len(), MIN_BUCKETS);
+        assert_eq!(ConnMap::<u8>::with_capacity(100).buckets.len(), 128);
+        assert_eq!(ConnMap::<u8>::with_capacity(1024).buckets.len(), 1024);
+        assert_eq!(
+            ConnMap::<u8>::with_capacity(usize::MAX).buckets.len(),
+            MAX_BUCKETS
+        );
+    }
+
+    #[test]
+    fn colliding_ids_in_one_bucket() {
+        const CAP: u64 = 64;
+        let map = ConnMap::with_capacity(CAP as usize);
+        // All in bucket 3, inserted in a mixed order (mostly increasing, some not).
+        let mut order: Vec<u64> = (0..200).collect();
+        order.swap(10, 150);
+        order.swap(0, 199);
+        order.reverse();
+        order.swap(5, 100);
+        for &i in &order {
+            map.insert(id(i * CAP + 3), Arc::new(i));
+        }
+        assert_eq!(map.len(), 200);
+        for i in 0..200 {
+            assert_eq!(*map.get(id(i * CAP + 3)).unwrap(), i);
+            assert!(map.get(id(i * CAP + 4)).is_none());
+        }
+        // Sorted descending, as the lookup relies on.
+        let ids: Vec<u64> = map.snapshot().iter().map(|(k, _)| k.0).collect();
+        assert!(ids.windows(2).all(|w| w[0] > w[1]), "{ids:?}");
+        for i in (0..200).filter(|i| i % 3 == 0) {
+            assert_eq!(*map.remove(id(i * CAP + 3)).unwrap(), i);
+        }
+        for i in 0..200 {
+            let got = map.get(id(i * CAP + 3)).map(|v| *v);
+            assert_eq!(got, (i % 3 != 0).then_some(i), "id {}", i * CAP + 3);
+        }
+        assert_eq!(map.len(), 200 - 67);
+        assert_eq!(map.snapshot().len(), 200 - 67);
+    }
+
+    #[test]
+    #[should_panic(expected = "already present")]
+    fn duplicate_insert_panics() {
+        let map = ConnMap::with_capacity(8);
+        map.insert(id(7), Arc::new(1));
+        map.insert(id(7), Arc::new(2));
+    }
+
+    #[test]
+    fn for_each_and_snapshot() {
+        let map = ConnMap::with_capacity(4);
+        for i in 0..500u64 {
+            map.insert(id(i), Arc::new(i * 10));
+        }
+        for i in (0..500u64).step_by(2) {
+            map.remove(id(i));
+        }
+        let mut seen = Vec::new();
+        map.for_each(|k, v| {
+            assert_eq!(**v, k.0 * 10);
+            seen.push(k.0);
+        });
+        seen.sort();
+        assert_eq!(seen, (1..500).step_by(2).collect::<Vec<_>>());
+        let mut snap: Vec<u64> = map
+            .snapshot()
+            .into_iter()
+            .map(|(k, v)| {
+                assert_eq!(*v, k.0 * 10);
+                k.0
+            })
+            .collect();
+        snap.sort();
+        assert_eq!(snap, seen);
+    }
+
+    #[test]
+    fn map_is_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<ConnMap<Mutex<Vec<u8>>>>();
+    }
+
+    /// Counts drops of each value by id; a value dropped twice is recorded, not hidden.
+    struct Ledger {
+        drops: Vec<AtomicU8>,
+        total: AtomicUsize,
+    }
+
+    impl Ledger {
+        fn new(n: usize) -> Arc<Ledger> {
+            Arc::new(Ledger {
+                drops: (0..n).map(|_| AtomicU8::new(0)).collect(),
+                total: AtomicUsize::new(0),
+            })
+        }
+
+        fn drops_of(&self, i: u64) -> u8 {
+            self.drops[i as usize].load(Ordering::SeqCst)
+        }
+
+        /// Waits until `n` values have been dropped, letting crossbeam-epoch run deferred
+        /// destructors. Every deferred destructor runs once every thread pinned at its
+        /// retirement has unpinned; the workers have exited, so only other tests running
+        /// at the same time can delay it, briefly. The deadline is generous on purpose.
+        fn wait_for_drops(&self, n: usize) {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while self.total.load(Ordering::SeqCst) < n {
+                assert!(
+                    Instant::now() < deadline,
+                    "only {} of {n} values dropped after 60 s of epoch flushing",
+                    self.total.load(Ordering::SeqCst)
+                );
+                epoch::pin().flush();
+                thread::yield_now();
+            }
+        }
+    }
+
+    struct Tracked {
+        id: u64,
+        ledger: Arc<Ledger>,
+    }
+
+    impl Drop for Tracked {
+        fn drop(&mut self) {
+            self.ledger.drops[self.id as usize].fetch_add(1, Ordering::SeqCst);
+            self.ledger.total.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn values_dropped_exactly_once_single_thread() {
+        let ledger = Ledger::new(100);
+        let map = ConnMap::with_capacity(8);
+        for i in 0..100 {
+            map.insert(
+                id(i),
+                Arc::new(Tracked {
+                    id: i,
+                    ledger: Arc::clone(&ledger),
+                }),
+            );
+        }
+        for i in 0..50 {
+            drop(map.remove(id(i)).unwrap());
+        }
+        assert_eq!(ledger.drops_of(60), 0, "present value not dropped");
+        drop(map);
+        ledger.wait_for_drops(100);
+        for i in 0..100 {
+            assert_eq!(ledger.drops_of(i), 1, "value {i}");
+        }
+    }
+
+    /// Small deterministic generator for the stress test.
+    struct XorShift(u64);
+
+    impl XorShift {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+    }
+
+    /// Four writers insert and remove their own ids (interleaved, so they share buckets);
+    /// four readers check, while they churn, that:
+    /// - an id whose removal had finished before the reader looked never resolves;
+    /// - an id inserted before the reader looked resolves to its own value, unless its
+    ///   removal had started by the time `get` returned.
+    ///
+    /// Afterwards every value is dropped exactly once.
+    #[test]
+    fn concurrent_churn() {
+        const WRITERS: u64 = 4;
+        const PER_WRITER: u64 = if cfg!(debug_assertions) {
+            20_000
+        } else {
+            100_000
+        };
+        const WINDOW: u64 = 100; // live ids per writer
+        const TOTAL: u64 = WRITERS * PER_WRITER;
+        let map = Arc::new(ConnMap::with_capacity(64));
+        let ledger = Ledger::new(TOTAL as usize);
+        // Per writer: its ids below `inserted` have been inserted; its ids below `removing`
+        // may have been (or be being) removed; its ids below `removed` have been removed.
+        let inserted: Arc<Vec<AtomicU64>> =
+            Arc::new((0..WRITERS).map(|_| AtomicU64::new(0)).collect());
+        let removing: Arc<Vec<AtomicU64>> =
+            Arc::new((0..WRITERS).map(|_| AtomicU64::new(0)).collect());
+        let removed: Arc<Vec<AtomicU64>> =
+            Arc::new((0..WRITERS).map(|_| AtomicU64::new(0)).collect());
+        let done = Arc::new(AtomicBool::new(false));
+        let key = |w: u64, k: u64| k * WRITERS + w;
+
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|w| {
+                let (map, ledger) = (Arc::clone(&map), Arc::clone(&ledger));
+                let (inserted, removing, removed) = (
+                    Arc::clone(&inserted),
+                    Arc::clone(&removing),
+                    Arc::clone(&removed),
+                );
+                thread::spawn(move || {
+                    for k in 0..PER_WRITER {
+                        let i = key(w, k);
+                        map.insert(
+                            id(i),
+                            Arc::new(Tracked {
+                                id: i,
+                                ledger: Arc::clone(&ledger),
+                            }),
+                        );
+                        inserted[w as usize].store(k + 1, Ordering::SeqCst);
+                        if k >= WINDOW {
+                            let old = k - WINDOW;
+                            removing[w as usize].store(old + 1, Ordering::SeqCst);
+                            let v = map.remove(id(key(w, old))).expect("own live id");
+                            assert_eq!(v.id, key(w, old));
+                            assert!(map.get(id(key(w, old))).is_none(), "resolved after remove");
+                            assert!(map.remove(id(key(w, old))).is_none(), "removed twice");
+                            removed[w as usize].store(old + 1, Ordering::SeqCst);
+                        }
+                    }
+                })
+            })
+            .collect();
+
+        let readers: Vec<_> = (0..4u64)
+            .map(|r| {
+                let map = Arc::clone(&map);
+                let (inserted, removing, removed, done) = (
+                    Arc::clone(&inserted),
+                    Arc::clone(&removing),
+                    Arc::clone(&removed),
+                    Arc::clone(&done),
+                );
+                thread::spawn(move || {
+                    let mut rng = XorShift(0x9E37_79B9_7F4A_7C15 ^ (r + 1));
+                    let (mut hits, mut gone) = (0u64, 0u64);
+                    while !done.load(Ordering::SeqCst) {
+                        let w = rng.next() % WRITERS;
+                        let rem = removed[w as usize].load(Ordering::SeqCst);
+                        let ins = inserted[w as usize].load(Ordering::SeqCst);
+                        if rem > 0 {
+                            let k = rng.next() % rem;
+                            assert!(
+                                map.get(id(key(w, k))).is_none(),
+                                "removed id {} resolved again",
+                                key(w, k)
+                            );
+                            gone += 1;
+                        }
+                        if ins > rem {
+                            let k = rem + rng.next() % (ins - rem);
+                            match map.get(id(key(w, k))) {
+                                Some(v) => {
+                                    assert_eq!(v.id, key(w, k), "wrong value");
+                                    hits += 1;
+                                }
+                                None => assert!(
+                                    removing[w as usize].load(Ordering::SeqCst) > k,
+                                    "live id {} not found",
+                                    key(w, k)
+                                ),
+                            }
+                        }
+                        if r == 0 && rng.next() % 64 == 0 {
+                            for (k, v) in map.snapshot() {
+                                assert_eq!(v.id, k.0, "snapshot pairs");
+                            }
+                        }
+                    }
+                    (hits, gone)
+                })
+            })
+            .collect();
+
+        for w in writers {
+            w.join().expect("writer panicked");
+        }
+        done.store(true, Ordering::SeqCst);
+        let mut checks = (0, 0);
+        for r in readers {
+            let (h, g) = r.join().expect("reader panicked");
+            checks.0 += h;
+            checks.1 += g;
+        }
+        assert!(
+            checks.0 > 0 && checks.1 > 0,
+            "readers checked nothing: {checks:?}"
+        );
+
+        let live = (WRITERS * WINDOW) as usize;
+        assert_eq!(map.len(), live);
+        let snap = map.snapshot();
+        assert_eq!(snap.len(), live);
+        for (k, v) in &snap {
+            assert_eq!(k.0, v.id);
+            assert!(
+                k.0 / WRITERS >= PER_WRITER - WINDOW,
+                "only the last window is left"
+            );
+        }
+        drop(snap);
+        // No value was dropped twice, whatever epoch has collected so far.
+        assert!((0..TOTAL).all(|i| ledger.drops_of(i) <= 1));
+        // Present values are not dropped while the map holds them.
+        assert!((0..WRITERS).all(|w| ledger.drops_of(key(w, PER_WRITER - 1)) == 0));
+        let map = Arc::try_unwrap(map).expect("threads joined");
+        drop(map);
+        ledger.wait_for_drops(TOTAL as usize);
+        for i in 0..TOTAL {
+            assert_eq!(ledger.drops_of(i), 1, "value {i} dropped once");
+        }
+    }
+
+    /// Threads race to remove the same ids, in the same order from a common start: exactly
+    /// one wins each, and a loser never sees the id again.
+    #[test]
+    fn racing_removes_have_one_winner() {
+        const N: u64 = 100_000;
+        const THREADS: usize = 4;
+        let map = Arc::new(ConnMap::with_capacity(N as usize));
+        for i in 0..N {
+            map.insert(id(i), Arc::new(i));
+        }
+        let start = Arc::new(std::sync::Barrier::new(THREADS));
+        let wins: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let (map, start) = (Arc::clone(&map), Arc::clone(&start));
+                thread::spawn(move || {
+                    let mut won = Vec::new();
+                    start.wait();
+                    for i in 0..N {
+                        match map.remove(id(i)) {
+                            Some(v) => {
+                                assert_eq!(*v, i);
+                                won.push(i);
+                            }
+                            None => assert!(
+                                map.get(id(i)).is_none(),
+                                "id {i} resolved after a remove found it gone"
+                            ),
+                        }
+                    }
+                    won
+                })
+            })
+            .collect();
+        let mut all: Vec<u64> = wins
+            .into_iter()
+            .flat_map(|h| h.join().expect("remover panicked"))
+            .collect();
+        all.sort();
+        assert_eq!(
+            all,
+            (0..N).collect::<Vec<_>>(),
+            "each id removed exactly once"
+        );
+        assert!(map.is_empty());
+        assert!(map.snapshot().is_empty());
     }
 }

@@ -1,0 +1,297 @@
+//! Per-slot state: one connection's socket, the readiness seen on it, and its send.
+//!
+//! mio is edge-triggered: an event says readiness *changed*, not that it holds. So each
+//! connection remembers whether it is still readable (an event was seen and reading has
+//! not yet hit `WouldBlock`) and whether a send is waiting for the next writable event.
+
+use crate::sys;
+use mio::net::TcpStream;
+use ringmill_core::driver::{Completion, Flow, Slot};
+use std::io::{self, IoSlice, Read};
+
+/// One buffer of a send request: a pointer and a length into memory the core owns.
+pub(crate) struct RawBuf {
+    ptr: *const u8,
+    len: usize,
+}
+
+impl RawBuf {
+    /// Remembers where `buf` points.
+    ///
+    /// # Safety
+    ///
+    /// The memory `buf` describes must stay valid and unchanged for as long as the returned
+    /// value exists.
+    pub(crate) unsafe fn new(buf: &IoSlice<'_>) -> Self {
+        Self {
+            ptr: buf.as_ptr(),
+            len: buf.len(),
+        }
+    }
+
+    /// The bytes, from `offset` on.
+    fn bytes_from(&self, offset: usize) -> &[u8] {
+        // SAFETY: `RawBuf::new`'s caller promised that the memory stays valid and unchanged
+        // while `self` exists, and the returned borrow cannot outlive `self`.
+        let bytes = unsafe { std::slice::from_raw_parts(self.ptr, self.len) };
+        &bytes[offset..]
+    }
+}
+
+// SAFETY: a `RawBuf` is a read-only view of memory whose validity `RawBuf::new`'s caller
+// guarantees for the view's whole life, on whichever thread it ends up; it is never shared
+// between threads (it is not `Sync`), and the memory is only read.
+unsafe impl Send for RawBuf {}
+
+/// One connection.
+pub(crate) struct Conn {
+    /// The socket, registered with the loop's `Poll`.
+    pub(crate) stream: TcpStream,
+    /// A readable event was seen and reading has not yet hit `WouldBlock`.
+    pub(crate) readable: bool,
+    /// `recv` was called and neither `pause_recv` nor a `Pause` answer came since.
+    pub(crate) recv_on: bool,
+    /// End of stream or an error was reported: no more `Received`.
+    pub(crate) recv_done: bool,
+    /// A read is queued for the next poll (its budget ran out while still readable).
+    pub(crate) read_queued: bool,
+    /// An outbound connect has not been reported yet.
+    pub(crate) connecting: bool,
+    /// A send is waiting for a writable event.
+    pub(crate) sending: bool,
+}
+
+impl Conn {
+    /// A connection around a registered stream.
+    pub(crate) fn new(stream: TcpStream, connecting: bool) -> Self {
+        Self {
+            stream,
+            readable: false,
+            recv_on: false,
+            recv_done: false,
+            read_queued: false,
+            connecting,
+            sending: false,
+        }
+    }
+
+    /// Whether reading should go on now.
+    pub(crate) fn wants_read(&self) -> bool {
+        self.readable && self.recv_on && !self.recv_done && !self.connecting && !self.read_queued
+    }
+
+    /// Reads into `buf` and passes each read to `sink`, until `WouldBlock`, end of stream,
+    /// an error, a `Pause` answer, or `budget` bytes. Returns how many completions were
+    /// delivered and whether the budget ran out with the socket still readable.
+    pub(crate) fn read_some<F>(
+        &mut self,
+        slot: Slot,
+        buf: &mut [u8],
+        budget: usize,
+        sink: &mut F,
+    ) -> (usize, bool)
+    where
+        F: FnMut(Completion<'_>) -> Flow,
+    {
+        let mut delivered = 0;
+        let mut used = 0;
+        loop {
+            if used >= budget {
+                return (delivered, true);
+            }
+            let want = buf.len().min(budget - used);
+            match (&self.stream).read(&mut buf[..want]) {
+                Ok(0) => {
+                    self.readable = false;
+                    self.recv_done = true;
+                    sink(Completion::Received {
+                        slot,
+                        result: Ok(&[]),
+                    });
+                    return (delivered + 1, false);
+                }
+                Ok(n) => {
+                    used += n;
+                    delivered += 1;
+                    let flow = sink(Completion::Received {
+                        slot,
+                        result: Ok(&buf[..n]),
+                    });
+                    if flow == Flow::Pause {
+                        self.recv_on = false;
+                        return (delivered, false);
+                    }
+                }
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    self.readable = false;
+                    return (delivered, false);
+                }
+                Err(err) => {
+                    self.readable = false;
+                    self.recv_done = true;
+                    sink(Completion::Received {
+                        slot,
+                        result: Err(err),
+                    });
+                    return (delivered + 1, false);
+                }
+            }
+        }
+    }
+}
+
+/// How a send attempt ended.
+#[derive(Debug)]
+pub(crate) enum WriteOutcome {
+    /// Nothing could be written; wait for a writable event and try again.
+    Blocked,
+    /// The send is over: report this as its `Sent`.
+    Finished(io::Result<usize>),
+}
+
+/// Writes `bufs` to `stream` until everything is written or the socket would block.
+///
+/// Bytes written before a `WouldBlock` or an error are reported as a short send (the error,
+/// if it persists, shows up at the next send); an error before any byte is the result.
+pub(crate) fn write_out(stream: &TcpStream, bufs: &[RawBuf]) -> WriteOutcome {
+    let mut written = 0;
+    let mut index = 0;
+    let mut offset = 0;
+    loop {
+        while index < bufs.len() && offset == bufs[index].len {
+            index += 1;
+            offset = 0;
+        }
+        if index == bufs.len() {
+            return WriteOutcome::Finished(Ok(written));
+        }
+        let mut slices = [IoSlice::new(&[]); sys::MAX_IOV];
+        let mut count = 0;
+        for (i, buf) in bufs[index..].iter().take(sys::MAX_IOV).enumerate() {
+            slices[i] = IoSlice::new(buf.bytes_from(if i == 0 { offset } else { 0 }));
+            count += 1;
+        }
+        match sys::send_vectored(stream, &slices[..count]) {
+            Ok(0) => {
+                return WriteOutcome::Finished(if written > 0 {
+                    Ok(written)
+                } else {
+                    Err(io::ErrorKind::WriteZero.into())
+                });
+            }
+            Ok(mut n) => {
+                written += n;
+                while n > 0 {
+                    let step = n.min(bufs[index].len - offset);
+                    offset += step;
+                    n -= step;
+                    if offset == bufs[index].len {
+                        index += 1;
+                        offset = 0;
+                    }
+                }
+            }
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                return if written > 0 {
+                    WriteOutcome::Finished(Ok(written))
+                } else {
+                    WriteOutcome::Blocked
+                };
+            }
+            Err(err) => {
+                return WriteOutcome::Finished(if written > 0 { Ok(written) } else { Err(err) });
+            }
+        }
+    }
+}
+
+/// The state kept for one slot number, whether a connection uses it or not.
+#[derive(Default)]
+struct Entry {
+    /// Bumped each time a connection takes the slot.
+    generation: u32,
+    /// The connection using the slot.
+    conn: Option<Conn>,
+    /// The buffers of the connection's send; kept between sends and connections so the
+    /// steady state does not allocate.
+    send: Vec<RawBuf>,
+}
+
+/// The connections of one loop, indexed by slot.
+#[derive(Default)]
+pub(crate) struct Slots {
+    entries: Vec<Entry>,
+}
+
+impl Slots {
+    /// The generation the next connection in `slot` will have; fails if `slot` is in use.
+    pub(crate) fn next_generation(&mut self, slot: Slot) -> io::Result<u32> {
+        let index = slot.index();
+        if index >= self.entries.len() {
+            self.entries.resize_with(index + 1, Entry::default);
+        }
+        let entry = &self.entries[index];
+        if entry.conn.is_some() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("slot {} is already in use", slot.0),
+            ));
+        }
+        Ok(entry.generation.wrapping_add(1))
+    }
+
+    /// Puts `conn` in `slot` (vacant, as checked by [`next_generation`](Self::next_generation)).
+    pub(crate) fn insert(&mut self, slot: Slot, generation: u32, conn: Conn) {
+        let entry = &mut self.entries[slot.index()];
+        debug_assert!(entry.conn.is_none());
+        entry.generation = generation;
+        entry.conn = Some(conn);
+        entry.send.clear();
+    }
+
+    /// Takes the connection out of `slot`, forgetting its send.
+    pub(crate) fn remove(&mut self, slot: Slot) -> Option<Conn> {
+        let entry = self.entries.get_mut(slot.index())?;
+        entry.send.clear();
+        entry.conn.take()
+    }
+
+    /// The connection in `slot`, its send buffers and its generation.
+    pub(crate) fn get_mut(&mut self, slot: Slot) -> Option<(&mut Conn, &mut Vec<RawBuf>, u32)> {
+        let entry = self.entries.get_mut(slot.index())?;
+        let generation = entry.generation;
+        entry
+            .conn
+            .as_mut()
+            .map(|conn| (conn, &mut entry.send, generation))
+    }
+
+    /// The connection in `slot` if it is still the one of `generation`.
+    pub(crate) fn live_mut(
+        &mut self,
+        slot: Slot,
+        generation: u32,
+    ) -> Option<(&mut Conn, &mut Vec<RawBuf>)> {
+        match self.get_mut(slot) {
+            Some((conn, send, g)) if g == generation => Some((conn, send)),
+            _ => None,
+        }
+    }
+
+    /// Whether `slot` still holds the connection of `generation`.
+    pub(crate) fn is_live(&self, slot: Slot, generation: u32) -> bool {
+        self.entries
+            .get(slot.index())
+            .is_some_and(|e| e.conn.is_some() && e.generation == generation)
+    }
+
+    /// The full generation of the connection in `slot`, if the token's generation bits
+    /// (see [`crate::token`]) match it.
+    pub(crate) fn generation_for_token(&self, slot: Slot, bits: u32) -> Option<u32> {
+        let entry = self.entries.get(slot.index())?;
+        (entry.conn.is_some() && crate::token::generation_bits(entry.generation) == bits)
+            .then_some(entry.generation)
+    }
+}

@@ -1,0 +1,140 @@
+//! The few syscalls mio does not wrap the way this driver needs them: a vectored send
+//! that never raises `SIGPIPE`, and the per-socket setup that makes that possible where
+//! the send itself cannot ask for it.
+//!
+//! | platform | how a vanished peer is kept from raising `SIGPIPE` |
+//! |---|---|
+//! | Apple (macOS, iOS, ...) | `SO_NOSIGPIPE` set on every socket at registration; `writev` |
+//! | other Unix (Linux, Android, the BSDs, illumos, ...) | `sendmsg(..., MSG_NOSIGNAL)` |
+//! | Windows | there is no `SIGPIPE`; `WSASend` through `write_vectored` |
+//!
+//! Every call retries `EINTR` itself.
+
+use mio::net::TcpStream;
+use std::io::{self, IoSlice};
+
+/// The readiness mechanism mio uses on this platform, for [`describe`](crate::MioDriver).
+pub(crate) const SELECTOR: &str = if cfg!(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "illumos",
+    target_os = "redox"
+)) {
+    "epoll"
+} else if cfg!(any(
+    target_vendor = "apple",
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "dragonfly"
+)) {
+    "kqueue"
+} else if cfg!(windows) {
+    "IOCP/AFD"
+} else {
+    "poll"
+};
+
+/// Most buffers handed to the kernel in one vectored send (`IOV_MAX` is at least 1024 on
+/// every platform this driver runs on; the rest of a longer request goes in the next call).
+pub(crate) const MAX_IOV: usize = 64;
+
+/// Prepares a stream for [`send_vectored`]: sets `SO_NOSIGPIPE` where the send call cannot
+/// suppress `SIGPIPE` itself; does nothing elsewhere.
+#[cfg(target_vendor = "apple")]
+pub(crate) fn prepare(stream: &TcpStream) -> io::Result<()> {
+    socket2::SockRef::from(stream).set_nosigpipe(true)
+}
+
+/// Prepares a stream for [`send_vectored`]: sets `SO_NOSIGPIPE` where the send call cannot
+/// suppress `SIGPIPE` itself; does nothing elsewhere.
+#[cfg(not(target_vendor = "apple"))]
+pub(crate) fn prepare(_stream: &TcpStream) -> io::Result<()> {
+    Ok(())
+}
+
+/// Writes as much of `bufs` (at most [`MAX_IOV`] of them are used) as the socket takes
+/// without blocking, in one `sendmsg` with `MSG_NOSIGNAL`.
+#[cfg(all(unix, not(target_vendor = "apple")))]
+pub(crate) fn send_vectored(stream: &TcpStream, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+
+    let bufs = &bufs[..bufs.len().min(MAX_IOV)];
+    // SAFETY: `msghdr` is plain old data: all-zero is a valid value (null pointers, zero
+    // lengths, no flags).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    // `IoSlice` is guaranteed to be ABI compatible with `iovec` on Unix.
+    msg.msg_iov = bufs.as_ptr().cast::<libc::iovec>().cast_mut();
+    msg.msg_iovlen = bufs.len() as _;
+    loop {
+        // SAFETY: the descriptor is open for as long as `stream` is borrowed; `msg` points
+        // to `bufs.len()` valid `iovec`s that outlive the call, and `sendmsg` only reads
+        // them and the memory they describe.
+        let n = unsafe { libc::sendmsg(stream.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// Writes as much of `bufs` (at most [`MAX_IOV`] of them are used) as the socket takes
+/// without blocking, in one `writev` (the socket has `SO_NOSIGPIPE`, see [`prepare`]).
+#[cfg(all(unix, target_vendor = "apple"))]
+pub(crate) fn send_vectored(stream: &TcpStream, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+
+    let bufs = &bufs[..bufs.len().min(MAX_IOV)];
+    loop {
+        // SAFETY: the descriptor is open for as long as `stream` is borrowed; `IoSlice` is
+        // guaranteed to be ABI compatible with `iovec` on Unix, so the pointer names
+        // `bufs.len()` valid `iovec`s that outlive the call; `writev` only reads them.
+        let n = unsafe {
+            libc::writev(
+                stream.as_raw_fd(),
+                bufs.as_ptr().cast::<libc::iovec>(),
+                bufs.len() as libc::c_int,
+            )
+        };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// Writes as much of `bufs` (at most [`MAX_IOV`] of them are used) as the socket takes
+/// without blocking, in one vectored write (there is no `SIGPIPE` here).
+#[cfg(not(unix))]
+pub(crate) fn send_vectored(stream: &TcpStream, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    use std::io::Write;
+
+    let bufs = &bufs[..bufs.len().min(MAX_IOV)];
+    let mut stream = stream;
+    loop {
+        match stream.write_vectored(bufs) {
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            result => return result,
+        }
+    }
+}
+
+/// Whether a non-blocking `connect` error only means "in progress".
+pub(crate) fn connect_in_progress(err: &io::Error) -> bool {
+    #[cfg(unix)]
+    if err.raw_os_error() == Some(libc::EINPROGRESS) {
+        return true;
+    }
+    // A non-blocking connect interrupted by a signal goes on asynchronously (POSIX), like
+    // one that is in progress.
+    matches!(
+        err.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+    )
+}

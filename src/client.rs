@@ -7,7 +7,7 @@ use ringmill_core::context::ConnSender;
 use ringmill_core::error::{NetworkError, Result, SendError};
 use ringmill_core::handler::NetworkHandler;
 use ringmill_core::id::ConnectionId;
-use ringmill_core::runtime::{self, ClientConn};
+use ringmill_core::runtime::ClientConn;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
 

@@ -91,9 +91,8 @@ impl EventLoopBuilder {
         }
         self.driver
             .validate()
-            .map_err(|e| Box::new(NetworkError::Configuration(e)))?;
-        let selected = select::start(self.backend, self.threads, &self.driver, &self.settings)
-            .map_err(Box::new)?;
+            .map_err(NetworkError::Configuration)?;
+        let selected = select::start(self.backend, self.threads, &self.driver, &self.settings)?;
         Ok(EventLoop {
             shared: selected
                 .loops

@@ -49,3 +49,8 @@ pub use event_loop::{EventLoop, EventLoopBuilder};
 pub use ringmill_core::driver::DriverCounters;
 pub use ringmill_core::error::Backend;
 pub use ringmill_core::DriverConfig;
+
+/// The README's examples, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

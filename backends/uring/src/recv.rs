@@ -1,0 +1,76 @@
+//! Multishot receive state of one connection: arming, pausing and the stash of completions
+//! that arrived while paused.
+
+use crate::buf_ring::BGID;
+use crate::user_data::UserData;
+use io_uring::{opcode, squeue, types};
+use std::collections::VecDeque;
+use std::os::fd::RawFd;
+
+/// A receive completion kept for later delivery, in stream order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stashed {
+    /// `len` bytes in ring buffer `bid` (held out of the ring until delivered).
+    Data {
+        /// Buffer id.
+        bid: u16,
+        /// Bytes in it.
+        len: u32,
+    },
+    /// End of stream.
+    Eof,
+    /// The receive failed with this errno.
+    Err(i32),
+}
+
+/// Where a connection's receive stands.
+#[derive(Debug, Default)]
+pub(crate) struct RecvState {
+    /// The core wants `Received` for this slot: `recv` was called and no pause since.
+    pub active: bool,
+    /// A multishot receive is in flight (its final completion has not been reaped).
+    pub armed: bool,
+    /// A cancel of the armed receive has been queued.
+    pub cancelling: bool,
+    /// The kernel reported end of stream or an error: the receive is never armed again.
+    pub ended: bool,
+    /// The last receive ended with `ENOBUFS`; it is armed again once buffers are back.
+    pub starved: bool,
+    /// Completions not delivered yet, in order (while paused, or behind earlier ones).
+    pub stash: VecDeque<Stashed>,
+}
+
+impl RecvState {
+    /// Whether a new multishot receive should be armed now.
+    pub(crate) fn should_arm(&self) -> bool {
+        self.active && !self.armed && !self.ended && !self.starved
+    }
+}
+
+/// A multishot receive on `fd` that picks buffers from the provided buffer ring.
+pub(crate) fn recv_sqe(fd: RawFd, user_data: UserData) -> squeue::Entry {
+    opcode::RecvMulti::new(types::Fd(fd), BGID)
+        .build()
+        .user_data(user_data.encode())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arming_rules() {
+        let mut r = RecvState::default();
+        assert!(!r.should_arm(), "nothing before recv()");
+        r.active = true;
+        assert!(r.should_arm());
+        r.armed = true;
+        assert!(!r.should_arm(), "one receive at a time");
+        r.armed = false;
+        r.starved = true;
+        assert!(!r.should_arm(), "waits for buffers");
+        r.starved = false;
+        r.ended = true;
+        assert!(!r.should_arm(), "never after EOF");
+    }
+}

@@ -1,0 +1,78 @@
+//! `IORING_OP_SENDMSG` requests and the per-slot storage they point to.
+
+use crate::user_data::{Kind, UserData};
+use io_uring::{opcode, squeue, types};
+use std::io::IoSlice;
+use std::os::fd::RawFd;
+
+/// Most iovecs one `sendmsg(2)` takes (`IOV_MAX` on Linux). A longer request is sent up to
+/// here and reported as a short send, which the core re-issues from where it stopped.
+pub(crate) const MAX_IOVECS: usize = 1024;
+
+/// The `msghdr` and iovec array of a slot's send, kept at a stable address until the
+/// send's completion. One per connection, reused for every send of it.
+pub(crate) struct SendBuf {
+    hdr: libc::msghdr,
+    iov: Vec<libc::iovec>,
+}
+
+impl SendBuf {
+    /// Empty storage.
+    pub(crate) fn new() -> Box<Self> {
+        Box::new(Self {
+            // SAFETY: `msghdr` is plain old data; all zeroes (null pointers, zero
+            // lengths) is a valid empty header.
+            hdr: unsafe { std::mem::zeroed() },
+            iov: Vec::new(),
+        })
+    }
+
+    /// Fills the storage with `bufs` (at most [`MAX_IOVECS`] of them) and returns the
+    /// SENDMSG for `fd` with `MSG_NOSIGNAL`.
+    ///
+    /// The SQE points into `self` and, through the iovecs, into the memory of `bufs`:
+    /// both must stay valid and unchanged until the send's completion.
+    pub(crate) fn prepare(
+        &mut self,
+        fd: RawFd,
+        bufs: &[IoSlice<'_>],
+        user_data: UserData,
+    ) -> squeue::Entry {
+        debug_assert_eq!(user_data.kind, Kind::Send);
+        self.iov.clear();
+        self.iov
+            .extend(bufs.iter().take(MAX_IOVECS).map(|b| libc::iovec {
+                iov_base: b.as_ptr() as *mut libc::c_void,
+                iov_len: b.len(),
+            }));
+        self.hdr.msg_name = std::ptr::null_mut();
+        self.hdr.msg_namelen = 0;
+        self.hdr.msg_iov = self.iov.as_mut_ptr();
+        self.hdr.msg_iovlen = self.iov.len() as _;
+        self.hdr.msg_control = std::ptr::null_mut();
+        self.hdr.msg_controllen = 0;
+        self.hdr.msg_flags = 0;
+        opcode::SendMsg::new(types::Fd(fd), &self.hdr)
+            .flags(libc::MSG_NOSIGNAL as u32)
+            .build()
+            .user_data(user_data.encode())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caps_iovecs_and_points_at_them() {
+        let data = [7u8; 4];
+        let bufs: Vec<IoSlice<'_>> = (0..MAX_IOVECS + 10).map(|_| IoSlice::new(&data)).collect();
+        let mut sb = SendBuf::new();
+        let _ = sb.prepare(3, &bufs, UserData::new(1, 2, Kind::Send));
+        assert_eq!(sb.iov.len(), MAX_IOVECS);
+        assert_eq!(sb.hdr.msg_iovlen as usize, MAX_IOVECS);
+        assert_eq!(sb.hdr.msg_iov, sb.iov.as_mut_ptr());
+        assert_eq!(sb.iov[0].iov_base as *const u8, data.as_ptr());
+        assert_eq!(sb.iov[0].iov_len, 4);
+    }
+}

@@ -1,0 +1,133 @@
+//! The 64-bit `user_data` every SQE carries: slot (32 bits), generation (24 bits) and
+//! operation kind (8 bits), so a completion finds its connection and operation, and a
+//! completion for an earlier use of a slot is recognised by its generation.
+
+/// Bits of the generation field.
+const GEN_BITS: u32 = 24;
+/// Mask of the generation field.
+pub(crate) const GEN_MASK: u32 = (1 << GEN_BITS) - 1;
+
+/// What an operation is, so its completion is routed to the right handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Kind {
+    /// Multishot receive of a connection.
+    Recv = 1,
+    /// `SENDMSG` of a connection.
+    Send = 2,
+    /// `CONNECT` of a connection.
+    Connect = 3,
+    /// An `ASYNC_CANCEL` aimed at a connection's operations.
+    Cancel = 4,
+    /// Multishot accept of a listener (the slot field holds the listener id).
+    Accept = 5,
+    /// An `ASYNC_CANCEL` aimed at a listener's accept.
+    AcceptCancel = 6,
+    /// The waker's eventfd read.
+    Wake = 7,
+    /// The cancel-everything request issued when the driver is dropped.
+    Drain = 8,
+}
+
+impl Kind {
+    fn from_u8(v: u8) -> Option<Kind> {
+        Some(match v {
+            1 => Kind::Recv,
+            2 => Kind::Send,
+            3 => Kind::Connect,
+            4 => Kind::Cancel,
+            5 => Kind::Accept,
+            6 => Kind::AcceptCancel,
+            7 => Kind::Wake,
+            8 => Kind::Drain,
+            _ => return None,
+        })
+    }
+}
+
+/// A decoded `user_data`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct UserData {
+    /// Slot or listener id.
+    pub index: u32,
+    /// Generation of the slot when the operation was issued.
+    pub gen: u32,
+    /// The operation.
+    pub kind: Kind,
+}
+
+impl UserData {
+    /// A `user_data` for `kind` on `index` at generation `gen` (truncated to 24 bits).
+    pub(crate) fn new(index: u32, gen: u32, kind: Kind) -> Self {
+        Self {
+            index,
+            gen: gen & GEN_MASK,
+            kind,
+        }
+    }
+
+    /// The packed form for an SQE.
+    pub(crate) fn encode(self) -> u64 {
+        u64::from(self.index) | (u64::from(self.gen & GEN_MASK) << 32) | ((self.kind as u64) << 56)
+    }
+
+    /// Unpacks a CQE's `user_data`; `None` for a value this driver never issued.
+    pub(crate) fn decode(raw: u64) -> Option<Self> {
+        let kind = Kind::from_u8((raw >> 56) as u8)?;
+        Some(Self {
+            index: raw as u32,
+            gen: ((raw >> 32) as u32) & GEN_MASK,
+            kind,
+        })
+    }
+}
+
+/// The generation after `gen`, wrapping within 24 bits.
+pub(crate) fn next_gen(gen: u32) -> u32 {
+    gen.wrapping_add(1) & GEN_MASK
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        for kind in [
+            Kind::Recv,
+            Kind::Send,
+            Kind::Connect,
+            Kind::Cancel,
+            Kind::Accept,
+            Kind::AcceptCancel,
+            Kind::Wake,
+            Kind::Drain,
+        ] {
+            for (index, gen) in [(0, 0), (u32::MAX, GEN_MASK), (7, 12345), (1 << 31, 1)] {
+                let ud = UserData::new(index, gen, kind);
+                assert_eq!(UserData::decode(ud.encode()), Some(ud));
+            }
+        }
+    }
+
+    #[test]
+    fn generation_is_truncated_and_wraps() {
+        let ud = UserData::new(1, GEN_MASK + 5, Kind::Recv);
+        assert_eq!(ud.gen, 4);
+        assert_eq!(next_gen(GEN_MASK), 0);
+        assert_eq!(next_gen(3), 4);
+    }
+
+    #[test]
+    fn foreign_values_are_rejected() {
+        assert_eq!(UserData::decode(0), None);
+        assert_eq!(UserData::decode(0xff << 56), None);
+    }
+
+    #[test]
+    fn fields_do_not_overlap() {
+        let a = UserData::new(u32::MAX, 0, Kind::Recv).encode();
+        let b = UserData::new(0, GEN_MASK, Kind::Recv).encode();
+        assert_eq!(a & b, (Kind::Recv as u64) << 56);
+    }
+}

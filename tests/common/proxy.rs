@@ -20,7 +20,7 @@
 use super::{Rng, Shared, WAIT};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -59,6 +59,12 @@ pub struct ProxyStats {
     pub down_read: usize,
     /// Bytes written to clients.
     pub down_written: usize,
+    /// Writes made to the target.
+    pub up_writes: usize,
+    /// Writes made to clients.
+    pub down_writes: usize,
+    /// The largest single write made, either direction.
+    pub max_write: usize,
     /// Pumps holding bytes they may not forward because the proxy is stalled.
     pub stalled_pumps: usize,
     /// Connections reset by [`Mode::ResetAfter`].
@@ -89,6 +95,23 @@ struct Inner {
     closing: AtomicBool,
     sockets: Mutex<Vec<Arc<TcpStream>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    live: Arc<AtomicUsize>,
+}
+
+/// Counts a live proxy thread until dropped.
+struct LiveGuard(Arc<AtomicUsize>);
+
+impl LiveGuard {
+    fn new(live: &Arc<AtomicUsize>) -> Self {
+        live.fetch_add(1, Ordering::SeqCst);
+        LiveGuard(Arc::clone(live))
+    }
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// A loopback proxy in front of `target`; see the module docs.
@@ -113,12 +136,17 @@ impl FaultProxy {
             closing: AtomicBool::new(false),
             sockets: Mutex::new(Vec::new()),
             threads: Mutex::new(Vec::new()),
+            live: Arc::new(AtomicUsize::new(0)),
         });
         let acceptor = {
             let inner = Arc::clone(&inner);
+            let guard = LiveGuard::new(&inner.live);
             std::thread::Builder::new()
                 .name("fault-proxy-accept".into())
-                .spawn(move || accept_loop(inner, listener))
+                .spawn(move || {
+                    let _guard = guard;
+                    accept_loop(inner, listener)
+                })
                 .expect("spawn proxy acceptor")
         };
         FaultProxy {
@@ -156,6 +184,12 @@ impl FaultProxy {
     /// Resumes forwarding after [`stall`](Self::stall).
     pub fn release(&self) {
         self.inner.control.update(|c| c.stalled = false);
+    }
+
+    /// A counter of the proxy's threads still running; it reads 0 once the proxy is
+    /// dropped (drop joins every thread).
+    pub fn live_threads(&self) -> Arc<AtomicUsize> {
+        Arc::clone(&self.inner.live)
     }
 
     /// A snapshot of the counters.
@@ -227,7 +261,9 @@ fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
             reset: AtomicBool::new(false),
         });
         let mut threads = inner.threads.lock().unwrap();
-        for up in [true, false] {
+        // Both pumps count as live before either starts.
+        let guards = [LiveGuard::new(&inner.live), LiveGuard::new(&inner.live)];
+        for (up, guard) in [true, false].into_iter().zip(guards) {
             let inner2 = Arc::clone(&inner);
             let conn = Arc::clone(&conn);
             seed += 1;
@@ -243,6 +279,7 @@ fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
                         .into(),
                     )
                     .spawn(move || {
+                        let _guard = guard;
                         pump(&inner2, &conn, up, rng);
                         inner2.control.update(|c| c.stats.pumps_done += 1);
                     })
@@ -361,10 +398,13 @@ fn forward(
         }
         inner.control.update(|c| {
             if up {
-                c.stats.up_written += piece
+                c.stats.up_written += piece;
+                c.stats.up_writes += 1;
             } else {
-                c.stats.down_written += piece
+                c.stats.down_written += piece;
+                c.stats.down_writes += 1;
             }
+            c.stats.max_write = c.stats.max_write.max(piece);
         });
         data = &data[piece..];
         if up {

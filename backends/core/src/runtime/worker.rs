@@ -367,8 +367,6 @@ impl<D: Driver> Worker<D> {
         if self.state.stopping || service.is_stopped() {
             return;
         }
-        self.state.accept_backoff = ACCEPT_BACKOFF_MIN;
-        self.state.accept_error_reported = false;
         if !service.try_admit() {
             drop(stream);
             let ctx = l.ctx.clone();
@@ -648,6 +646,12 @@ impl State {
     ) -> Flow {
         match result {
             Ok((stream, peer)) => {
+                // A successful accept ends an episode of resource errors. This is done
+                // here, in completion order, and not when the stream is opened later in
+                // the turn: an error that followed it in the same poll would otherwise be
+                // forgotten and reported again on the next retry.
+                self.accept_backoff = ACCEPT_BACKOFF_MIN;
+                self.accept_error_reported = false;
                 self.accepted.push((listener, stream, peer));
                 Flow::Continue
             }

@@ -97,15 +97,20 @@ impl ChildTest {
     }
 
     fn fail(&mut self, why: &str) -> ! {
+        let mut exit = String::new();
         if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+            if let Ok(Some(status)) = child.try_wait() {
+                exit = format!(" (child {})", describe(status));
+            } else {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
         }
         while let Ok(o) = self.output.try_recv() {
             self.record(o);
         }
         panic!(
-            "child {}: {why}\n--- child output ---\n{}\n--- end ---",
+            "child {}: {why}{exit}\n--- child output ---\n{}\n--- end ---",
             self.name,
             self.transcript.join("\n")
         );

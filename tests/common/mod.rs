@@ -688,6 +688,17 @@ impl Recorder {
         })
     }
 
+    /// Waits for the connection whose peer is `peer` (the client socket's local address,
+    /// from `NetworkEvent::ConnectionEstablished`) and returns its id.
+    pub fn wait_peer(&self, peer: SocketAddr, timeout: Duration) -> ConnectionId {
+        self.wait_map(timeout, &format!("a connection from {peer}"), |r| {
+            r.order
+                .iter()
+                .find(|id| r.conns[id].peer == Some(peer))
+                .copied()
+        })
+    }
+
     /// Waits until `id` has received at least `n` bytes.
     pub fn wait_bytes(&self, id: ConnectionId, n: usize, timeout: Duration) {
         self.wait(timeout, &format!("{n} bytes on {id}"), |r| {

@@ -17,25 +17,18 @@ use std::thread;
 struct StdEcho {
     addr: SocketAddr,
     ends: Arc<Shared<Vec<std::result::Result<usize, std::io::ErrorKind>>>>,
-    sizes: Arc<Shared<Vec<Vec<usize>>>>,
 }
 
 fn std_echo() -> StdEcho {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let ends = Arc::new(Shared::new(Vec::new()));
-    let sizes = Arc::new(Shared::new(Vec::new()));
-    let (e2, s2) = (Arc::clone(&ends), Arc::clone(&sizes));
+    let e2 = Arc::clone(&ends);
     // The listener thread lives as long as the test process; each test has its own port.
     thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
             let ends = Arc::clone(&e2);
-            let sizes = Arc::clone(&s2);
-            let index = sizes.update(|s| {
-                s.push(Vec::new());
-                s.len() - 1
-            });
             thread::spawn(move || {
                 let mut buf = vec![0u8; 65536];
                 let mut total = 0;
@@ -44,7 +37,6 @@ fn std_echo() -> StdEcho {
                         Ok(0) => break Ok(total),
                         Ok(n) => {
                             total += n;
-                            sizes.update(|s| s[index].push(n));
                             if stream.write_all(&buf[..n]).is_err() {
                                 break Err(std::io::ErrorKind::BrokenPipe);
                             }
@@ -57,7 +49,7 @@ fn std_echo() -> StdEcho {
             });
         }
     });
-    StdEcho { addr, ends, sizes }
+    StdEcho { addr, ends }
 }
 
 /// Writes `data` from a helper thread while reading the echo, and returns the echo.

@@ -1308,6 +1308,7 @@ pub fn thread_count() -> usize {
 
 /// Raises the soft `RLIMIT_NOFILE` to at least `want` (up to the hard limit) and returns
 /// the resulting soft limit.
+#[allow(clippy::unnecessary_cast)] // rlim_t is not u64 everywhere
 pub fn raise_nofile_limit(want: u64) -> u64 {
     let mut lim = libc::rlimit {
         rlim_cur: 0,

@@ -36,8 +36,12 @@ pub struct Service {
     pub(crate) handler: Arc<dyn NetworkHandler>,
     pub(crate) conns: ConnMap<ConnShared>,
     pub(crate) config: ServiceConfig,
-    /// Connections counted against `max_connections` (accepted, not yet closed).
+    /// Connections open now (admitted, not yet closed).
     pub(crate) count: AtomicUsize,
+    /// Places taken under `max_connections`. Like `count`, but a place is given back only
+    /// once the connection's `on_disconnect` has returned, so that a replacement admitted
+    /// by another loop never overlaps the callbacks of the connection it replaces.
+    pub(crate) places: AtomicUsize,
     pub(crate) stopped: AtomicBool,
 }
 
@@ -53,6 +57,7 @@ impl Service {
             conns: ConnMap::with_capacity(capacity),
             config,
             count: AtomicUsize::new(0),
+            places: AtomicUsize::new(0),
             stopped: AtomicBool::new(false),
         })
     }
@@ -69,21 +74,32 @@ impl Service {
 
     /// Takes one place under `max_connections`; `false` if the service is full.
     pub(crate) fn try_admit(&self) -> bool {
-        match self.config.max_connections {
+        let admitted = match self.config.max_connections {
             None => {
-                self.count.fetch_add(1, Ordering::AcqRel);
+                self.places.fetch_add(1, Ordering::AcqRel);
                 true
             }
             Some(max) => self
-                .count
+                .places
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                     (n < max).then_some(n + 1)
                 })
                 .is_ok(),
+        };
+        if admitted {
+            self.count.fetch_add(1, Ordering::AcqRel);
         }
+        admitted
     }
 
+    /// An admitted connection closed: it no longer counts as open. Its place under
+    /// `max_connections` stays taken until [`release_place`](Self::release_place).
     pub(crate) fn release(&self) {
         self.count.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// The closed connection's `on_disconnect` has returned: its place is free.
+    pub(crate) fn release_place(&self) {
+        self.places.fetch_sub(1, Ordering::AcqRel);
     }
 }

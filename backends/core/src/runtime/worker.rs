@@ -385,6 +385,7 @@ impl<D: Driver> Worker<D> {
         if let Err(e) = self.driver.register(slot, stream) {
             self.state.free_slot(slot);
             service.release();
+            service.release_place();
             let ctx = ServerContext::new(Arc::clone(&service));
             callback::call_quiet(|| {
                 service
@@ -942,6 +943,12 @@ impl State {
                     .handler
                     .on_event(&conn.ctx, NetworkEvent::ConnectionClosed(id))
             });
+        }
+        // The place under `max_connections` is given back only now: until its
+        // `on_disconnect` has returned the connection is alive as far as the handler can
+        // tell, and another loop must not admit a replacement meanwhile.
+        if conn.counted {
+            conn.service.release_place();
         }
         // A descriptor was freed: listeners backing off after EMFILE may try again.
         let paused: Vec<ListenerId> = self

@@ -28,16 +28,23 @@ fn assert_not_found(result: Result<()>, id: ConnectionId) {
     }
 }
 
-/// Asserts that connecting to `addr` is refused (nothing listens any more).
+/// Asserts that connecting to `addr` is refused (nothing listens any more), several
+/// times in a row: a listener that lingers for a moment after `stop` returned would let
+/// handshakes complete into a queue nobody accepts from.
 #[track_caller]
 fn assert_refused(addr: std::net::SocketAddr) {
-    match TcpStream::connect_timeout(&addr, WAIT) {
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
-        Err(e) => panic!("connect to a stopped server: expected ConnectionRefused, got {e}"),
-        Ok(s) => panic!(
-            "connect to a stopped server succeeded ({:?} -> {addr}): it still listens",
-            s.local_addr()
-        ),
+    for attempt in 0..20 {
+        match TcpStream::connect_timeout(&addr, WAIT) {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+            Err(e) => panic!(
+                "connect #{attempt} to a stopped server: expected ConnectionRefused, got {e}"
+            ),
+            Ok(s) => panic!(
+                "connect #{attempt} to a stopped server succeeded ({:?} -> {addr}): it still \
+                 listens",
+                s.local_addr()
+            ),
+        }
     }
 }
 

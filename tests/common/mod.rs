@@ -124,7 +124,10 @@ pub fn require_backend(backend: Backend) -> bool {
                 event_loop.stop();
                 Ok(())
             }
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(match e.downcast_ref::<NetworkError>() {
+                Some(NetworkError::BackendUnavailable { reason, .. }) => reason.clone(),
+                _ => e.to_string(),
+            }),
         }
     });
     match probe {

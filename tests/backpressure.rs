@@ -22,20 +22,48 @@ struct Drains {
     refusals: u64,
 }
 
-/// Sends `total` bytes of frames (random sizes up to `MAX_FRAME`) through `sender`,
-/// retrying each refused frame once `on_drained` has fired; returns the digest of what
-/// was accepted.
-fn produce(sender: ConnSender, state: Arc<Shared<Drains>>, total: usize) -> u64 {
+/// Length of the block the transferred stream repeats: not a power of two, so a lost or
+/// repeated frame (random sizes) cannot line the stream up with itself again.
+const BLOCK: usize = 1024 * 1024 + 7;
+
+/// The bytes of the stream from `pos` on, `len` of them.
+fn stream_at(block: &[u8], pos: usize, len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len);
+    let mut at = pos % BLOCK;
+    while out.len() < len {
+        let n = (len - out.len()).min(BLOCK - at);
+        out.extend_from_slice(&block[at..at + n]);
+        at = 0;
+    }
+    out
+}
+
+/// Whether `chunk` is the stream's bytes at `pos`.
+fn matches_stream(block: &[u8], pos: usize, chunk: &[u8]) -> bool {
+    let at = pos % BLOCK;
+    let first = chunk.len().min(BLOCK - at);
+    chunk[..first] == block[at..at + first]
+        && (first == chunk.len() || chunk[first..] == stream_at(block, 0, chunk.len() - first)[..])
+}
+
+/// Sends the first `total` bytes of the stream as frames of random sizes up to
+/// `MAX_FRAME` through `sender`, retrying each refused frame once `on_drained` has fired.
+fn produce(sender: ConnSender, state: Arc<Shared<Drains>>, block: Arc<Vec<u8>>, total: usize) {
     let mut rng = Rng::new(7);
-    let mut digest = Fnv::new();
     let mut sent = 0;
-    let mut buf = vec![0u8; MAX_FRAME];
     while sent < total {
         let len = rng.range(1, MAX_FRAME).min(total - sent);
-        rng.fill(&mut buf[..len]);
+        let at = sent % BLOCK;
+        let owned;
+        let frame: &[u8] = if at + len <= BLOCK {
+            &block[at..at + len]
+        } else {
+            owned = stream_at(&block, sent, len);
+            &owned
+        };
         loop {
             let before = state.with(|s| s.drained);
-            match sender.send(&buf[..len]) {
+            match sender.send(frame) {
                 Ok(()) => break,
                 Err(SendError::Backpressure) => {
                     state.update(|s| s.refusals += 1);
@@ -44,10 +72,8 @@ fn produce(sender: ConnSender, state: Arc<Shared<Drains>>, total: usize) -> u64 
                 Err(e) => panic!("send failed after {sent} bytes: {e}"),
             }
         }
-        digest.update(&buf[..len]);
         sent += len;
     }
-    digest.0
 }
 
 backend_matrix! {
@@ -72,13 +98,16 @@ backend_matrix! {
         let mut client = connect(addr_of(&server));
         let id = rec.wait_peer(client.local_addr().unwrap(), WAIT);
         let sender = server.context().sender(id).unwrap();
+        let block = Arc::new(pattern(5, BLOCK));
         let producer = {
             let sender = sender.clone();
             let state = Arc::clone(&state);
-            thread::spawn(move || produce(sender, state, TOTAL))
+            let block = Arc::clone(&block);
+            thread::spawn(move || produce(sender, state, block, TOTAL))
         };
 
-        let mut digest = Fnv::new();
+        // Reading starts only once the producer has been refused: the queue did fill.
+        state.wait_until(WAIT, "a send refused with Backpressure", |s| s.refusals > 0);
         let mut got = 0usize;
         let mut buf = vec![0u8; 64 * 1024];
         client.set_read_timeout(Some(WAIT)).unwrap();
@@ -88,7 +117,11 @@ backend_matrix! {
                 Ok(n) => n,
                 Err(e) => panic!("read failed after {got} of {TOTAL} bytes: {e}"),
             };
-            digest.update(&buf[..n]);
+            assert!(
+                matches_stream(&block, got, &buf[..n]),
+                "bytes {got}..{} differ from what was sent",
+                got + n
+            );
             got += n;
             assert!(
                 sender.queued_bytes() <= HIGH + MAX_FRAME,
@@ -96,11 +129,10 @@ backend_matrix! {
                 sender.queued_bytes()
             );
             // Pacing: this reader is slower than the producer.
-            thread::sleep(Duration::from_micros(500));
+            thread::sleep(Duration::from_millis(1));
         }
-        let sent = producer.join().expect("producer");
+        producer.join().expect("producer");
         assert_eq!(got, TOTAL);
-        assert_eq!(digest.0, sent, "the 64 MiB arrived altered");
         let peak = sender.peak_queued_bytes();
         assert!(
             peak <= HIGH + MAX_FRAME,

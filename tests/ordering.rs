@@ -254,4 +254,37 @@ backend_matrix! {
             assert_eq!(rec.trace(id).events, vec![Ev::Connect, Ev::Disconnect]);
         }
     }
+
+    /// Clients that connect, write and reset at once, racing the accept: each either
+    /// never shows up or shows up as a full `Connect .. Disconnect` pair whose bytes are
+    /// a prefix of what it sent; the server keeps serving.
+    fn reset_racing_accept(backend: Backend) {
+        let event_loop = event_loop(backend);
+        let rec = Recorder::shared();
+        let server = start_server(&event_loop, server_config().build(), Recording::new(&rec));
+        let addr = addr_of(&server);
+        let data = pattern(77, 5000);
+        for _ in 0..50 {
+            let mut s = connect(addr);
+            let _ = s.write_all(&data);
+            reset_close(s);
+        }
+        // A normal connection afterwards is served.
+        let mut last = connect(addr);
+        last.write_all(b"served").unwrap();
+        let id = rec.wait_peer(last.local_addr().unwrap(), WAIT);
+        rec.wait_bytes(id, 6, WAIT);
+        drop(last);
+        rec.wait_closed(id, WAIT);
+        // Stopping joins the loop threads: every callback that will ever run has run.
+        event_loop.stop();
+        rec.assert_all_closed_once();
+        for id in rec.connections() {
+            let trace = rec.trace(id);
+            assert_shape(&trace, &["Io("]);
+            if trace.data != b"served" {
+                assert_bytes_eq(&trace.data, &data[..trace.data.len()], "bytes before the reset");
+            }
+        }
+    }
 }

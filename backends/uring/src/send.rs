@@ -70,7 +70,7 @@ mod tests {
         let mut sb = SendBuf::new();
         let _ = sb.prepare(3, &bufs, UserData::new(1, 2, Kind::Send));
         assert_eq!(sb.iov.len(), MAX_IOVECS);
-        assert_eq!(sb.hdr.msg_iovlen as usize, MAX_IOVECS);
+        assert_eq!(sb.hdr.msg_iovlen, MAX_IOVECS as _);
         assert_eq!(sb.hdr.msg_iov, sb.iov.as_mut_ptr());
         assert_eq!(sb.iov[0].iov_base as *const u8, data.as_ptr());
         assert_eq!(sb.iov[0].iov_len, 4);

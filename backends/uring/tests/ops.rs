@@ -10,6 +10,7 @@ use ringmill_uring::UringDriver;
 use socket2::{Domain, Socket, Type};
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -61,6 +62,7 @@ fn name_and_description() {
     assert!(d.contains("multishot accept+recv"), "{d}");
     assert!(d.contains("provided buffer ring 16x4KiB"), "{d}");
     assert!(d.contains("registered buffers: "), "{d}");
+    eprintln!("{d}");
 }
 
 #[test]
@@ -241,6 +243,9 @@ fn accept_pause_keeps_connections_until_resume() {
                 Completion::Accepted { result, .. } => {
                     let (stream, peer) = result.unwrap();
                     assert_eq!(stream.peer_addr().unwrap(), peer);
+                    // SAFETY: F_GETFL on a descriptor `stream` owns.
+                    let fl = unsafe { libc::fcntl(stream.as_raw_fd(), libc::F_GETFL) };
+                    assert!(fl & libc::O_NONBLOCK != 0, "accepted socket is blocking");
                     peers_seen.push(peer);
                     Flow::Continue
                 }

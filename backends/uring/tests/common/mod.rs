@@ -135,6 +135,14 @@ impl Echo {
         self.driver
             .poll(Some(timeout), |c| {
                 let mut flow = Flow::Continue;
+                if let Completion::Received { slot, .. } = &c {
+                    if let Some(conn) = conns.get(&slot.0) {
+                        assert!(
+                            conn.paused_for.is_none(),
+                            "Received on {slot:?} while its receive is paused"
+                        );
+                    }
+                }
                 if let Completion::Received {
                     slot,
                     result: Ok(data),

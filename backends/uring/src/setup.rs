@@ -56,8 +56,13 @@ const REQUIRED_OPCODES: [(u8, &str); 6] = [
 /// receive (6.0).
 pub(crate) const MIN_KERNEL: (u32, u32) = (6, 0);
 
-/// Builds the ring for `config` and checks that it has everything the driver needs.
-pub(crate) fn build(config: &DriverConfig) -> Result<Setup, SetupError> {
+/// Every flag combination, from the most to the least capable.
+pub(crate) const ALL_TASKRUN: [TaskRun; 3] =
+    [TaskRun::Deferred, TaskRun::Cooperative, TaskRun::Plain];
+
+/// Builds the ring for `config` with the first of `modes` the kernel accepts and checks
+/// that it has everything the driver needs.
+pub(crate) fn build(config: &DriverConfig, modes: &[TaskRun]) -> Result<Setup, SetupError> {
     let kernel = kernel_version();
     if let Some(version) = kernel {
         if version < MIN_KERNEL {
@@ -67,7 +72,7 @@ pub(crate) fn build(config: &DriverConfig) -> Result<Setup, SetupError> {
             )));
         }
     }
-    let (ring, taskrun) = build_ring(config)?;
+    let (ring, taskrun) = build_ring(config, modes)?;
     let params = ring.params();
     if !params.is_feature_nodrop() {
         return Err(SetupError::unsupported(
@@ -91,9 +96,9 @@ pub(crate) fn build(config: &DriverConfig) -> Result<Setup, SetupError> {
 
 /// Tries the setup flag combinations from the most to the least capable. Only `EINVAL`
 /// (flags this kernel does not know) moves on to the next; any other error ends the search.
-fn build_ring(config: &DriverConfig) -> Result<(IoUring, TaskRun), SetupError> {
+fn build_ring(config: &DriverConfig, modes: &[TaskRun]) -> Result<(IoUring, TaskRun), SetupError> {
     let mut last = None;
-    for taskrun in [TaskRun::Deferred, TaskRun::Cooperative, TaskRun::Plain] {
+    for &taskrun in modes {
         let mut builder = IoUring::builder();
         builder
             .setup_cqsize(config.cq_entries)

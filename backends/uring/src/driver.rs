@@ -36,6 +36,11 @@ const DROP_DRAIN: Duration = Duration::from_secs(2);
 /// It is built by [`UringDriver::new`] on the loop thread that then uses it (the ring is
 /// set up with `IORING_SETUP_SINGLE_ISSUER` where the kernel has it), and it is not
 /// `Send`: only its [`Waker`] crosses threads.
+///
+/// Dropping it cancels every operation still in the kernel and waits (up to two seconds)
+/// for all of them to come back before the receive buffers are freed; descriptors it owns
+/// are closed. Drop it on its loop thread: elsewhere the ring refuses the wait, and the
+/// buffers are leaked rather than freed while the kernel may still write to them.
 pub struct UringDriver {
     // Field order matters for drop: the ring goes before the memory it may point to.
     ring: Ring,

@@ -128,6 +128,7 @@ impl Ring {
     pub(crate) fn enter(&mut self, wait: Wait) -> io::Result<()> {
         let mut busy = 0;
         while !self.waiting.is_empty() {
+            let before = self.waiting.len();
             self.fill();
             match self.enter_once(0, Wait::No) {
                 Ok(()) => {}
@@ -135,8 +136,14 @@ impl Ring {
                 Err(e) if is_busy(&e) => return Ok(()),
                 Err(e) => return Err(e),
             }
+            self.fill();
+            if self.waiting.len() >= before {
+                // The kernel took nothing this time: leave the rest for the next call
+                // rather than spin; the final enter below still submits what fits.
+                break;
+            }
         }
-        let wait = if self.backlog.is_empty() {
+        let mut wait = if self.backlog.is_empty() {
             wait
         } else {
             Wait::No
@@ -144,7 +151,11 @@ impl Ring {
         loop {
             match self.enter_once(1, wait) {
                 Ok(()) => return Ok(()),
-                Err(e) if is_busy(&e) && busy < BUSY_RETRIES => busy += 1,
+                Err(e) if is_busy(&e) && busy < BUSY_RETRIES => {
+                    // The completions moved to the backlog must be handled before waiting.
+                    busy += 1;
+                    wait = Wait::No;
+                }
                 Err(e) if is_busy(&e) => return Ok(()),
                 Err(e) => return Err(e),
             }

@@ -64,11 +64,19 @@ pub(crate) enum Command {
 pub struct LoopShared {
     id: usize,
     index: usize,
-    commands: Mutex<Vec<Command>>,
+    inbox: Mutex<Inbox>,
     notified: AtomicBool,
-    waker: Arc<dyn Waker>,
     stopped: AtomicBool,
     counters: [AtomicU64; 8],
+}
+
+/// The commands, and the waker while the loop runs.
+struct Inbox {
+    commands: Vec<Command>,
+    /// Dropped when the loop exits: the waker owns an OS resource (an eventfd, a pipe),
+    /// and this `LoopShared` can outlive the loop by a long time (connections reach it,
+    /// and the connection map frees them lazily through epoch-deferred destruction).
+    waker: Option<Arc<dyn Waker>>,
 }
 
 impl LoopShared {
@@ -76,9 +84,11 @@ impl LoopShared {
         Arc::new(Self {
             id: NEXT_LOOP_ID.fetch_add(1, Ordering::Relaxed),
             index,
-            commands: Mutex::new(Vec::new()),
+            inbox: Mutex::new(Inbox {
+                commands: Vec::new(),
+                waker: Some(waker),
+            }),
             notified: AtomicBool::new(false),
-            waker,
             stopped: AtomicBool::new(false),
             counters: Default::default(),
         })
@@ -119,15 +129,20 @@ impl LoopShared {
     /// Queues a command; wakes the loop unless the caller is the loop itself or a wake is
     /// already on its way. Returns `false` (and drops the command) if the loop is gone.
     pub(crate) fn push(&self, command: Command) -> bool {
-        {
-            let mut commands = self.commands.lock().unwrap_or_else(|e| e.into_inner());
+        let waker = {
+            let mut inbox = self.inbox.lock().unwrap_or_else(|e| e.into_inner());
             if self.is_stopped() {
                 return false;
             }
-            commands.push(command);
-        }
-        if !self.is_current() && !self.notified.swap(true, Ordering::AcqRel) {
-            if let Err(e) = self.waker.wake() {
+            inbox.commands.push(command);
+            if !self.is_current() && !self.notified.swap(true, Ordering::AcqRel) {
+                inbox.waker.clone()
+            } else {
+                None
+            }
+        };
+        if let Some(waker) = waker {
+            if let Err(e) = waker.wake() {
                 log::error!("waking loop {} failed: {e}", self.index);
             }
         }
@@ -143,15 +158,20 @@ impl LoopShared {
     pub(crate) fn drain(&self, into: &mut Vec<Command>) {
         // Reset before taking, so a command pushed after the take wakes the loop again.
         self.notified.store(false, Ordering::Release);
-        let mut commands = self.commands.lock().unwrap_or_else(|e| e.into_inner());
-        std::mem::swap(&mut *commands, into);
+        let mut inbox = self.inbox.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::swap(&mut inbox.commands, into);
     }
 
-    /// Commands left behind when the loop exits are dropped (closing their sockets).
+    /// Commands left behind when the loop exits are dropped (closing their sockets), and
+    /// so is the waker: nothing wakes a loop that has exited.
     pub(crate) fn close_inbox(&self) -> Vec<Command> {
-        let mut commands = self.commands.lock().unwrap_or_else(|e| e.into_inner());
-        self.stopped.store(true, Ordering::Release);
-        std::mem::take(&mut *commands)
+        let (commands, waker) = {
+            let mut inbox = self.inbox.lock().unwrap_or_else(|e| e.into_inner());
+            self.stopped.store(true, Ordering::Release);
+            (std::mem::take(&mut inbox.commands), inbox.waker.take())
+        };
+        drop(waker);
+        commands
     }
 
     pub(crate) fn publish_counters(&self, c: &DriverCounters) {

@@ -4,19 +4,13 @@
 //! callable before `run` and from a handler.
 
 mod common;
+mod common_child;
 
 use common::*;
+use common_child::ChildTest;
 use std::io::Write;
 use std::net::TcpStream;
-use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, Weak};
-
-/// The leak test counts the process's fds and threads: every other test of this file
-/// holds the read side while it runs, the leak test the write side.
-static PROCESS: RwLock<()> = RwLock::new(());
-
-fn shared_process() -> RwLockReadGuard<'static, ()> {
-    PROCESS.read().unwrap_or_else(|e| e.into_inner())
-}
+use std::sync::{Arc, OnceLock, Weak};
 
 /// A `ConnectionNotFound(id)` from `send_to`, or a panic naming what came instead.
 #[track_caller]
@@ -53,7 +47,6 @@ backend_matrix! {
     /// senders with `Closed`), across many reconnects, and nothing sent to them reaches
     /// any newer connection: each live connection receives exactly its own marker.
     fn stale_id_never_reaches_newer_connection(backend: Backend) {
-        let _process = shared_process();
         let event_loop = event_loop(backend);
         let rec = Recorder::shared();
         let server = start_server(&event_loop, server_config().build(), Recording::new(&rec));
@@ -129,8 +122,20 @@ backend_matrix! {
 
     /// 1,000 times: build a one-thread loop, start a server, echo one round trip, stop,
     /// drop. No fd and no thread may be left behind.
+    ///
+    /// It runs in a child process where it is the only test, so that no other test's
+    /// descriptors or threads (nor the test harness's) come and go while it counts.
     fn start_stop_cycles_leak_nothing(backend: Backend) {
-        let _process = PROCESS.write().unwrap_or_else(|e| e.into_inner());
+        if common_child::role().as_deref() != Some("leak-cycles") {
+            let name = match backend {
+                Backend::Uring => "start_stop_cycles_leak_nothing::uring",
+                _ => "start_stop_cycles_leak_nothing::mio",
+            };
+            let mut child = ChildTest::spawn(name, "leak-cycles", &[]);
+            child.expect("cycles", std::time::Duration::from_secs(120));
+            child.wait_success(WAIT);
+            return;
+        }
         let cycle = |i: usize| {
             let event_loop = EventLoop::builder()
                 .threads(1)
@@ -155,6 +160,7 @@ backend_matrix! {
         // counted as a leak.
         cycle(0);
         let fds_before = fd_list();
+        let fd_count_before = fd_count();
         let threads_before = thread_count();
         for i in 1..=1000 {
             cycle(i);
@@ -167,23 +173,23 @@ backend_matrix! {
                 thread_count()
             );
         }
-        if !try_poll_until(SHORT_WAIT, || fd_count() <= fds_before.len()) {
+        if !try_poll_until(SHORT_WAIT, || fd_count() <= fd_count_before) {
             let after = fd_list();
             let new: Vec<_> = after.iter().filter(|f| !fds_before.contains(f)).collect();
             panic!(
                 "fds leaked: {} before, {} after 1000 cycles; new: {:?}",
-                fds_before.len(),
-                after.len(),
+                fd_count_before,
+                fd_count(),
                 &new[..new.len().min(20)]
             );
         }
+        common_child::report("cycles", 1000);
     }
 
     /// `TcpServer::stop` closes every live connection (each with one `on_disconnect`,
     /// each client sees EOF), stops accepting (new connects are refused), and leaves the
     /// loop and its other servers running.
     fn server_stop_closes_connections_and_refuses_new(backend: Backend) {
-        let _process = shared_process();
         let event_loop = event_loop(backend);
         let rec = Recorder::shared();
         let server = start_server(&event_loop, server_config().build(), Recording::echo(&rec));
@@ -239,7 +245,6 @@ backend_matrix! {
     /// queued byte, then EOF; then every connection has had its `on_disconnect`, the
     /// listener is closed and `stop` returns.
     fn event_loop_stop_flushes_queued_output(backend: Backend) {
-        let _process = shared_process();
         const LEN: usize = 8 << 20;
         let event_loop = Arc::new(event_loop_with(backend, |b| {
             b.stop_timeout(std::time::Duration::from_secs(30))
@@ -303,7 +308,6 @@ backend_matrix! {
     /// `stop` before `run`: `run` returns at once. `stop` from another thread while
     /// `run` blocks: `run` returns.
     fn stop_before_or_during_run_ends_run(backend: Backend) {
-        let _process = shared_process();
         let (tx, rx) = std::sync::mpsc::channel();
 
         let early = Arc::new(event_loop(backend));
@@ -348,7 +352,6 @@ backend_matrix! {
     /// `stop` is idempotent and can be called from a handler, on a loop thread, without
     /// deadlock: the handler returns, `run` returns, the connection is closed.
     fn stop_is_idempotent_and_callable_from_a_handler(backend: Backend) {
-        let _process = shared_process();
         let event_loop = Arc::new(event_loop(backend));
         let handle: Arc<OnceLock<Weak<EventLoop>>> = Arc::new(OnceLock::new());
         let handler_stops = Arc::new(Shared::new(0usize));

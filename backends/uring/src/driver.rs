@@ -287,11 +287,15 @@ impl UringDriver {
         F: FnMut(Completion<'_>) -> Flow,
     {
         let mut delivered = false;
-        for slot in std::mem::take(&mut self.closed) {
+        let mut closed = std::mem::take(&mut self.closed);
+        for slot in closed.drain(..) {
             sink(Completion::Closed { slot: Slot(slot) });
             delivered = true;
         }
-        for slot in std::mem::take(&mut self.flush) {
+        closed.append(&mut self.closed);
+        self.closed = closed;
+        let mut flush = std::mem::take(&mut self.flush);
+        for slot in flush.drain(..) {
             let Some(entry) = self.slots.get_mut(slot as usize) else {
                 continue;
             };
@@ -303,13 +307,18 @@ impl UringDriver {
                 }
             }
         }
-        for id in std::mem::take(&mut self.accept_flush) {
+        flush.append(&mut self.flush);
+        self.flush = flush;
+        let mut accept_flush = std::mem::take(&mut self.accept_flush);
+        for id in accept_flush.drain(..) {
             if let Some(l) = self.listeners.get_mut(&id) {
                 if !l.removed {
                     delivered |= Self::drain_accepts(&mut self.ring, id, l, sink);
                 }
             }
         }
+        accept_flush.append(&mut self.accept_flush);
+        self.accept_flush = accept_flush;
         delivered
     }
 
@@ -318,7 +327,8 @@ impl UringDriver {
         if self.starved.is_empty() || self.bufs.in_ring() == 0 {
             return;
         }
-        for slot in std::mem::take(&mut self.starved) {
+        let mut starved = std::mem::take(&mut self.starved);
+        for slot in starved.drain(..) {
             let Some(entry) = self.slots.get_mut(slot as usize) else {
                 continue;
             };
@@ -335,6 +345,8 @@ impl UringDriver {
                 self.rearms += 1;
             }
         }
+        starved.append(&mut self.starved);
+        self.starved = starved;
     }
 
     /// Reaps and dispatches every completion; returns whether anything reached the sink

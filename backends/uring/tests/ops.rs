@@ -289,3 +289,54 @@ fn unlisten_closes_the_listener() {
     driver.unlisten(ListenerId(1));
     driver.resume_accept(ListenerId(99));
 }
+
+extern "C" fn ignore_signal(_: libc::c_int) {}
+
+#[test]
+fn signals_during_a_blocking_poll_are_retried() {
+    use std::os::unix::thread::JoinHandleExt;
+    // A handler without SA_RESTART, so a blocked io_uring_enter returns EINTR.
+    // SAFETY: installs a handler that does nothing; the sigaction struct is fully
+    // initialised.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = ignore_signal as extern "C" fn(libc::c_int) as usize;
+        libc::sigemptyset(&mut sa.sa_mask);
+        assert_eq!(libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut()), 0);
+    }
+    let (waker_tx, waker_rx) = mpsc::channel();
+    let (done_tx, done_rx) = mpsc::channel();
+    let handle = thread::spawn(move || {
+        let mut driver = UringDriver::new(&small_config()).unwrap();
+        waker_tx.send(driver.waker()).unwrap();
+        let mut polls = 0;
+        while driver.counters().wakeups == 0 {
+            // An EINTR would surface here as an error.
+            driver
+                .poll(None, |c| panic!("unexpected completion {c:?}"))
+                .expect("poll must retry interrupted waits");
+            polls += 1;
+        }
+        eprintln!(
+            "enters during the signal storm: {}",
+            driver.counters().enters
+        );
+        done_tx.send(polls).unwrap();
+    });
+    let waker = waker_rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    for _ in 0..200 {
+        // SAFETY: the thread is alive (it ends only after the wake-up below).
+        let rc = unsafe { libc::pthread_kill(handle.as_pthread_t(), libc::SIGUSR1) };
+        assert_eq!(rc, 0);
+        thread::yield_now();
+    }
+    waker.wake().unwrap();
+    let polls = done_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("loop thread did not finish after the wake-up");
+    assert_eq!(
+        polls, 1,
+        "a signal ended poll(None) without a completion or wake-up"
+    );
+    handle.join().unwrap();
+}

@@ -120,7 +120,7 @@ impl BufRing {
             })
             .collect();
         // SAFETY: every iovec covers a region of the pool, which stays allocated until the
-        // driver is dropped, after the ring (the ring is dropped first, which unregisters).
+        // driver's drop has unregistered the buffers (or is leaked if it could not).
         match unsafe { ring.submitter().register_buffers(&iovecs) } {
             Ok(()) => true,
             Err(e) => {

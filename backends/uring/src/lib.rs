@@ -24,6 +24,11 @@
 //! Every operation carries a `user_data` of slot (32 bits), generation (24 bits) and
 //! operation kind (8 bits); see the `user_data` module.
 //!
+//! Not (yet) used: `IORING_OP_SEND_ZC`, and fixed-buffer operations. The pool's regions
+//! are registered with `IORING_REGISTER_BUFFERS` when the locked-memory limit allows
+//! (`describe()` says whether it worked), but receives go through the provided buffer ring
+//! and sends point at the core's own memory, so no operation reads them as fixed buffers.
+//!
 //! The crate is Linux-only: on every other target it compiles to nothing.
 #![warn(missing_docs)]
 

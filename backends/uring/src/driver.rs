@@ -675,6 +675,13 @@ impl Driver for UringDriver {
             return;
         }
         Self::pause_accept(&mut self.ring, id.0, l);
+        // The descriptor can only be closed once the accept's cancel completes, a poll or
+        // more from now; until then the kernel would keep completing handshakes into a
+        // queue nobody accepts from. Shutting a listening socket down takes it out of
+        // LISTEN at once (Linux), so connects are refused from here on.
+        if let Err(e) = socket2::SockRef::from(&l.sock).shutdown(std::net::Shutdown::Both) {
+            log::debug!("ringmill: shutdown of listener {}: {e}", id.0);
+        }
         l.removed = true;
         l.stash.clear();
         if l.inflight == 0 {

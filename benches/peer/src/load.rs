@@ -1,0 +1,341 @@
+//! The load generator: none of the servers' code. Two modes:
+//!
+//! - `mio`: one thread, one `mio::Poll`, every connection non-blocking, `depth` messages in
+//!   flight per connection (a new one is sent as soon as one is echoed);
+//! - `blocking`: one blocking thread per connection, each writing `depth` messages then
+//!   reading their echo, in a loop (the small-batch case).
+//!
+//! Both time every message from the moment it is queued for writing to the moment its last
+//! byte is read back (RTT), and count echoed messages over a measured window that follows a
+//! warm-up.
+
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+use std::collections::VecDeque;
+use std::io::{ErrorKind, Read, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long the load generator waits without any progress before it gives up.
+const STALL: Duration = Duration::from_secs(10);
+
+/// One measurement cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cell {
+    /// Concurrent connections.
+    pub conns: usize,
+    /// Message size in bytes.
+    pub size: usize,
+    /// Messages in flight per connection.
+    pub depth: usize,
+    /// Thread-per-connection blocking client instead of the one-thread mio client.
+    pub blocking: bool,
+}
+
+impl Cell {
+    /// The load generator's name for the mode.
+    pub fn mode(&self) -> &'static str {
+        if self.blocking {
+            "blocking"
+        } else {
+            "mio"
+        }
+    }
+}
+
+/// What the runner samples at the start and at the end of the measured window.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Snap {
+    /// Server utime + stime, clock ticks.
+    pub server_ticks: u64,
+    /// Allocations the server made so far.
+    pub server_allocs: u64,
+    /// Load generator process utime + stime, clock ticks.
+    pub client_ticks: u64,
+}
+
+/// What one cell measured.
+#[derive(Debug, Clone, Default)]
+pub struct Measured {
+    /// Messages echoed within the window.
+    pub msgs: u64,
+    /// Length of the window.
+    pub elapsed: Duration,
+    /// Samples at the window's start and end.
+    pub start: Snap,
+    /// See `start`.
+    pub end: Snap,
+    /// Round-trip times of messages completed within the window, nanoseconds.
+    pub rtts: Vec<u32>,
+}
+
+/// Opens `n` blocking connections, each checked with a one-byte echo.
+pub fn connect_checked(addr: SocketAddr, n: usize) -> Result<Vec<std::net::TcpStream>, String> {
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut s = std::net::TcpStream::connect(addr)
+            .map_err(|e| format!("connect #{i} to {addr}: {e}"))?;
+        s.set_nodelay(true).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(STALL)).map_err(|e| e.to_string())?;
+        s.write_all(b"x").map_err(|e| format!("write #{i}: {e}"))?;
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b)
+            .map_err(|e| format!("one-byte echo on connection #{i}: {e}"))?;
+        out.push(s);
+    }
+    Ok(out)
+}
+
+/// Runs `cell` against the echo server at `addr`: `warmup`, then a window of `secs`, with
+/// `snap` called at both ends of the window.
+pub fn run(
+    addr: SocketAddr,
+    cell: Cell,
+    warmup: Duration,
+    secs: Duration,
+    snap: &mut dyn FnMut() -> Result<Snap, String>,
+) -> Result<Measured, String> {
+    let streams = connect_checked(addr, cell.conns)?;
+    if cell.blocking {
+        run_blocking(streams, cell, warmup, secs, snap)
+    } else {
+        run_mio(streams, cell, warmup, secs, snap)
+    }
+}
+
+struct Conn {
+    stream: TcpStream,
+    unsent: usize,
+    partial: usize,
+    sent_at: VecDeque<Instant>,
+}
+
+fn run_mio(
+    streams: Vec<std::net::TcpStream>,
+    cell: Cell,
+    warmup: Duration,
+    secs: Duration,
+    snap: &mut dyn FnMut() -> Result<Snap, String>,
+) -> Result<Measured, String> {
+    let size = cell.size;
+    let poll = Poll::new().map_err(|e| e.to_string())?;
+    let mut poll = poll;
+    let mut conns = Vec::with_capacity(streams.len());
+    for (i, s) in streams.into_iter().enumerate() {
+        s.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let mut stream = TcpStream::from_std(s);
+        poll.registry()
+            .register(
+                &mut stream,
+                Token(i),
+                Interest::READABLE | Interest::WRITABLE,
+            )
+            .map_err(|e| e.to_string())?;
+        conns.push(Conn {
+            stream,
+            unsent: 0,
+            partial: 0,
+            sent_at: VecDeque::with_capacity(cell.depth),
+        });
+    }
+    let out: Vec<u8> = (0..size * cell.depth).map(|i| (i % 251) as u8).collect();
+    let mut inbuf = vec![0u8; 256 * 1024];
+    let mut events = Events::with_capacity(1024);
+    let mut rtts = Vec::with_capacity(1 << 20);
+
+    let begin = Instant::now();
+    for c in conns.iter_mut() {
+        for _ in 0..cell.depth {
+            c.sent_at.push_back(begin);
+        }
+        c.unsent = size * cell.depth;
+        flush(c, &out)?;
+    }
+    let mut done = 0u64;
+    let mut measuring = false;
+    let mut window_start = begin + warmup;
+    let mut start = Snap::default();
+    let mut done_at_start = 0;
+    let mut last_progress = Instant::now();
+    loop {
+        poll.poll(&mut events, Some(Duration::from_millis(5)))
+            .map_err(|e| e.to_string())?;
+        let now = Instant::now();
+        for ev in events.iter() {
+            let now = Instant::now();
+            let c = &mut conns[ev.token().0];
+            if ev.is_writable() {
+                flush(c, &out)?;
+            }
+            if !ev.is_readable() {
+                continue;
+            }
+            loop {
+                match c.stream.read(&mut inbuf) {
+                    Ok(0) => return Err("server closed a connection".into()),
+                    Ok(n) => {
+                        c.partial += n;
+                        let msgs = c.partial / size;
+                        c.partial %= size;
+                        for _ in 0..msgs {
+                            let sent = c.sent_at.pop_front().ok_or("more bytes than sent")?;
+                            if measuring {
+                                let ns = now.duration_since(sent).as_nanos();
+                                rtts.push(ns.min(u32::MAX as u128) as u32);
+                            }
+                            c.sent_at.push_back(now);
+                        }
+                        c.unsent += msgs * size;
+                        done += msgs as u64;
+                        if msgs > 0 {
+                            last_progress = now;
+                        }
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) => return Err(format!("read: {e}")),
+                }
+            }
+            flush(c, &out)?;
+        }
+        if now.duration_since(last_progress) > STALL {
+            return Err(format!("no echo for {STALL:?}"));
+        }
+        if !measuring && now >= window_start {
+            start = snap()?;
+            window_start = Instant::now();
+            done_at_start = done;
+            measuring = true;
+        } else if measuring && now.duration_since(window_start) >= secs {
+            let end = snap()?;
+            return Ok(Measured {
+                msgs: done - done_at_start,
+                elapsed: window_start.elapsed(),
+                start,
+                end,
+                rtts,
+            });
+        }
+    }
+}
+
+/// Writes as much of `c`'s pending bytes as the socket takes.
+fn flush(c: &mut Conn, out: &[u8]) -> Result<(), String> {
+    while c.unsent > 0 {
+        let n = c.unsent.min(out.len());
+        match c.stream.write(&out[..n]) {
+            Ok(w) => c.unsent -= w,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("write: {e}")),
+        }
+    }
+    Ok(())
+}
+
+const WARMUP: u8 = 0;
+const MEASURE: u8 = 1;
+const STOP: u8 = 2;
+
+fn run_blocking(
+    streams: Vec<std::net::TcpStream>,
+    cell: Cell,
+    warmup: Duration,
+    secs: Duration,
+    snap: &mut dyn FnMut() -> Result<Snap, String>,
+) -> Result<Measured, String> {
+    let phase = Arc::new(AtomicU8::new(WARMUP));
+    let done = Arc::new(AtomicU64::new(0));
+    let mut threads = Vec::with_capacity(streams.len());
+    for mut s in streams {
+        let phase = Arc::clone(&phase);
+        let done = Arc::clone(&done);
+        let (size, depth) = (cell.size, cell.depth);
+        let t = std::thread::Builder::new()
+            .stack_size(128 * 1024)
+            .spawn(move || -> Result<Vec<u32>, String> {
+                let out: Vec<u8> = (0..size * depth).map(|i| (i % 251) as u8).collect();
+                let mut back = vec![0u8; size * depth];
+                let mut rtts = Vec::new();
+                while phase.load(Ordering::Relaxed) != STOP {
+                    let t0 = Instant::now();
+                    s.write_all(&out).map_err(|e| format!("write: {e}"))?;
+                    s.read_exact(&mut back).map_err(|e| format!("read: {e}"))?;
+                    let ns = t0.elapsed().as_nanos().min(u32::MAX as u128) as u32;
+                    if phase.load(Ordering::Relaxed) == MEASURE {
+                        rtts.extend(std::iter::repeat_n(ns, depth));
+                    }
+                    done.fetch_add(depth as u64, Ordering::Relaxed);
+                }
+                Ok(rtts)
+            })
+            .map_err(|e| format!("spawn client thread: {e}"))?;
+        threads.push(t);
+    }
+    std::thread::sleep(warmup);
+    let start = snap()?;
+    let window_start = Instant::now();
+    let done_at_start = done.load(Ordering::Relaxed);
+    phase.store(MEASURE, Ordering::Relaxed);
+    std::thread::sleep(secs);
+    let done_at_end = done.load(Ordering::Relaxed);
+    phase.store(STOP, Ordering::Relaxed);
+    let end = snap()?;
+    let elapsed = window_start.elapsed();
+    let mut rtts = Vec::new();
+    for t in threads {
+        rtts.extend(t.join().map_err(|_| "client thread panicked")??);
+    }
+    Ok(Measured {
+        msgs: done_at_end - done_at_start,
+        elapsed,
+        start,
+        end,
+        rtts,
+    })
+}
+
+/// The `q`-quantile (0..=1) of `samples`, which it sorts; 0 when empty.
+pub fn quantile(samples: &mut [u32], q: f64) -> u32 {
+    if samples.is_empty() {
+        return 0;
+    }
+    samples.sort_unstable();
+    let i = ((samples.len() - 1) as f64 * q).round() as usize;
+    samples[i]
+}
+
+/// `load ADDR CONNS SIZE DEPTH [blocking]`: the load generator alone, 1 s warm-up, 3 s window.
+pub fn main(args: &[String]) -> Result<(), String> {
+    let usage = "usage: load HOST:PORT CONNS SIZE DEPTH [blocking]";
+    if args.len() < 4 {
+        return Err(usage.into());
+    }
+    let addr: SocketAddr = args[0].parse().map_err(|_| usage)?;
+    let num = |s: &String| s.parse::<usize>().map_err(|_| usage.to_string());
+    let cell = Cell {
+        conns: num(&args[1])?,
+        size: num(&args[2])?,
+        depth: num(&args[3])?,
+        blocking: args.get(4).map(String::as_str) == Some("blocking"),
+    };
+    crate::proc::raise_nofile();
+    let mut m = run(
+        addr,
+        cell,
+        Duration::from_secs(1),
+        Duration::from_secs(3),
+        &mut || Ok(Snap::default()),
+    )?;
+    let rate = m.msgs as f64 / m.elapsed.as_secs_f64();
+    let p50 = quantile(&mut m.rtts, 0.5) as f64 / 1e3;
+    let p99 = quantile(&mut m.rtts, 0.99) as f64 / 1e3;
+    println!(
+        "{} {:?}: {rate:.0} msg/s, RTT p50 {p50:.1} us, p99 {p99:.1} us",
+        cell.mode(),
+        cell
+    );
+    Ok(())
+}

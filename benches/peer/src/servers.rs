@@ -1,0 +1,215 @@
+//! The echo servers, one per subcommand invocation, each on one thread of work:
+//!
+//! - `tokio`: multi-thread runtime with 1 worker, a task per connection reading into an
+//!   8 KiB buffer and writing it back (`write_all`);
+//! - `monoio`: io_uring driver, one runtime, a task per connection with an 8 KiB owned
+//!   buffer (monoio's own echo example);
+//! - `mill-net`: mill-net 4.0 + mill-io 4.0, `EventLoop::default()` (pool mode; one worker
+//!   under `taskset -c 0`), the README's echo handler (`ctx.send_to(conn, data)`);
+//! - `ringmill-uring` / `ringmill-mio`: one loop thread on that backend, the same handler.
+//!
+//! Every server sets TCP_NODELAY and allows 20,000 connections; buffer sizes are each
+//! library's default (tokio and monoio have none, so 8 KiB, as in their examples).
+//!
+//! Protocol with the runner: the server prints `READY <description>` on stdout once it
+//! accepts; each line `stats` on stdin is answered with `allocs <count>`; end of stdin ends
+//! the process.
+
+use crate::{alloc, proc};
+use std::io::{BufRead, Write};
+use std::net::SocketAddr;
+
+/// Every server kind, in the order the runner interleaves them.
+pub const KINDS: [&str; 5] = [
+    "tokio",
+    "monoio",
+    "mill-net",
+    "ringmill-uring",
+    "ringmill-mio",
+];
+
+/// The reference the ratios are taken against.
+pub const BASELINE: &str = "tokio";
+
+/// Connections every server allows (the idle-memory test opens 10,000).
+const MAX_CONNS: usize = 20_000;
+
+/// Echo buffer of the servers that take one (tokio and monoio).
+const BUF: usize = 8 * 1024;
+
+/// `server KIND PORT`.
+pub fn main(args: &[String]) -> Result<(), String> {
+    let [kind, port] = args else {
+        return Err("usage: server KIND PORT".into());
+    };
+    let port: u16 = port.parse().map_err(|_| format!("bad port {port}"))?;
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    if let Ok(cpu) = std::env::var("PEER_PIN_CPU") {
+        proc::pin_to(cpu.parse().map_err(|_| "bad PEER_PIN_CPU")?)?;
+    }
+    proc::raise_nofile();
+    // End the process when the runner goes away (its end of our stdin closes).
+    // One reused line buffer, so answering `stats` allocates nothing in the window.
+    std::thread::spawn(|| {
+        let mut stdin = std::io::stdin().lock();
+        let mut line = String::with_capacity(64);
+        loop {
+            line.clear();
+            match stdin.read_line(&mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) if line.trim() == "stats" => {
+                    let mut out = std::io::stdout().lock();
+                    let _ = writeln!(out, "allocs {}", alloc::count());
+                    let _ = out.flush();
+                }
+                Ok(_) => {}
+            }
+        }
+        std::process::exit(0);
+    });
+    match kind.as_str() {
+        "tokio" => tokio_server(addr),
+        "monoio" => monoio_server(addr),
+        "mill-net" => millnet_server(addr),
+        "ringmill-uring" => ringmill_server(addr, ringmill::Backend::Uring),
+        "ringmill-mio" => ringmill_server(addr, ringmill::Backend::Mio),
+        other => Err(format!(
+            "unknown server {other}; one of {}",
+            KINDS.join(", ")
+        )),
+    }
+}
+
+fn ready(description: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "READY {description}");
+    let _ = out.flush();
+}
+
+fn tokio_server(addr: SocketAddr) -> Result<(), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_io()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        ready("tokio multi-thread runtime, 1 worker");
+        loop {
+            let (mut stream, _) = listener.accept().await.map_err(|e| e.to_string())?;
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; BUF];
+                loop {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            if stream.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    })
+}
+
+fn monoio_server(addr: SocketAddr) -> Result<(), String> {
+    use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+    let mut rt = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+        .build()
+        .map_err(|e| format!("monoio io_uring runtime: {e}"))?;
+    rt.block_on(async move {
+        let listener = monoio::net::TcpListener::bind(addr).map_err(|e| e.to_string())?;
+        ready("monoio io_uring driver, 1 runtime");
+        loop {
+            let (stream, _) = listener.accept().await.map_err(|e| e.to_string())?;
+            let _ = stream.set_nodelay(true);
+            monoio::spawn(async move {
+                let mut stream = stream;
+                let mut buf: Vec<u8> = Vec::with_capacity(BUF);
+                loop {
+                    let (res, b) = stream.read(buf).await;
+                    buf = b;
+                    match res {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) => {}
+                    }
+                    let (res, b) = stream.write_all(buf).await;
+                    buf = b;
+                    if res.is_err() {
+                        return;
+                    }
+                    buf.clear();
+                }
+            });
+        }
+    })
+}
+
+fn millnet_server(addr: SocketAddr) -> Result<(), String> {
+    use mill_net::tcp::{
+        config::TcpServerConfig, traits::*, ConnectionId, ServerContext, TcpServer,
+    };
+    use std::sync::Arc;
+
+    struct Echo;
+    impl NetworkHandler for Echo {
+        fn on_data(
+            &self,
+            ctx: &ServerContext,
+            conn: ConnectionId,
+            data: &[u8],
+        ) -> mill_io::error::Result<()> {
+            ctx.send_to(conn, data)
+        }
+    }
+
+    let event_loop = Arc::new(mill_io::EventLoop::default());
+    let config = TcpServerConfig::builder()
+        .address(addr)
+        .max_connections(MAX_CONNS)
+        .no_delay(true)
+        .build();
+    let server = Arc::new(TcpServer::new(config, Echo).map_err(|e| e.to_string())?);
+    Arc::clone(&server)
+        .start(&event_loop, event_loop.alloc_token())
+        .map_err(|e| e.to_string())?;
+    ready("mill-net 4.0 on mill-io 4.0, EventLoop::default() (pool mode)");
+    event_loop.run().map_err(|e| e.to_string())
+}
+
+fn ringmill_server(addr: SocketAddr, backend: ringmill::Backend) -> Result<(), String> {
+    use ringmill::errors::Result;
+    use ringmill::tcp::{ConnectionId, NetworkHandler, ServerContext, TcpServer, TcpServerConfig};
+
+    struct Echo;
+    impl NetworkHandler for Echo {
+        fn on_data(&self, ctx: &ServerContext, conn: ConnectionId, data: &[u8]) -> Result<()> {
+            ctx.send_to(conn, data)
+        }
+    }
+
+    let event_loop = ringmill::EventLoop::builder()
+        .threads(1)
+        .backend(backend)
+        .build()
+        .map_err(|e| format!("ringmill {backend}: {e}"))?;
+    let config = TcpServerConfig::builder()
+        .address(addr)
+        .max_connections(MAX_CONNS)
+        .no_delay(true)
+        .build();
+    let server = TcpServer::new(config, Echo).map_err(|e| e.to_string())?;
+    server.start(&event_loop).map_err(|e| e.to_string())?;
+    ready(&format!(
+        "ringmill {}, 1 loop thread: {}",
+        event_loop.backend(),
+        event_loop.backend_description()
+    ));
+    event_loop.run().map_err(|e| e.to_string())
+}

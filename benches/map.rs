@@ -122,7 +122,8 @@ fn map_benches(c: &mut Criterion) {
     let locked = filled(Locked(Mutex::new(HashMap::with_capacity(LIVE as usize))));
     for threads in [1usize, 2] {
         let mut group = c.benchmark_group(format!("map_get_{threads}thread"));
-        group.throughput(Throughput::Elements(1));
+        // Every thread does one operation per iteration: throughput is the total.
+        group.throughput(Throughput::Elements(threads as u64));
         group.bench_function(BenchmarkId::from_parameter("ConnMap"), |b| {
             b.iter_custom(|iters| run(&conn_map, threads, iters, gets))
         });
@@ -132,7 +133,8 @@ fn map_benches(c: &mut Criterion) {
         group.finish();
 
         let mut group = c.benchmark_group(format!("map_insert_get_remove_{threads}thread"));
-        group.throughput(Throughput::Elements(1));
+        // Every thread does one operation per iteration: throughput is the total.
+        group.throughput(Throughput::Elements(threads as u64));
         group.bench_function(BenchmarkId::from_parameter("ConnMap"), |b| {
             b.iter_custom(|iters| run(&conn_map, threads, iters, churns))
         });

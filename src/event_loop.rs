@@ -230,6 +230,7 @@ impl EventLoop {
                 rearms: a.rearms + b.rearms,
                 events: a.events + b.events,
                 wakeups: a.wakeups + b.wakeups,
+                recv_buffers_out: a.recv_buffers_out + b.recv_buffers_out,
             })
     }
 

@@ -161,6 +161,10 @@ pub struct DriverCounters {
     pub events: u64,
     /// Wake-ups received from other threads.
     pub wakeups: u64,
+    /// Receive buffers out of the kernel's reach right now: handed over by completions and
+    /// not yet given back (being delivered, or kept while a connection is paused). A gauge,
+    /// not a counter: it returns to zero when the loop is idle (io_uring).
+    pub recv_buffers_out: u64,
 }
 
 /// A backend: moves bytes for the core's loop. The contract is in the module docs.

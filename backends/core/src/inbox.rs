@@ -67,7 +67,7 @@ pub struct LoopShared {
     inbox: Mutex<Inbox>,
     notified: AtomicBool,
     stopped: AtomicBool,
-    counters: [AtomicU64; 8],
+    counters: [AtomicU64; 9],
 }
 
 /// The commands, and the waker while the loop runs.
@@ -184,6 +184,7 @@ impl LoopShared {
             c.rearms,
             c.events,
             c.wakeups,
+            c.recv_buffers_out,
         ];
         for (slot, v) in self.counters.iter().zip(values) {
             slot.store(v, Ordering::Relaxed);
@@ -206,6 +207,7 @@ impl LoopShared {
             rearms: v[5],
             events: v[6],
             wakeups: v[7],
+            recv_buffers_out: v[8],
         }
     }
 }

@@ -322,13 +322,18 @@ impl UringDriver {
         delivered
     }
 
-    /// Re-arms the receives that ran out of buffers, if the ring has buffers again.
+    /// Re-arms the receives that ran out of buffers, oldest first, at most one per buffer
+    /// back in the ring: re-arming every starved receive at once would only earn most of
+    /// them another `ENOBUFS` (a herd of useless completions per recycled buffer).
     fn feed_starved(&mut self) {
-        if self.starved.is_empty() || self.bufs.in_ring() == 0 {
+        let mut budget = self.bufs.in_ring();
+        if self.starved.is_empty() || budget == 0 {
             return;
         }
-        let mut starved = std::mem::take(&mut self.starved);
-        for slot in starved.drain(..) {
+        let mut fed = 0;
+        while fed < self.starved.len() && budget > 0 {
+            let slot = self.starved[fed];
+            fed += 1;
             let Some(entry) = self.slots.get_mut(slot as usize) else {
                 continue;
             };
@@ -343,10 +348,10 @@ impl UringDriver {
             if conn.recv.should_arm() {
                 Self::arm_recv(&mut self.ring, slot, gen, conn);
                 self.rearms += 1;
+                budget -= 1;
             }
         }
-        starved.append(&mut self.starved);
-        self.starved = starved;
+        self.starved.drain(..fed);
     }
 
     /// Reaps and dispatches every completion; returns whether anything reached the sink
@@ -867,6 +872,7 @@ impl Driver for UringDriver {
             rearms: self.rearms,
             events: 0,
             wakeups: self.wakeups,
+            recv_buffers_out: (self.bufs.count() - self.bufs.in_ring()) as u64,
         }
     }
 }

@@ -9,4 +9,4 @@ cargo bench --workspace --no-run
 
 echo "== peer comparison: fmt, clippy"
 cargo fmt --manifest-path benches/peer/Cargo.toml -- --check
-cargo clippy --locked --manifest-path benches/peer/Cargo.toml -- -D warnings
+cargo clippy --manifest-path benches/peer/Cargo.toml -- -D warnings

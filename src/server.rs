@@ -8,7 +8,7 @@ use ringmill_core::error::{NetworkError, Result};
 use ringmill_core::handler::NetworkHandler;
 use ringmill_core::inbox::LoopShared;
 use ringmill_core::runtime;
-use ringmill_core::service::{Service, ServiceConfig, SocketOptions};
+use ringmill_core::service::{ServerMetrics, Service, ServiceConfig, SocketOptions};
 use std::marker::PhantomData;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
@@ -55,6 +55,7 @@ impl<H: NetworkHandler> TcpServer<H> {
                     no_delay: config.no_delay,
                     keep_alive: config.keep_alive,
                 },
+                admission: config.admission.clone(),
             },
             config.max_connections.unwrap_or(4096),
         );
@@ -131,6 +132,11 @@ impl<H: NetworkHandler> TcpServer<H> {
     /// (broadcasting from a timer thread, for example).
     pub fn context(&self) -> ServerContext {
         runtime::context(&self.service)
+    }
+
+    /// A snapshot of the server's connection counters: open, accepted, refused by reason.
+    pub fn metrics(&self) -> ServerMetrics {
+        self.service.metrics()
     }
 
     /// The configuration the server was built with.

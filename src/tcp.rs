@@ -39,12 +39,14 @@ pub use crate::client::TcpClient;
 pub use crate::server::TcpServer;
 pub use ringmill_core::context::{ConnSender, ServerContext};
 pub use ringmill_core::error::SendError;
+pub use ringmill_core::service::ServerMetrics;
 
 pub use config::*;
 pub use traits::*;
 
 /// Server and client configuration.
 pub mod config {
+    pub use ringmill_core::admission::{AdmissionConfig, RateLimit, Refusal};
     pub use ringmill_core::config::{
         TcpClientConfig, TcpServerConfig, TcpServerConfigBuilder, DEFAULT_BACKLOG,
         DEFAULT_BUFFER_SIZE, DEFAULT_HIGH_WATERMARK, DEFAULT_LOW_WATERMARK,

@@ -1,7 +1,8 @@
 //! Server, client and loop configuration.
 
+use crate::admission::{AdmissionConfig, RateLimit};
 use crate::error::ConfigError;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 /// Default high watermark for servers and clients: 1 MiB.
@@ -30,6 +31,10 @@ pub const DEFAULT_BACKLOG: u32 = 1024;
 /// | `max_frame` | none | sends of a larger frame are refused with `FrameTooLarge` |
 /// | `idle_timeout` | none | connections that send nothing for this long are closed |
 /// | `backlog` | 1024 | `listen(2)` backlog |
+/// | `max_connections_per_ip` | unlimited | accept: more from one address are closed at once |
+/// | `accept_rate` | unlimited | accept: token bucket for the whole server |
+/// | `accept_rate_per_ip` | unlimited | accept: token bucket per address |
+/// | `admission_exempt` / `exempt_loopback` | none / `false` | addresses free of the per-IP rules |
 #[derive(Clone, Debug)]
 pub struct TcpServerConfig {
     /// Address to bind to.
@@ -52,6 +57,8 @@ pub struct TcpServerConfig {
     pub idle_timeout: Option<Duration>,
     /// `listen(2)` backlog.
     pub backlog: u32,
+    /// Per-IP cap, accept rates and their exemptions.
+    pub admission: AdmissionConfig,
 }
 
 impl Default for TcpServerConfig {
@@ -67,6 +74,7 @@ impl Default for TcpServerConfig {
             max_frame: None,
             idle_timeout: None,
             backlog: DEFAULT_BACKLOG,
+            admission: AdmissionConfig::default(),
         }
     }
 }
@@ -99,6 +107,25 @@ impl TcpServerConfig {
                 option: "backlog",
                 reason: format!("{} does not fit listen(2)", self.backlog),
             });
+        }
+        if self.admission.max_per_ip == Some(0) {
+            return Err(ConfigError::Zero("max_connections_per_ip"));
+        }
+        for (option, rate) in [
+            ("accept_rate", self.admission.rate),
+            ("accept_rate_per_ip", self.admission.rate_per_ip),
+        ] {
+            if let Some(rate) = rate {
+                if !(rate.per_second.is_finite() && rate.per_second > 0.0) || rate.burst == 0 {
+                    return Err(ConfigError::OutOfRange {
+                        option,
+                        reason: format!(
+                            "{} per second with bursts of {} admits nothing",
+                            rate.per_second, rate.burst
+                        ),
+                    });
+                }
+            }
         }
         Watermarks::new(self.high_watermark, self.low_watermark, self.max_frame).map(|_| ())
     }
@@ -182,6 +209,40 @@ impl TcpServerConfigBuilder {
     /// `listen(2)` backlog.
     pub fn backlog(mut self, backlog: u32) -> Self {
         self.config.backlog = backlog;
+        self
+    }
+
+    /// Most connections open at once from one IP address; more are closed at once and
+    /// reported (`NetworkError::AdmissionRefused`).
+    pub fn max_connections_per_ip(mut self, max: usize) -> Self {
+        self.config.admission.max_per_ip = Some(max);
+        self
+    }
+
+    /// Accepts at most `per_second` connections per second on average (bursts of `burst`)
+    /// for the whole server; more are closed at once and reported.
+    pub fn accept_rate(mut self, per_second: f64, burst: u32) -> Self {
+        self.config.admission.rate = Some(RateLimit::new(per_second, burst));
+        self
+    }
+
+    /// Accepts at most `per_second` connections per second on average (bursts of `burst`)
+    /// from each IP address; more are closed at once and reported.
+    pub fn accept_rate_per_ip(mut self, per_second: f64, burst: u32) -> Self {
+        self.config.admission.rate_per_ip = Some(RateLimit::new(per_second, burst));
+        self
+    }
+
+    /// Exempts `ip` from the per-IP cap and the per-IP accept rate.
+    pub fn admission_exempt(mut self, ip: IpAddr) -> Self {
+        self.config.admission.exempt.push(ip);
+        self
+    }
+
+    /// Exempts loopback addresses from the per-IP rules (for a daemon whose clients arrive
+    /// through a local proxy such as Tor, which all share one address).
+    pub fn exempt_loopback(mut self, exempt: bool) -> Self {
+        self.config.admission.exempt_loopback = exempt;
         self
     }
 

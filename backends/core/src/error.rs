@@ -1,5 +1,6 @@
 //! The error types of the public API.
 
+use crate::admission::Refusal;
 use crate::id::ConnectionId;
 use std::fmt;
 use std::io;
@@ -137,6 +138,13 @@ pub enum NetworkError {
     Connect(io::Error),
     /// A connection was refused because `max_connections` connections are open.
     MaxConnectionsReached(SocketAddr),
+    /// A connection was refused by the admission rules (per-IP cap, accept rate).
+    AdmissionRefused {
+        /// The refused peer.
+        peer: SocketAddr,
+        /// Which rule refused it.
+        reason: Refusal,
+    },
     /// The configuration cannot work.
     Configuration(ConfigError),
     /// A handler callback returned an error; the connection was closed.
@@ -171,6 +179,9 @@ impl fmt::Display for NetworkError {
             NetworkError::Connect(e) => write!(f, "connect failed: {e}"),
             NetworkError::MaxConnectionsReached(addr) => {
                 write!(f, "max connections reached, rejecting {addr}")
+            }
+            NetworkError::AdmissionRefused { peer, reason } => {
+                write!(f, "refused {peer}: {reason}")
             }
             NetworkError::Configuration(e) => write!(f, "invalid configuration: {e}"),
             NetworkError::HandlerError(msg) => write!(f, "handler error: {msg}"),

@@ -6,6 +6,7 @@
 //! callback API. No OS-specific code lives here: drivers hold all of it.
 #![warn(missing_docs)]
 
+pub mod admission;
 pub mod config;
 mod conn;
 pub mod context;

@@ -1,12 +1,15 @@
 //! A service: one server's (or one client's) shared state, seen by every loop it runs on.
 
+use crate::admission::{Admission, AdmissionConfig, Refusal, Ticket};
 use crate::config::Watermarks;
 use crate::conn::ConnShared;
+use crate::error::NetworkError;
 use crate::handler::NetworkHandler;
 use crate::map::ConnMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Socket options applied to every connection of a service.
 #[derive(Debug, Clone, Copy)]
@@ -29,6 +32,47 @@ pub struct ServiceConfig {
     pub idle_timeout: Option<Duration>,
     /// Applied to accepted sockets.
     pub socket: SocketOptions,
+    /// Per-IP caps and accept rates.
+    pub admission: AdmissionConfig,
+}
+
+/// A snapshot of a server's connection counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerMetrics {
+    /// Connections open now.
+    pub open: usize,
+    /// Connections accepted and admitted since the start.
+    pub accepted: u64,
+    /// Connections closed at accept because `max_connections` were open.
+    pub refused_max_connections: u64,
+    /// Connections closed at accept by the per-IP cap.
+    pub refused_per_ip: u64,
+    /// Connections closed at accept by the server's accept rate.
+    pub refused_rate: u64,
+    /// Connections closed at accept by their address's accept rate.
+    pub refused_ip_rate: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) accepted: AtomicU64,
+    pub(crate) refused_max_connections: AtomicU64,
+    pub(crate) refused_per_ip: AtomicU64,
+    pub(crate) refused_rate: AtomicU64,
+    pub(crate) refused_ip_rate: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn refused(&self, why: Option<Refusal>) {
+        let counter = match why {
+            None => &self.refused_max_connections,
+            Some(Refusal::PerIpLimit) => &self.refused_per_ip,
+            Some(Refusal::RateLimited) => &self.refused_rate,
+            Some(Refusal::PerIpRateLimited) => &self.refused_ip_rate,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// One server's or client's shared state: its handler, its connections, its counters.
@@ -43,6 +87,8 @@ pub struct Service {
     /// by another loop never overlaps the callbacks of the connection it replaces.
     pub(crate) places: AtomicUsize,
     pub(crate) stopped: AtomicBool,
+    pub(crate) admission: Admission,
+    pub(crate) counters: Counters,
 }
 
 impl Service {
@@ -55,6 +101,8 @@ impl Service {
         Arc::new(Self {
             handler,
             conns: ConnMap::with_capacity(capacity),
+            admission: Admission::new(config.admission.clone()),
+            counters: Counters::default(),
             config,
             count: AtomicUsize::new(0),
             places: AtomicUsize::new(0),
@@ -65,6 +113,19 @@ impl Service {
     /// Connections open now.
     pub fn connection_count(&self) -> usize {
         self.count.load(Ordering::Acquire)
+    }
+
+    /// A snapshot of the connection counters.
+    pub fn metrics(&self) -> ServerMetrics {
+        let c = &self.counters;
+        ServerMetrics {
+            open: self.connection_count(),
+            accepted: c.accepted.load(Ordering::Relaxed),
+            refused_max_connections: c.refused_max_connections.load(Ordering::Relaxed),
+            refused_per_ip: c.refused_per_ip.load(Ordering::Relaxed),
+            refused_rate: c.refused_rate.load(Ordering::Relaxed),
+            refused_ip_rate: c.refused_ip_rate.load(Ordering::Relaxed),
+        }
     }
 
     /// Whether `stop` was called.
@@ -99,7 +160,29 @@ impl Service {
     }
 
     /// The closed connection's `on_disconnect` has returned: its place is free.
-    pub(crate) fn release_place(&self) {
+    pub(crate) fn release_place(&self, ticket: Ticket) {
+        self.admission.release(ticket);
         self.places.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Admits a connection from `peer` accepted at `now`: a place under `max_connections`
+    /// and the admission rules; the error says why not (and is counted).
+    pub(crate) fn admit(&self, peer: SocketAddr, now: Instant) -> Result<Ticket, NetworkError> {
+        if !self.try_admit() {
+            self.counters.refused(None);
+            return Err(NetworkError::MaxConnectionsReached(peer));
+        }
+        match self.admission.admit(peer.ip(), now) {
+            Ok(ticket) => {
+                self.counters.accepted.fetch_add(1, Ordering::Relaxed);
+                Ok(ticket)
+            }
+            Err(reason) => {
+                self.release();
+                self.places.fetch_sub(1, Ordering::AcqRel);
+                self.counters.refused(Some(reason));
+                Err(NetworkError::AdmissionRefused { peer, reason })
+            }
+        }
     }
 }

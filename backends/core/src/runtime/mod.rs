@@ -8,6 +8,7 @@ mod callback;
 mod timer;
 mod worker;
 
+use crate::admission::AdmissionConfig;
 use crate::config::TcpClientConfig;
 use crate::conn::ConnShared;
 use crate::context::{ConnSender, ServerContext};
@@ -221,6 +222,7 @@ impl ClientConn {
                     no_delay: config.nodelay,
                     keep_alive: config.keep_alive,
                 },
+                admission: AdmissionConfig::default(),
             },
             1,
         );

@@ -18,6 +18,7 @@
 use super::callback::{self, Outcome};
 use super::timer::{TimerKind, Timers};
 use super::LoopSettings;
+use crate::admission::Ticket;
 use crate::conn::ConnShared;
 use crate::context::ServerContext;
 use crate::driver::{Completion, Driver, Flow, ListenerId, Slot};
@@ -56,6 +57,8 @@ struct Conn {
     established: bool,
     /// Holds a place under the service's `max_connections`.
     counted: bool,
+    /// What admission took for this connection, given back with its place.
+    ticket: Ticket,
     /// End of stream or a read error was seen: no more receiving.
     read_done: bool,
     /// The driver is delivering `Received` for this connection.
@@ -367,16 +370,15 @@ impl<D: Driver> Worker<D> {
         if self.state.stopping || service.is_stopped() {
             return;
         }
-        if !service.try_admit() {
-            drop(stream);
-            let ctx = l.ctx.clone();
-            callback::call_quiet(|| {
-                service
-                    .handler
-                    .on_error(&ctx, None, NetworkError::MaxConnectionsReached(peer))
-            });
-            return;
-        }
+        let ticket = match service.admit(peer, self.state.now) {
+            Ok(ticket) => ticket,
+            Err(error) => {
+                drop(stream);
+                let ctx = l.ctx.clone();
+                callback::call_quiet(|| service.handler.on_error(&ctx, None, error));
+                return;
+            }
+        };
         apply_socket_options(&stream, &service);
         let id = ConnectionId::next();
         let shared = ConnShared::new(id, service.config.marks);
@@ -385,7 +387,7 @@ impl<D: Driver> Worker<D> {
         if let Err(e) = self.driver.register(slot, stream) {
             self.state.free_slot(slot);
             service.release();
-            service.release_place();
+            service.release_place(ticket);
             let ctx = ServerContext::new(Arc::clone(&service));
             callback::call_quiet(|| {
                 service
@@ -403,6 +405,7 @@ impl<D: Driver> Worker<D> {
             phase: Phase::Open,
             established: false,
             counted: true,
+            ticket,
             read_done: false,
             receiving: false,
             stash: Vec::new(),
@@ -462,6 +465,7 @@ impl<D: Driver> Worker<D> {
             phase: Phase::Connecting,
             established: false,
             counted: false,
+            ticket: Ticket::Free,
             read_done: false,
             receiving: false,
             stash: Vec::new(),
@@ -948,7 +952,7 @@ impl State {
         // `on_disconnect` has returned the connection is alive as far as the handler can
         // tell, and another loop must not admit a replacement meanwhile.
         if conn.counted {
-            conn.service.release_place();
+            conn.service.release_place(conn.ticket);
         }
         // A descriptor was freed: listeners backing off after EMFILE may try again.
         let paused: Vec<ListenerId> = self

@@ -249,15 +249,26 @@ fn compare(
         out.push((
             ok(r),
             format!(
-                "{} client, {}: {server} {metric} {:.3} vs {other} {:.3} = {r:.2}x",
+                "{} client, {}: {server} {metric} {} vs {other} {} = {r:.2}x",
                 k.0,
                 cell_name(k),
-                get(&a),
-                get(&b)
+                num(get(&a)),
+                num(get(&b))
             ),
         ));
     }
     out
+}
+
+/// A measured value with as many digits as it needs.
+fn num(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.3}")
+    }
 }
 
 fn checks(d: &Data) -> Vec<Check> {
@@ -401,6 +412,23 @@ pub fn generate(dir: &Path, md: &Path) -> Result<(), String> {
     fs::write(md, text).map_err(|e| format!("{}: {e}", md.display()))
 }
 
+/// Geometric mean over the cells of `mode` of `server`'s metric over tokio's.
+fn geomean_ratio(d: &Data, mode: &str, server: &str, get: fn(&Med) -> f64) -> Option<f64> {
+    let logs: Vec<f64> = d
+        .cells
+        .iter()
+        .filter(|k| k.0 == mode)
+        .filter_map(|k| Some(get(&d.get(k, server)?) / get(&d.get(k, BASELINE)?)))
+        .filter(|r| r.is_finite() && *r > 0.0)
+        .map(f64::ln)
+        .collect();
+    if logs.is_empty() {
+        None
+    } else {
+        Some((logs.iter().sum::<f64>() / logs.len() as f64).exp())
+    }
+}
+
 fn rel(from_md: &Path, target: &Path) -> String {
     // Both live in the repository; express `target` relative to the markdown's folder.
     let base = from_md
@@ -433,6 +461,32 @@ fn markdown(d: &Data, dir: &Path, md: &Path) -> String {
          measuring. The criterion benches of the library itself (both backends, plus the \
          connection map and buffer pool) run with `cargo bench`; see the end of this file.\n"
     );
+    let _ = writeln!(s, "## Summary\n");
+    let _ = writeln!(
+        s,
+        "Geometric means over the cells of each load generator of the ratio to tokio \
+         (messages/s: higher is better; server CPU per message: lower is better). The tables \
+         below have every cell, and the targets section says which targets hold.\n"
+    );
+    let _ = writeln!(
+        s,
+        "| server | mio client: msg/s | mio client: CPU/msg | blocking client: msg/s | blocking client: CPU/msg |"
+    );
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|");
+    for srv in &d.servers {
+        let cols: Vec<String> = ["mio", "blocking"]
+            .iter()
+            .flat_map(|mode| {
+                [
+                    geomean_ratio(d, mode, srv, |m| m.rate),
+                    geomean_ratio(d, mode, srv, |m| m.cpu),
+                ]
+            })
+            .map(|g| g.map_or("-".into(), |g| format!("{g:.2}x")))
+            .collect();
+        let _ = writeln!(s, "| {srv} | {} |", cols.join(" | "));
+    }
+    let _ = writeln!(s);
     let _ = writeln!(s, "## Machine\n");
     let _ = writeln!(s, "- CPU: {} ({} cores)", one("cpu"), one("cores"));
     let _ = writeln!(s, "- kernel: {}", one("kernel"));
@@ -508,7 +562,7 @@ fn markdown(d: &Data, dir: &Path, md: &Path) -> String {
     let _ = writeln!(
         s,
         "Each target checked against the medians above, cell by cell. A target is met only \
-         when every cell it covers is.\n"
+         when every comparison it covers is; the misses are listed with their numbers.\n"
     );
     for c in checks(d) {
         let verdict = match c.met() {
@@ -520,7 +574,7 @@ fn markdown(d: &Data, dir: &Path, md: &Path) -> String {
         let failed: Vec<_> = c.lines.iter().filter(|(ok, _)| !ok).collect();
         let passed = c.lines.len() - failed.len();
         if !c.lines.is_empty() {
-            let _ = writeln!(s, "  - {passed} of {} cells meet it", c.lines.len());
+            let _ = writeln!(s, "  - {passed} of {} comparisons meet it", c.lines.len());
         }
         for (_, l) in failed {
             let _ = writeln!(s, "  - missed: {l}");

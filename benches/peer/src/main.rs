@@ -9,7 +9,7 @@
 //! and the repository's `BENCHMARKS.md`. Subcommands:
 //!
 //! - `all [--secs S] [--warmup S] [--reps N] [--servers a,b] [--idle N] [--mode mio|blocking]
-//!   [--out DIR] [--md PATH] [--quick]`: measure and report (`--quick`: a one-minute smoke
+//!   [--out DIR] [--md PATH] [--source TEXT] [--quick]`: measure and report (`--quick`: a one-minute smoke
 //!   run written to a temporary folder);
 //! - `report`: regenerate `BENCHMARKS.md` and the chart from the CSV files;
 //! - `server KIND PORT`: run one echo server (the runner starts these as child processes);

@@ -490,6 +490,7 @@ fn markdown(d: &Data, dir: &Path, md: &Path) -> String {
     let _ = writeln!(s, "## Machine\n");
     let _ = writeln!(s, "- CPU: {} ({} cores)", one("cpu"), one("cores"));
     let _ = writeln!(s, "- kernel: {}", one("kernel"));
+    let _ = writeln!(s, "- library source: {}", one("source"));
     let _ = writeln!(s, "- run: {}", one("run"));
     for srv in machine("server") {
         let _ = writeln!(s, "- {srv}");

@@ -56,6 +56,7 @@ struct Opts {
     out: PathBuf,
     md: PathBuf,
     only_mode: Option<String>,
+    source: Option<String>,
 }
 
 fn parse(args: &[String]) -> Result<Opts, String> {
@@ -68,6 +69,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         out: default_out(),
         md: default_md(),
         only_mode: None,
+        source: None,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -81,6 +83,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "--out" => o.out = val()?.into(),
             "--md" => o.md = val()?.into(),
             "--mode" => o.only_mode = Some(val()?),
+            "--source" => o.source = Some(val()?),
             "--quick" => {
                 o.secs = 0.3;
                 o.warmup = 0.1;
@@ -475,6 +478,8 @@ pub fn main(args: &[String]) -> Result<(), String> {
         if taskset { "taskset" } else { "sched_setaffinity" },
         began.elapsed().as_secs_f64()
     ));
+    let source = o.source.clone().unwrap_or_else(source_label);
+    machine.push_str(&format!("source: {source}\n"));
     for (k, d) in &descriptions {
         machine.push_str(&format!("server {k}: {d}\n"));
     }
@@ -490,6 +495,34 @@ pub fn main(args: &[String]) -> Result<(), String> {
         began.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// The library source measured: the git commit of this checkout, and whether it has
+/// uncommitted changes.
+fn source_label() -> String {
+    let dir = env!("CARGO_MANIFEST_DIR");
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    match git(&["rev-parse", "--short=12", "HEAD"]) {
+        Some(commit) => {
+            let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
+                .is_some_and(|s| !s.is_empty());
+            if dirty {
+                format!("commit {commit} with uncommitted changes")
+            } else {
+                format!("commit {commit}")
+            }
+        }
+        None => "unknown (not a git checkout; pass --source)".into(),
+    }
 }
 
 fn write(path: &Path, text: &str) -> Result<(), String> {

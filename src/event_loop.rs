@@ -4,7 +4,9 @@ use crate::select;
 use ringmill_core::driver::DriverCounters;
 use ringmill_core::error::{Backend, ConfigError, NetworkError, Result};
 use ringmill_core::inbox::LoopShared;
-use ringmill_core::runtime::{self, LoopHandle, LoopSettings};
+use ringmill_core::loop_handle::{LoopHandle, TimerId};
+use ringmill_core::metrics::LoopMetrics;
+use ringmill_core::runtime::{self, LoopSettings, LoopThread};
 use ringmill_core::DriverConfig;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -114,9 +116,35 @@ impl EventLoopBuilder {
 ///
 /// The threads start when the loop is built, and serve whatever is started on them; `run`
 /// blocks the calling thread until [`stop`](Self::stop). Dropping the loop stops it.
+///
+/// Besides connections, the loop threads run timers and closures: [`schedule_once`],
+/// [`schedule_repeating`] and [`post`] here (on the next thread, round robin), or on one
+/// chosen thread through a [`LoopHandle`] from [`handle`](Self::handle), which any thread
+/// may keep and clone.
+///
+/// ```no_run
+/// use ringmill::EventLoop;
+/// use std::time::Duration;
+///
+/// # fn main() -> ringmill::errors::Result<()> {
+/// let event_loop = EventLoop::builder().threads(2).build()?;
+/// let tick = event_loop.schedule_repeating(Duration::from_secs(1), || println!("tick"))?;
+/// event_loop.schedule_once(Duration::from_secs(5), move || {
+///     tick.cancel();
+/// })?;
+/// let first = event_loop.handle(0).expect("a loop thread");
+/// std::thread::spawn(move || first.post(|| println!("on ringmill-loop-0")));
+/// println!("{:?}", event_loop.metrics());
+/// # Ok(())
+/// # }
+/// ```
+///
+/// [`schedule_once`]: Self::schedule_once
+/// [`schedule_repeating`]: Self::schedule_repeating
+/// [`post`]: Self::post
 pub struct EventLoop {
     shared: Vec<Arc<LoopShared>>,
-    handles: Mutex<Vec<LoopHandle>>,
+    handles: Mutex<Vec<LoopThread>>,
     backend: Backend,
     reason: String,
     description: String,
@@ -221,17 +249,65 @@ impl EventLoop {
         self.shared
             .iter()
             .map(|l| l.counters())
-            .fold(DriverCounters::default(), |a, b| DriverCounters {
-                enters: a.enters + b.enters,
-                sqes: a.sqes + b.sqes,
-                cqes: a.cqes + b.cqes,
-                enobufs: a.enobufs + b.enobufs,
-                cq_overflows: a.cq_overflows + b.cq_overflows,
-                rearms: a.rearms + b.rearms,
-                events: a.events + b.events,
-                wakeups: a.wakeups + b.wakeups,
-                recv_buffers_out: a.recv_buffers_out + b.recv_buffers_out,
-            })
+            .fold(DriverCounters::default(), |a, b| a + b)
+    }
+
+    /// A snapshot of the loop's counters, summed over its threads: the drivers' counters
+    /// (io_uring enters, CQEs, ENOBUFS; mio events and wake-ups), connections held, user
+    /// timers fired, posted closures run, closures that panicked. Reading it takes no lock.
+    pub fn metrics(&self) -> LoopMetrics {
+        self.shared.iter().map(|l| l.loop_counters()).sum()
+    }
+
+    /// A handle to loop thread `index` (0-based, below [`threads`](Self::threads)), to run
+    /// timers and closures on it from any thread.
+    pub fn handle(&self, index: usize) -> Option<LoopHandle> {
+        self.shared
+            .get(index)
+            .map(|l| LoopHandle::new(Arc::clone(l)))
+    }
+
+    /// A handle to every loop thread, in index order.
+    pub fn handles(&self) -> Vec<LoopHandle> {
+        self.shared
+            .iter()
+            .map(|l| LoopHandle::new(Arc::clone(l)))
+            .collect()
+    }
+
+    /// Runs `f` once, `delay` from now, on the next loop thread (round robin); see
+    /// [`LoopHandle::schedule_once`].
+    pub fn schedule_once(
+        &self,
+        delay: Duration,
+        f: impl FnOnce() + Send + 'static,
+    ) -> Result<TimerId> {
+        self.next_handle().schedule_once(delay, f)
+    }
+
+    /// Runs `f` every `period` on the next loop thread (round robin), until cancelled;
+    /// see [`LoopHandle::schedule_repeating`].
+    pub fn schedule_repeating(
+        &self,
+        period: Duration,
+        f: impl FnMut() + Send + 'static,
+    ) -> Result<TimerId> {
+        self.next_handle().schedule_repeating(period, f)
+    }
+
+    /// Runs `f` on the next loop thread (round robin) as soon as it gets to it; see
+    /// [`LoopHandle::post`].
+    pub fn post(&self, f: impl FnOnce() + Send + 'static) -> Result<()> {
+        self.next_handle().post(f)
+    }
+
+    /// Cancels a timer; see [`TimerId::cancel`].
+    pub fn cancel(&self, timer: &TimerId) -> bool {
+        timer.cancel()
+    }
+
+    fn next_handle(&self) -> LoopHandle {
+        LoopHandle::new(Arc::clone(self.next_loop()))
     }
 
     pub(crate) fn loops(&self) -> &[Arc<LoopShared>] {

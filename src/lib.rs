@@ -48,6 +48,8 @@ pub mod tcp;
 pub use event_loop::{EventLoop, EventLoopBuilder};
 pub use ringmill_core::driver::DriverCounters;
 pub use ringmill_core::error::Backend;
+pub use ringmill_core::loop_handle::{LoopHandle, TimerId};
+pub use ringmill_core::metrics::{LoopMetrics, ServerMetrics};
 pub use ringmill_core::DriverConfig;
 
 /// The README's examples, compiled as doc tests.

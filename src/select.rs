@@ -6,7 +6,7 @@
 //! into an error. `Backend::Mio` (or `RINGMILL_BACKEND=mio`) never tries io_uring.
 
 use ringmill_core::error::{Backend, ConfigError, NetworkError};
-use ringmill_core::runtime::{self, LoopHandle, LoopSettings};
+use ringmill_core::runtime::{self, LoopSettings, LoopThread};
 use ringmill_core::DriverConfig;
 
 /// The environment variable that overrides `Backend::Auto`.
@@ -17,7 +17,7 @@ pub(crate) struct Selected {
     pub(crate) backend: Backend,
     pub(crate) reason: String,
     pub(crate) description: String,
-    pub(crate) loops: Vec<LoopHandle>,
+    pub(crate) loops: Vec<LoopThread>,
 }
 
 /// What the builder asked for, with the environment applied to `Auto`.
@@ -110,7 +110,7 @@ fn start_mio(
     threads: usize,
     driver: &DriverConfig,
     settings: &LoopSettings,
-) -> Result<Vec<LoopHandle>, NetworkError> {
+) -> Result<Vec<LoopThread>, NetworkError> {
     let mut loops = Vec::with_capacity(threads);
     for index in 0..threads {
         let config = driver.clone();
@@ -136,7 +136,7 @@ fn start_uring(
     threads: usize,
     driver: &DriverConfig,
     settings: &LoopSettings,
-) -> Result<Vec<LoopHandle>, String> {
+) -> Result<Vec<LoopThread>, String> {
     let mut loops = Vec::with_capacity(threads);
     for index in 0..threads {
         let config = driver.clone();
@@ -159,7 +159,7 @@ fn start_uring(
     _threads: usize,
     _driver: &DriverConfig,
     _settings: &LoopSettings,
-) -> Result<Vec<LoopHandle>, String> {
+) -> Result<Vec<LoopThread>, String> {
     Err(if cfg!(target_os = "linux") {
         "io_uring driver not built (cargo feature `uring` is off)".to_string()
     } else {

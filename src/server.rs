@@ -134,7 +134,10 @@ impl<H: NetworkHandler> TcpServer<H> {
         runtime::context(&self.service)
     }
 
-    /// A snapshot of the server's connection counters: open, accepted, refused by reason.
+    /// A snapshot of the server's counters: connections open, accepted and refused (by
+    /// reason), bytes in and out, frames refused for backpressure, handler errors and
+    /// panics, idle timeouts. Kept as striped relaxed atomics (no lock, no allocation per
+    /// event); reading sums the stripes.
     pub fn metrics(&self) -> ServerMetrics {
         self.service.metrics()
     }

@@ -9,6 +9,7 @@ use crate::driver::Slot;
 use crate::error::SendError;
 use crate::id::ConnectionId;
 use crate::inbox::{CloseMode, Command, LoopShared};
+use crate::metrics::{ServiceStats, Stat};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
@@ -39,6 +40,8 @@ pub struct ConnShared {
     slot: AtomicU32,
     read_paused: AtomicBool,
     out: Mutex<OutQueue>,
+    /// The service's counters (backpressure refusals are counted here, on any thread).
+    stats: Arc<ServiceStats>,
 }
 
 impl std::fmt::Debug for ConnShared {
@@ -48,7 +51,7 @@ impl std::fmt::Debug for ConnShared {
 }
 
 impl ConnShared {
-    pub(crate) fn new(id: ConnectionId, marks: Watermarks) -> Arc<Self> {
+    pub(crate) fn new(id: ConnectionId, marks: Watermarks, stats: Arc<ServiceStats>) -> Arc<Self> {
         Arc::new(Self {
             id,
             marks,
@@ -63,6 +66,7 @@ impl ConnShared {
                 closed: false,
                 peak: 0,
             }),
+            stats,
         })
     }
 
@@ -81,6 +85,11 @@ impl ConnShared {
     pub(crate) fn attach(&self, owner: &Arc<LoopShared>, slot: Slot) {
         let _ = self.owner.set(Arc::clone(owner));
         self.slot.store(slot.0, Ordering::Release);
+    }
+
+    /// The loop that owns the connection, once attached.
+    pub(crate) fn owner(&self) -> Option<&Arc<LoopShared>> {
+        self.owner.get()
     }
 
     /// The slot on the owning loop, once attached.
@@ -124,6 +133,8 @@ impl ConnShared {
             }
             if q.queued >= self.marks.high {
                 q.refused = true;
+                drop(q);
+                self.stats.add(Stat::Backpressure, 1);
                 return Err(SendError::Backpressure);
             }
             q.pending.extend_from_slice(frame);

@@ -5,9 +5,11 @@ use crate::conn::ConnShared;
 use crate::error::{NetworkError, Result, SendError};
 use crate::id::ConnectionId;
 use crate::inbox::CloseMode;
+use crate::loop_handle::{LoopHandle, TimerId};
 use crate::service::Service;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Context for handlers to act on the server or client that called them.
 ///
@@ -71,6 +73,84 @@ impl ServerContext {
     /// Connections open now.
     pub fn connection_count(&self) -> usize {
         self.service.connection_count()
+    }
+
+    /// The loop that owns `conn` (where its callbacks run); `None` if it is not open (or
+    /// is a client whose connect has not been started).
+    pub fn loop_of(&self, conn: ConnectionId) -> Option<LoopHandle> {
+        let shared = self.service.conns.get(conn)?;
+        shared.owner().cloned().map(LoopHandle::new)
+    }
+
+    /// Runs `f` on the loop that owns `conn`, as soon as it gets to it; see
+    /// [`LoopHandle::post`]. From a user thread this is how work reaches a connection's
+    /// loop, in order with its callbacks.
+    ///
+    /// Fails with [`NetworkError::ConnectionNotFound`] if `conn` is not open.
+    pub fn post_to(&self, conn: ConnectionId, f: impl FnOnce() + Send + 'static) -> Result<()> {
+        self.owner_of(conn)?.post(f)
+    }
+
+    /// Runs `f` once on the loop that owns `conn`, `delay` from now; see
+    /// [`LoopHandle::schedule_once`]. The timer is not tied to the connection's life: it
+    /// fires even if the connection closed meanwhile (cancel it in `on_disconnect`, or
+    /// check [`sender`](Self::sender) in the closure).
+    ///
+    /// ```
+    /// use ringmill_core::{ConnectionId, NetworkHandler, Result, ServerContext};
+    /// use std::time::Duration;
+    ///
+    /// /// Says goodbye and closes each connection five seconds after it opens.
+    /// struct Deadline;
+    ///
+    /// impl NetworkHandler for Deadline {
+    ///     fn on_connect(&self, ctx: &ServerContext, conn: ConnectionId) -> Result<()> {
+    ///         let ctx2 = ctx.clone();
+    ///         ctx.schedule_once_for(conn, Duration::from_secs(5), move || {
+    ///             let _ = ctx2.send_to(conn, b"time is up\n");
+    ///             let _ = ctx2.close_connection(conn);
+    ///         })?;
+    ///         Ok(())
+    ///     }
+    ///
+    ///     fn on_data(&self, _: &ServerContext, _: ConnectionId, _: &[u8]) -> Result<()> {
+    ///         Ok(())
+    ///     }
+    /// }
+    /// ```
+    ///
+    /// Fails with [`NetworkError::ConnectionNotFound`] if `conn` is not open.
+    pub fn schedule_once_for(
+        &self,
+        conn: ConnectionId,
+        delay: Duration,
+        f: impl FnOnce() + Send + 'static,
+    ) -> Result<TimerId> {
+        self.owner_of(conn)?.schedule_once(delay, f)
+    }
+
+    /// Runs `f` every `period` on the loop that owns `conn`, until cancelled; see
+    /// [`LoopHandle::schedule_repeating`]. Like [`schedule_once_for`](Self::schedule_once_for),
+    /// the timer outlives the connection unless cancelled.
+    ///
+    /// Fails with [`NetworkError::ConnectionNotFound`] if `conn` is not open.
+    pub fn schedule_repeating_for(
+        &self,
+        conn: ConnectionId,
+        period: Duration,
+        f: impl FnMut() + Send + 'static,
+    ) -> Result<TimerId> {
+        self.owner_of(conn)?.schedule_repeating(period, f)
+    }
+
+    /// Cancels a timer; see [`TimerId::cancel`].
+    pub fn cancel_timer(&self, timer: &TimerId) -> bool {
+        timer.cancel()
+    }
+
+    fn owner_of(&self, conn: ConnectionId) -> Result<LoopHandle> {
+        self.loop_of(conn)
+            .ok_or_else(|| Box::new(NetworkError::ConnectionNotFound(conn)) as _)
     }
 }
 
@@ -151,6 +231,12 @@ impl ConnSender {
     /// Whether the connection refuses frames (closing or closed).
     pub fn is_closed(&self) -> bool {
         self.conn.is_closed()
+    }
+
+    /// The loop that owns the connection, to run timers and closures there; `None` for a
+    /// client whose connect has not been started yet.
+    pub fn loop_handle(&self) -> Option<LoopHandle> {
+        self.conn.owner().cloned().map(LoopHandle::new)
     }
 }
 

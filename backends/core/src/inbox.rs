@@ -3,8 +3,10 @@
 
 use crate::conn::ConnShared;
 use crate::driver::{DriverCounters, Waker};
+use crate::metrics::LoopMetrics;
+use crate::runtime::timer::UserTimer;
 use crate::service::Service;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -14,6 +16,8 @@ use std::time::Duration;
 thread_local! {
     /// The id of the loop running on this thread (0: none).
     static CURRENT_LOOP: Cell<usize> = const { Cell::new(0) };
+    /// The loop running on this thread, for `LoopHandle::current`.
+    static CURRENT_SHARED: RefCell<Option<Arc<LoopShared>>> = const { RefCell::new(None) };
 }
 
 static NEXT_LOOP_ID: AtomicUsize = AtomicUsize::new(1);
@@ -56,6 +60,10 @@ pub(crate) enum Command {
         addr: SocketAddr,
         timeout: Duration,
     },
+    /// Run a closure on the loop.
+    Post(Box<dyn FnOnce() + Send>),
+    /// Add a user timer to the loop's heap.
+    Timer(UserTimer),
     /// Stop the loop: close everything, then exit.
     Stop,
 }
@@ -67,7 +75,22 @@ pub struct LoopShared {
     inbox: Mutex<Inbox>,
     notified: AtomicBool,
     stopped: AtomicBool,
+    /// A command was pushed by the loop's own thread since the last drain: the next poll
+    /// must not block (nothing wakes a loop for its own commands).
+    local: AtomicBool,
     counters: [AtomicU64; 9],
+    stats: LoopStats,
+}
+
+/// The loop's own counters (written by the loop thread, read by anyone).
+#[derive(Default)]
+struct LoopStats {
+    connections: AtomicUsize,
+    timers_fired: AtomicU64,
+    tasks_run: AtomicU64,
+    task_panics: AtomicU64,
+    /// Timers cancelled since the loop last purged its heap.
+    cancelled: AtomicUsize,
 }
 
 /// The commands, and the waker while the loop runs.
@@ -90,7 +113,9 @@ impl LoopShared {
             }),
             notified: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
+            local: AtomicBool::new(false),
             counters: Default::default(),
+            stats: LoopStats::default(),
         })
     }
 
@@ -109,12 +134,19 @@ impl LoopShared {
         CURRENT_LOOP.with(|c| c.get()) != 0
     }
 
-    pub(crate) fn enter(&self) {
+    pub(crate) fn enter(self: &Arc<Self>) {
         CURRENT_LOOP.with(|c| c.set(self.id));
+        CURRENT_SHARED.with(|c| *c.borrow_mut() = Some(Arc::clone(self)));
     }
 
     pub(crate) fn leave() {
         CURRENT_LOOP.with(|c| c.set(0));
+        CURRENT_SHARED.with(|c| c.borrow_mut().take());
+    }
+
+    /// The loop running on the calling thread, if any.
+    pub fn current() -> Option<Arc<LoopShared>> {
+        CURRENT_SHARED.with(|c| c.borrow().clone())
     }
 
     /// Whether the loop has exited (its thread returned or is returning).
@@ -135,7 +167,10 @@ impl LoopShared {
                 return false;
             }
             inbox.commands.push(command);
-            if !self.is_current() && !self.notified.swap(true, Ordering::AcqRel) {
+            if self.is_current() {
+                self.local.store(true, Ordering::Relaxed);
+                None
+            } else if !self.notified.swap(true, Ordering::AcqRel) {
                 inbox.waker.clone()
             } else {
                 None
@@ -158,6 +193,7 @@ impl LoopShared {
     pub(crate) fn drain(&self, into: &mut Vec<Command>) {
         // Reset before taking, so a command pushed after the take wakes the loop again.
         self.notified.store(false, Ordering::Release);
+        self.local.store(false, Ordering::Relaxed);
         let mut inbox = self.inbox.lock().unwrap_or_else(|e| e.into_inner());
         std::mem::swap(&mut inbox.commands, into);
     }
@@ -174,7 +210,61 @@ impl LoopShared {
         commands
     }
 
-    pub(crate) fn publish_counters(&self, c: &DriverCounters) {
+    /// Whether the loop's own thread queued commands since it last drained the inbox
+    /// (from a timer or posted closure, say): the loop polls without blocking then.
+    pub(crate) fn has_local_work(&self) -> bool {
+        self.local.load(Ordering::Relaxed)
+    }
+
+    /// Queues a closure to run on the loop; `false` if the loop is gone.
+    pub(crate) fn post(&self, f: Box<dyn FnOnce() + Send>) -> bool {
+        self.push(Command::Post(f))
+    }
+
+    /// Counts a user timer that ran.
+    pub(crate) fn count_timer_fired(&self, panicked: bool) {
+        bump(&self.stats.timers_fired);
+        if panicked {
+            bump(&self.stats.task_panics);
+        }
+    }
+
+    /// Counts a posted closure that ran.
+    pub(crate) fn count_task_run(&self, panicked: bool) {
+        bump(&self.stats.tasks_run);
+        if panicked {
+            bump(&self.stats.task_panics);
+        }
+    }
+
+    pub(crate) fn note_timer_cancelled(&self) {
+        self.stats.cancelled.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Timers cancelled since the last [`reset_cancelled_timers`](Self::reset_cancelled_timers).
+    pub(crate) fn cancelled_timers(&self) -> usize {
+        self.stats.cancelled.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn reset_cancelled_timers(&self) {
+        self.stats.cancelled.store(0, Ordering::Relaxed);
+    }
+
+    /// This loop's counters: its driver's (as last published) and its own.
+    pub fn loop_counters(&self) -> LoopMetrics {
+        let s = &self.stats;
+        LoopMetrics {
+            driver: self.counters(),
+            connections: s.connections.load(Ordering::Relaxed),
+            timers_fired: s.timers_fired.load(Ordering::Relaxed),
+            tasks_run: s.tasks_run.load(Ordering::Relaxed),
+            task_panics: s.task_panics.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Publishes the driver's counters and the number of connections the loop holds.
+    pub(crate) fn publish_counters(&self, c: &DriverCounters, connections: usize) {
+        self.stats.connections.store(connections, Ordering::Relaxed);
         let values = [
             c.enters,
             c.sqes,
@@ -210,4 +300,11 @@ impl LoopShared {
             recv_buffers_out: v[8],
         }
     }
+}
+
+/// Adds one to a counter only its loop thread writes (a load and a store: no locked
+/// instruction on the hot path).
+#[inline]
+fn bump(counter: &AtomicU64) {
+    counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
 }

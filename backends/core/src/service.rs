@@ -6,10 +6,13 @@ use crate::conn::ConnShared;
 use crate::error::NetworkError;
 use crate::handler::NetworkHandler;
 use crate::map::ConnMap;
+use crate::metrics::{ServiceStats, Stat};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+pub use crate::metrics::ServerMetrics;
 
 /// Socket options applied to every connection of a service.
 #[derive(Debug, Clone, Copy)]
@@ -34,24 +37,6 @@ pub struct ServiceConfig {
     pub socket: SocketOptions,
     /// Per-IP caps and accept rates.
     pub admission: AdmissionConfig,
-}
-
-/// A snapshot of a server's connection counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ServerMetrics {
-    /// Connections open now.
-    pub open: usize,
-    /// Connections accepted and admitted since the start.
-    pub accepted: u64,
-    /// Connections closed at accept because `max_connections` were open.
-    pub refused_max_connections: u64,
-    /// Connections closed at accept by the per-IP cap.
-    pub refused_per_ip: u64,
-    /// Connections closed at accept by the server's accept rate.
-    pub refused_rate: u64,
-    /// Connections closed at accept by their address's accept rate.
-    pub refused_ip_rate: u64,
 }
 
 #[derive(Debug, Default)]
@@ -89,6 +74,8 @@ pub struct Service {
     pub(crate) stopped: AtomicBool,
     pub(crate) admission: Admission,
     pub(crate) counters: Counters,
+    /// Traffic and failure counters, shared with the service's connections.
+    pub(crate) stats: Arc<ServiceStats>,
 }
 
 impl Service {
@@ -103,6 +90,7 @@ impl Service {
             conns: ConnMap::with_capacity(capacity),
             admission: Admission::new(config.admission.clone()),
             counters: Counters::default(),
+            stats: Arc::default(),
             config,
             count: AtomicUsize::new(0),
             places: AtomicUsize::new(0),
@@ -115,10 +103,17 @@ impl Service {
         self.count.load(Ordering::Acquire)
     }
 
-    /// A snapshot of the connection counters.
+    /// A snapshot of the counters.
     pub fn metrics(&self) -> ServerMetrics {
         let c = &self.counters;
+        let s = &self.stats;
         ServerMetrics {
+            bytes_in: s.get(Stat::BytesIn),
+            bytes_out: s.get(Stat::BytesOut),
+            backpressure_refusals: s.get(Stat::Backpressure),
+            handler_errors: s.get(Stat::HandlerError),
+            handler_panics: s.get(Stat::HandlerPanic),
+            idle_timeouts: s.get(Stat::IdleTimeout),
             open: self.connection_count(),
             accepted: c.accepted.load(Ordering::Relaxed),
             refused_max_connections: c.refused_max_connections.load(Ordering::Relaxed),
@@ -126,6 +121,12 @@ impl Service {
             refused_rate: c.refused_rate.load(Ordering::Relaxed),
             refused_ip_rate: c.refused_ip_rate.load(Ordering::Relaxed),
         }
+    }
+
+    /// Counts `n` of `stat`.
+    #[inline]
+    pub(crate) fn count(&self, stat: Stat, n: u64) {
+        self.stats.add(stat, n);
     }
 
     /// Whether `stop` was called.

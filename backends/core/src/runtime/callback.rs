@@ -34,6 +34,21 @@ pub(crate) fn call_quiet(f: impl FnOnce()) {
     }
 }
 
+/// Runs a user's closure (a timer, a posted task), catching and logging a panic.
+/// Returns `false` if it panicked.
+pub(crate) fn call_task(what: &str, f: impl FnOnce()) -> bool {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(()) => true,
+        Err(payload) => {
+            log::error!(
+                "ringmill: {what} panicked: {}",
+                panic_message(payload.as_ref())
+            );
+            false
+        }
+    }
+}
+
 fn panic_message(payload: &(dyn Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_string()

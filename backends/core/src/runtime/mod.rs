@@ -5,7 +5,7 @@
 //! whether the driver could be built. Everything else here sends commands to loops.
 
 mod callback;
-mod timer;
+pub(crate) mod timer;
 mod worker;
 
 use crate::admission::AdmissionConfig;
@@ -46,13 +46,13 @@ impl Default for LoopSettings {
 }
 
 /// A running loop thread.
-pub struct LoopHandle {
+pub struct LoopThread {
     shared: Arc<LoopShared>,
     thread: JoinHandle<()>,
     description: String,
 }
 
-impl LoopHandle {
+impl LoopThread {
     /// The part of the loop other threads use.
     pub fn shared(&self) -> &Arc<LoopShared> {
         &self.shared
@@ -71,7 +71,7 @@ pub fn spawn<D, E, F>(
     index: usize,
     settings: LoopSettings,
     make: F,
-) -> std::result::Result<LoopHandle, E>
+) -> std::result::Result<LoopThread, E>
 where
     D: Driver,
     E: Send + 'static,
@@ -96,7 +96,7 @@ where
         })
         .unwrap_or_else(|e| panic!("ringmill: cannot spawn a loop thread: {e}"));
     match rx.recv() {
-        Ok(Ok((shared, description))) => Ok(LoopHandle {
+        Ok(Ok((shared, description))) => Ok(LoopThread {
             shared,
             thread,
             description,
@@ -114,7 +114,7 @@ where
 }
 
 /// Stops the loops and joins their threads; `false` if any of them panicked.
-pub fn shutdown(loops: Vec<LoopHandle>) -> bool {
+pub fn shutdown(loops: Vec<LoopThread>) -> bool {
     for l in &loops {
         l.shared.request_stop();
     }
@@ -226,7 +226,7 @@ impl ClientConn {
             },
             1,
         );
-        let conn = ConnShared::new(ConnectionId::next(), marks);
+        let conn = ConnShared::new(ConnectionId::next(), marks, Arc::clone(&service.stats));
         service.conns.insert(conn.id, Arc::clone(&conn));
         Self {
             service,

@@ -7,7 +7,7 @@
 //!    driver is busy delivering completions.
 //! 2. take the accepted streams and open their connections (`on_connect`);
 //! 3. run the commands other threads (and this one's callbacks) queued in the inbox;
-//! 4. fire due timers;
+//! 4. fire due timers (the loop's own and the user's);
 //! 5. apply the queued ops, then flush: every connection with queued output gets one send
 //!    covering everything queued during the iteration.
 //!
@@ -25,6 +25,7 @@ use crate::driver::{Completion, Driver, Flow, ListenerId, Slot};
 use crate::error::{NetworkError, NetworkEvent};
 use crate::id::ConnectionId;
 use crate::inbox::{CloseMode, Command, LoopShared};
+use crate::metrics::Stat;
 use crate::service::Service;
 use std::collections::HashMap;
 use std::io::{self, IoSlice};
@@ -165,12 +166,16 @@ impl<D: Driver> Worker<D> {
             }
             self.state.now = Instant::now();
             self.turn();
-            self.state.shared.publish_counters(&self.driver.counters());
+            self.state
+                .shared
+                .publish_counters(&self.driver.counters(), self.state.live);
             if self.state.stopping && self.state.live == 0 && self.state.listeners.is_empty() {
                 break;
             }
         }
-        self.state.shared.publish_counters(&self.driver.counters());
+        self.state
+            .shared
+            .publish_counters(&self.driver.counters(), self.state.live);
         // Whatever reached the inbox after the last turn is dropped here (closing sockets,
         // failing listen acknowledgements).
         let leftovers = self.state.shared.close_inbox();
@@ -292,6 +297,11 @@ impl<D: Driver> Worker<D> {
                 addr,
                 timeout,
             } => self.connect(service, conn, socket, addr, timeout),
+            Command::Post(task) => {
+                let ok = callback::call_task("posted closure", task);
+                self.state.shared.count_task_run(!ok);
+            }
+            Command::Timer(timer) => self.state.timers.add_user(timer, &self.state.shared),
             Command::Stop => self.stop(),
         }
     }
@@ -381,7 +391,7 @@ impl<D: Driver> Worker<D> {
         };
         apply_socket_options(&stream, &service);
         let id = ConnectionId::next();
-        let shared = ConnShared::new(id, service.config.marks);
+        let shared = ConnShared::new(id, service.config.marks, Arc::clone(&service.stats));
         let slot = self.state.alloc();
         shared.attach(&self.state.shared, slot);
         if let Err(e) = self.driver.register(slot, stream) {
@@ -524,7 +534,11 @@ fn is_per_connection(e: &io::Error) -> bool {
 
 impl State {
     fn poll_timeout(&self) -> Option<Duration> {
-        if !self.ops.is_empty() || !self.flush.is_empty() || !self.accepted.is_empty() {
+        if !self.ops.is_empty()
+            || !self.flush.is_empty()
+            || !self.accepted.is_empty()
+            || self.shared.has_local_work()
+        {
             return Some(Duration::ZERO);
         }
         self.timers.next_in(Instant::now())
@@ -608,11 +622,22 @@ impl State {
 
     /// Acts on a callback's outcome; returns whether the connection is still open.
     fn after_callback(&mut self, slot: Slot, outcome: Outcome) -> bool {
-        let (error, mode) = match outcome {
+        let (error, mode, stat) = match outcome {
             Outcome::Ok => return true,
-            Outcome::Failed(msg) => (NetworkError::HandlerError(msg), CloseMode::Flush),
-            Outcome::Panicked(msg) => (NetworkError::HandlerPanic(msg), CloseMode::Abort),
+            Outcome::Failed(msg) => (
+                NetworkError::HandlerError(msg),
+                CloseMode::Flush,
+                Stat::HandlerError,
+            ),
+            Outcome::Panicked(msg) => (
+                NetworkError::HandlerPanic(msg),
+                CloseMode::Abort,
+                Stat::HandlerPanic,
+            ),
         };
+        if let Some(conn) = self.conns[slot.index()].as_ref() {
+            conn.service.count(stat, 1);
+        }
         self.report(slot, error);
         self.begin_close(slot, mode);
         false
@@ -745,6 +770,7 @@ impl State {
             }
             Ok(data) => {
                 conn.last_active = self.now;
+                conn.service.count(Stat::BytesIn, data.len() as u64);
                 self.deliver(slot, data)
             }
         }
@@ -834,6 +860,7 @@ impl State {
             }
         };
         conn.sent += n;
+        conn.service.count(Stat::BytesOut, n as u64);
         let (drained, empty, more) = {
             let mut q = conn.shared.lock();
             q.queued -= n;
@@ -937,10 +964,16 @@ impl State {
         }
         if conn.established {
             let service = &conn.service;
-            if let Outcome::Failed(msg) | Outcome::Panicked(msg) =
-                callback::call(|| service.handler.on_disconnect(&conn.ctx, id))
-            {
-                log::debug!("ringmill: on_disconnect of {id} failed: {msg}");
+            match callback::call(|| service.handler.on_disconnect(&conn.ctx, id)) {
+                Outcome::Ok => {}
+                Outcome::Failed(msg) => {
+                    service.count(Stat::HandlerError, 1);
+                    log::debug!("ringmill: on_disconnect of {id} failed: {msg}");
+                }
+                Outcome::Panicked(msg) => {
+                    service.count(Stat::HandlerPanic, 1);
+                    log::debug!("ringmill: on_disconnect of {id} panicked: {msg}");
+                }
             }
             let _ = callback::call(|| {
                 service
@@ -994,6 +1027,7 @@ impl State {
                 };
                 let due = conn.last_active + idle;
                 if due <= self.now {
+                    conn.service.count(Stat::IdleTimeout, 1);
                     self.report(slot, NetworkError::IdleTimeout(id));
                     self.begin_close(slot, CloseMode::Flush);
                 } else {
@@ -1006,6 +1040,7 @@ impl State {
                 }
             }
             TimerKind::ResumeAccept(listener) => self.resume_accepting(listener),
+            TimerKind::User(timer) => self.timers.fire_user(timer, self.now, &self.shared),
             TimerKind::Stop => {
                 for index in 0..self.conns.len() {
                     if self.conns[index].is_some() {
@@ -1045,7 +1080,8 @@ impl State {
             | Command::Resume(conn) => {
                 conn.lock().closed = true;
             }
-            Command::Stop => {}
+            // Dropping a timer marks it done; a posted closure is dropped unrun.
+            Command::Post(_) | Command::Timer(_) | Command::Stop => {}
         }
     }
 }

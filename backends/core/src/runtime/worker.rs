@@ -769,7 +769,9 @@ impl State {
                 Flow::Pause
             }
             Ok(data) => {
-                conn.last_active = self.now;
+                // Not `self.now`: that was taken before the poll, which may have slept
+                // for as long as the idle timeout itself before these bytes came.
+                conn.last_active = Instant::now();
                 conn.service.count(Stat::BytesIn, data.len() as u64);
                 self.deliver(slot, data)
             }

@@ -6,6 +6,8 @@
 //! filter or a resource limit cannot be taken back once installed.
 #![cfg(target_os = "linux")]
 
+mod seccomp;
+
 use ringmill::errors::{NetworkError, Result};
 use ringmill::tcp::{ConnectionId, NetworkHandler, ServerContext, TcpServer, TcpServerConfig};
 use ringmill::{Backend, EventLoop};
@@ -60,65 +62,9 @@ fn run_child(test: &str, role: &str) {
     );
 }
 
-/// Makes `io_uring_setup` fail with `errno` for the rest of this process.
-fn deny_io_uring_setup(errno: i32) {
-    const LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
-    const JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
-    const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
-    // Load the syscall number (offset 0 of seccomp_data); io_uring_setup -> errno; else allow.
-    let filter = [
-        libc::sock_filter {
-            code: LD_W_ABS,
-            jt: 0,
-            jf: 0,
-            k: 0,
-        },
-        libc::sock_filter {
-            code: JEQ_K,
-            jt: 0,
-            jf: 1,
-            k: libc::SYS_io_uring_setup as u32,
-        },
-        libc::sock_filter {
-            code: RET_K,
-            jt: 0,
-            jf: 0,
-            k: libc::SECCOMP_RET_ERRNO | (errno as u32 & libc::SECCOMP_RET_DATA),
-        },
-        libc::sock_filter {
-            code: RET_K,
-            jt: 0,
-            jf: 0,
-            k: libc::SECCOMP_RET_ALLOW,
-        },
-    ];
-    let program = libc::sock_fprog {
-        len: filter.len() as u16,
-        filter: filter.as_ptr() as *mut libc::sock_filter,
-    };
-    // SAFETY: integer arguments only.
-    let rc = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
-    assert_eq!(
-        rc,
-        0,
-        "PR_SET_NO_NEW_PRIVS: {}",
-        std::io::Error::last_os_error()
-    );
-    // SAFETY: `program` points to `filter`; both outlive the call, and the kernel copies
-    // the filter before returning.
-    let rc = unsafe {
-        libc::prctl(
-            libc::PR_SET_SECCOMP,
-            libc::SECCOMP_MODE_FILTER,
-            &program as *const libc::sock_fprog,
-        )
-    };
-    assert_eq!(rc, 0, "PR_SET_SECCOMP: {}", std::io::Error::last_os_error());
-}
-
 /// The child's side of a seccomp case.
 fn seccomp_child(errno: i32, errno_text: &str) {
-    deny_io_uring_setup(errno);
+    seccomp::deny_io_uring_setup(errno).expect("install the seccomp filter");
 
     let event_loop = EventLoop::builder()
         .threads(2)

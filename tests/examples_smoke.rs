@@ -1,0 +1,211 @@
+//! Smoke tests of the examples: each example's handler (the example file itself, included
+//! as a module) served on each backend and driven by plain std clients.
+
+mod common;
+
+#[allow(dead_code)]
+#[path = "../examples/http_hello.rs"]
+mod http_hello;
+
+use common::*;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+
+// ---------------------------------------------------------------------------------------
+// http_hello
+// ---------------------------------------------------------------------------------------
+
+/// One HTTP response as a client sees it.
+#[derive(Debug)]
+struct Response {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Response {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads one response (with a body unless `head`), failing the test after [`WAIT`].
+fn read_response(reader: &mut BufReader<TcpStream>, head: bool) -> Response {
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("status line");
+    let mut parts = line.trim_end().splitn(3, ' ');
+    assert_eq!(parts.next(), Some("HTTP/1.1"), "status line {line:?}");
+    let status = parts
+        .next()
+        .and_then(|s| s.parse().ok())
+        .expect("status code");
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        reader.read_line(&mut line).expect("header line");
+        let l = line.trim_end_matches("\r\n");
+        if l.is_empty() {
+            break;
+        }
+        let (n, v) = l.split_once(':').expect("header");
+        headers.push((n.to_string(), v.trim().to_string()));
+    }
+    let mut r = Response {
+        status,
+        headers,
+        body: Vec::new(),
+    };
+    let len: usize = r
+        .header("content-length")
+        .expect("content-length")
+        .parse()
+        .unwrap();
+    if !head {
+        r.body = vec![0; len];
+        reader.read_exact(&mut r.body).expect("body");
+    }
+    r
+}
+
+fn http_client(server: &TcpServer<http_hello::HttpHello>) -> (TcpStream, BufReader<TcpStream>) {
+    let stream = connect(addr_of(server));
+    let reader = BufReader::new(stream.try_clone().unwrap());
+    (stream, reader)
+}
+
+fn http_server(event_loop: &EventLoop) -> TcpServer<http_hello::HttpHello> {
+    let config = http_hello::config("127.0.0.1:0".parse().unwrap()).build();
+    start_server(event_loop, config, http_hello::HttpHello::new())
+}
+
+backend_matrix! {
+    /// Keep-alive: pipelined requests in one write, a request split byte by byte, a body
+    /// split across writes followed by another request, HEAD, 404; all answered in order on
+    /// one connection.
+    fn http_hello_keep_alive_and_pipelining(backend: Backend) {
+        let event_loop = event_loop(backend);
+        let server = http_server(&event_loop);
+        let (mut stream, mut reader) = http_client(&server);
+        let get = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
+        stream.write_all(&[&get[..], &get[..], &get[..]].concat()).unwrap();
+        for _ in 0..3 {
+            let r = read_response(&mut reader, false);
+            assert_eq!((r.status, r.body.as_slice()), (200, &b"Hello, World!"[..]));
+            assert_eq!(r.header("connection"), None);
+        }
+        for b in get.iter() {
+            stream.write_all(&[*b]).unwrap();
+        }
+        assert_eq!(read_response(&mut reader, false).status, 200);
+
+        let post = b"POST / HTTP/1.1\r\nContent-Length: 11\r\n\r\nGET / HTTP/";
+        stream.write_all(&post[..30]).unwrap();
+        stream.write_all(&post[30..]).unwrap();
+        stream.write_all(b"HEAD / HTTP/1.1\r\n\r\nGET /missing HTTP/1.1\r\n\r\n").unwrap();
+        let r = read_response(&mut reader, false);
+        assert_eq!(r.status, 200, "the body is not taken for a request");
+        let r = read_response(&mut reader, true);
+        assert_eq!((r.status, r.header("content-length")), (200, Some("13")));
+        let r = read_response(&mut reader, false);
+        assert_eq!(r.status, 404);
+        assert_eq!(server.connection_count(), 1);
+    }
+
+    /// `Connection: close`, HTTP/1.0 and malformed requests: answered, then closed.
+    fn http_hello_closes_when_asked_or_confused(backend: Backend) {
+        let event_loop = event_loop(backend);
+        let server = http_server(&event_loop);
+        for (request, status) in [
+            (&b"GET / HTTP/1.1\r\nConnection: close\r\n\r\nGET / HTTP/1.1\r\n\r\n"[..], 200),
+            (b"GET / HTTP/1.0\r\n\r\n", 200),
+            (b"GET /\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 501),
+        ] {
+            let (mut stream, mut reader) = http_client(&server);
+            stream.write_all(request).unwrap();
+            let r = read_response(&mut reader, false);
+            assert_eq!(r.status, status, "{}", String::from_utf8_lossy(request));
+            assert_eq!(r.header("connection"), Some("close"));
+            let mut rest = Vec::new();
+            reader.read_to_end(&mut rest).expect("EOF after the answer");
+            assert!(rest.is_empty(), "one answer only, got {:?}", String::from_utf8_lossy(&rest));
+        }
+        poll_until(WAIT, "connections closed", || server.connection_count() == 0);
+    }
+
+    /// A client that pipelines many requests without reading: once its socket buffers
+    /// are full the server's answers are refused for backpressure and the server stops
+    /// reading; the queue stays bounded, and every answer arrives, in order, once the
+    /// client reads.
+    fn http_hello_pipelining_without_reading_is_bounded(backend: Backend) {
+        let event_loop = event_loop(backend);
+        let high = 16 * 1024;
+        let config = http_hello::config("127.0.0.1:0".parse().unwrap())
+            .high_watermark(high)
+            .low_watermark(4 * 1024)
+            .build();
+        let conns = std::sync::Arc::new(Shared::new(Vec::new()));
+        let handler = Tap {
+            inner: http_hello::HttpHello::new(),
+            conns: std::sync::Arc::clone(&conns),
+        };
+        let server = start_server(&event_loop, config, handler);
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        // A small fixed receive buffer: the kernel cannot absorb the answers.
+        socket.set_recv_buffer_size(64 * 1024).unwrap();
+        socket.connect_timeout(&addr_of(&server).into(), WAIT).unwrap();
+        let stream: TcpStream = socket.into();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let n = 100_000;
+        let writer = std::thread::spawn(move || {
+            let mut stream = stream;
+            let batch = b"GET / HTTP/1.1\r\n\r\n".repeat(100);
+            for _ in 0..n / 100 {
+                stream.write_all(&batch).unwrap();
+            }
+            stream
+        });
+        poll_until(WAIT, "an answer refused for backpressure", || {
+            server.metrics().backpressure_refusals > 0
+        });
+        for i in 0..n {
+            let r = read_response(&mut reader, false);
+            assert_eq!((i, r.status), (i, 200));
+        }
+        let _stream = writer.join().unwrap();
+        let id = conns.with(|v| v[0]);
+        let peak = server.context().sender(id).expect("still open").peak_queued_bytes();
+        // One batch of answers may go past the high watermark: at most one read's worth
+        // (8 KiB of requests, about 450 answers).
+        assert!(peak <= high + 64 * 1024, "queue peaked at {peak} bytes");
+    }
+}
+
+/// Delegates to a handler, noting connection ids.
+struct Tap<H> {
+    inner: H,
+    conns: std::sync::Arc<Shared<Vec<ConnectionId>>>,
+}
+
+impl<H: NetworkHandler> NetworkHandler for Tap<H> {
+    fn on_connect(&self, ctx: &ServerContext, conn: ConnectionId) -> Result<()> {
+        self.conns.update(|v| v.push(conn));
+        self.inner.on_connect(ctx, conn)
+    }
+
+    fn on_data(&self, ctx: &ServerContext, conn: ConnectionId, data: &[u8]) -> Result<()> {
+        self.inner.on_data(ctx, conn, data)
+    }
+
+    fn on_drained(&self, ctx: &ServerContext, conn: ConnectionId) -> Result<()> {
+        self.inner.on_drained(ctx, conn)
+    }
+
+    fn on_disconnect(&self, ctx: &ServerContext, conn: ConnectionId) -> Result<()> {
+        self.inner.on_disconnect(ctx, conn)
+    }
+}

@@ -114,3 +114,10 @@ pub struct Tally {
     /// Bytes read back by the client, all verified.
     pub echoed: usize,
 }
+
+/// Runs the heavy tests of one test binary one at a time (the `uring` and `mio` arms of a
+/// scenario would otherwise load the 2 cores together): hold the guard for the test.
+pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    HEAVY.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -7,6 +7,10 @@ mod common;
 #[path = "../examples/http_hello.rs"]
 mod http_hello;
 
+#[allow(dead_code)]
+#[path = "../examples/chat.rs"]
+mod chat;
+
 use common::*;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -182,6 +186,117 @@ backend_matrix! {
         // One batch of answers may go past the high watermark: at most one read's worth
         // (8 KiB of requests, about 450 answers).
         assert!(peak <= high + 64 * 1024, "queue peaked at {peak} bytes");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// chat
+// ---------------------------------------------------------------------------------------
+
+/// A chat member: a std client with a line reader.
+struct Member {
+    stream: TcpStream,
+    lines: BufReader<TcpStream>,
+    /// The name the room gave it (`conn#N`).
+    name: String,
+}
+
+impl Member {
+    fn join(server: &TcpServer<chat::Chat>) -> Member {
+        let stream = connect(addr_of(server));
+        let mut lines = BufReader::new(stream.try_clone().unwrap());
+        let welcome = read_line(&mut lines);
+        let name = welcome
+            .strip_prefix("* welcome, you are ")
+            .and_then(|r| r.split(';').next())
+            .unwrap_or_else(|| panic!("unexpected welcome {welcome:?}"))
+            .to_string();
+        Member {
+            stream,
+            lines,
+            name,
+        }
+    }
+
+    fn say(&mut self, text: &[u8]) {
+        self.stream.write_all(text).unwrap();
+    }
+
+    /// The next chat line (announcements starting with `*` are skipped).
+    fn next_message(&mut self) -> String {
+        loop {
+            let line = read_line(&mut self.lines);
+            if !line.starts_with('*') {
+                return line;
+            }
+        }
+    }
+
+    /// Reads until the announcement `* {what}`, failing on any chat line before it.
+    fn expect_notice(&mut self, what: &str) {
+        loop {
+            let line = read_line(&mut self.lines);
+            if line == format!("* {what}") {
+                return;
+            }
+            assert!(
+                line.starts_with('*'),
+                "{} got {line:?} before * {what}",
+                self.name
+            );
+        }
+    }
+}
+
+fn read_line(reader: &mut BufReader<TcpStream>) -> String {
+    let mut line = String::new();
+    let n = reader
+        .read_line(&mut line)
+        .expect("a line within the deadline");
+    assert!(n > 0, "connection closed");
+    line.trim_end_matches('\n').to_string()
+}
+
+backend_matrix! {
+    /// Three members: each line goes to the two others, never back to its sender, whole
+    /// even when it arrives in pieces; a line over the limit disconnects its sender, which
+    /// the others are told.
+    fn chat_relays_lines_to_everyone_else(backend: Backend) {
+        let event_loop = event_loop(backend);
+        let server = start_server(
+            &event_loop,
+            chat::config("127.0.0.1:0".parse().unwrap()).build(),
+            chat::Chat::new(),
+        );
+        let mut a = Member::join(&server);
+        let mut b = Member::join(&server);
+        a.expect_notice(&format!("{} joined", b.name));
+        let mut c = Member::join(&server);
+        a.expect_notice(&format!("{} joined", c.name));
+        b.expect_notice(&format!("{} joined", c.name));
+
+        a.say(b"hello\r\n");
+        assert_eq!(b.next_message(), format!("[{}] hello", a.name));
+        assert_eq!(c.next_message(), format!("[{}] hello", a.name));
+        b.say(b"sp");
+        b.say(b"lit\n\nand more\n");
+        // a's next message is b's, so a never got its own line back.
+        assert_eq!(a.next_message(), format!("[{}] split", b.name));
+        assert_eq!(a.next_message(), format!("[{}] and more", b.name));
+        assert_eq!(c.next_message(), format!("[{}] split", b.name));
+        assert_eq!(c.next_message(), format!("[{}] and more", b.name));
+
+        c.say(&vec![b'x'; chat::MAX_LINE + 1]);
+        assert_eq!(
+            read_line(&mut c.lines),
+            format!("* line over {} bytes, bye", chat::MAX_LINE)
+        );
+        let mut rest = Vec::new();
+        c.lines.read_to_end(&mut rest).expect("EOF after the notice");
+        a.expect_notice(&format!("{} left", c.name));
+        b.expect_notice(&format!("{} left", c.name));
+        a.say(b"still here\n");
+        assert_eq!(b.next_message(), format!("[{}] still here", a.name));
     }
 }
 

@@ -94,7 +94,13 @@ impl Bucket {
     }
 
     fn refill(&mut self, limit: RateLimit, now: Instant) {
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        // Each loop passes the time its last poll returned, which can be older than the
+        // time another loop passed before it: moving `last` back would count the same
+        // interval twice and admit more than the rate.
+        if now <= self.last {
+            return;
+        }
+        let elapsed = now.duration_since(self.last).as_secs_f64();
         self.tokens = (self.tokens + elapsed * limit.per_second).min(f64::from(limit.burst));
         self.last = now;
     }

@@ -11,9 +11,14 @@ mod http_hello;
 #[path = "../examples/chat.rs"]
 mod chat;
 
+#[allow(dead_code)]
+#[path = "../examples/framed_rpc.rs"]
+mod framed_rpc;
+
 use common::*;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+use std::time::Duration;
 
 // ---------------------------------------------------------------------------------------
 // http_hello
@@ -297,6 +302,140 @@ backend_matrix! {
         b.expect_notice(&format!("{} left", c.name));
         a.say(b"still here\n");
         assert_eq!(b.next_message(), format!("[{}] still here", a.name));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// framed_rpc
+// ---------------------------------------------------------------------------------------
+
+fn rpc_settings() -> framed_rpc::Settings {
+    framed_rpc::Settings {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        idle_timeout: Duration::from_secs(30),
+        status_every: Duration::from_millis(10),
+        verbose: false,
+        ..Default::default()
+    }
+}
+
+/// Reads one reply frame.
+fn read_frame(stream: &mut TcpStream) -> Vec<u8> {
+    let header = read_exact_within(stream, 4, WAIT);
+    let len = u32::from_be_bytes(header.try_into().unwrap()) as usize;
+    read_exact_within(stream, len, WAIT)
+}
+
+fn rpc(stream: &mut TcpStream, request: &[u8]) -> Vec<u8> {
+    stream.write_all(&framed_rpc::encode(request)).unwrap();
+    read_frame(stream)
+}
+
+backend_matrix! {
+    /// Requests answered on the loop and on worker threads, frames split across writes
+    /// and batched in one, a frame of the full 10 MiB, the periodic timer ticking.
+    fn framed_rpc_answers_requests(backend: Backend) {
+        let event_loop = event_loop(backend);
+        let daemon = framed_rpc::Daemon::start(&event_loop, &rpc_settings()).expect("start");
+        let mut s = connect(daemon.local_addr());
+        assert_eq!(rpc(&mut s, b"ping"), b"pong");
+        // One frame byte by byte, then three frames in one write.
+        for b in framed_rpc::encode(b"echo split") {
+            s.write_all(&[b]).unwrap();
+        }
+        assert_eq!(read_frame(&mut s), b"split");
+        let batch = [
+            framed_rpc::encode(b"work abc"),
+            framed_rpc::encode(b"nonsense"),
+            framed_rpc::encode(b"echo x"),
+        ]
+        .concat();
+        s.write_all(&batch).unwrap();
+        let mut replies = vec![read_frame(&mut s), read_frame(&mut s), read_frame(&mut s)];
+        // The work reply comes from a worker thread: it may arrive after the others.
+        replies.sort();
+        let done = format!("done {:016x}", framed_rpc::digest(b"abc")).into_bytes();
+        let mut want = vec![done, b"error unknown request".to_vec(), b"x".to_vec()];
+        want.sort();
+        assert_eq!(replies, want);
+
+        let big = pattern(3, framed_rpc::MAX_FRAME - 5);
+        let request = [&b"echo "[..], &big].concat();
+        let writer = {
+            let mut w = s.try_clone().unwrap();
+            std::thread::spawn(move || w.write_all(&framed_rpc::encode(&request)).unwrap())
+        };
+        assert_bytes_eq(&read_frame(&mut s), &big, "10 MiB echo");
+        writer.join().unwrap();
+
+        poll_until(WAIT, "two status ticks", || daemon.ticks() >= 2);
+        let stats = String::from_utf8(rpc(&mut s, b"stats")).unwrap();
+        assert!(stats.starts_with("requests=6 jobs=1 ticks="), "{stats}");
+        daemon.shutdown().unwrap();
+        assert!(read_to_eof(&mut s, WAIT).is_empty());
+    }
+
+    /// A frame announcing more than 10 MiB: the frames before it are answered, then an
+    /// error, then the connection is closed.
+    fn framed_rpc_refuses_oversize_frames(backend: Backend) {
+        let event_loop = event_loop(backend);
+        let daemon = framed_rpc::Daemon::start(&event_loop, &rpc_settings()).expect("start");
+        let mut s = connect(daemon.local_addr());
+        let mut bytes = framed_rpc::encode(b"ping");
+        bytes.extend_from_slice(&(framed_rpc::MAX_FRAME as u32 + 1).to_be_bytes());
+        bytes.extend_from_slice(b"more");
+        s.write_all(&bytes).unwrap();
+        assert_eq!(read_frame(&mut s), b"pong");
+        let error = String::from_utf8(read_frame(&mut s)).unwrap();
+        assert_eq!(error, format!("error frame of {} bytes over the limit", framed_rpc::MAX_FRAME + 1));
+        assert!(read_to_eof(&mut s, WAIT).is_empty());
+        daemon.shutdown().unwrap();
+    }
+
+    /// Idle connections are closed; a third connection from one address is refused while
+    /// two are open (`max_per_ip = 2`).
+    fn framed_rpc_idle_timeout_and_per_ip_limit(backend: Backend) {
+        let event_loop = event_loop(backend);
+        let settings = framed_rpc::Settings {
+            idle_timeout: Duration::from_millis(200),
+            max_per_ip: 2,
+            ..rpc_settings()
+        };
+        let daemon = framed_rpc::Daemon::start(&event_loop, &settings).expect("start");
+        let mut idle = connect(daemon.local_addr());
+        read_to_eof(&mut idle, WAIT);
+        poll_until(WAIT, "idle timeout counted", || daemon.metrics().idle_timeouts == 1);
+        poll_until(WAIT, "idle connection gone", || daemon.metrics().open == 0);
+
+        let mut a = connect(daemon.local_addr());
+        let mut b = connect(daemon.local_addr());
+        assert_eq!(rpc(&mut a, b"ping"), b"pong");
+        assert_eq!(rpc(&mut b, b"ping"), b"pong");
+        let mut c = connect(daemon.local_addr());
+        let _ = c.write_all(&framed_rpc::encode(b"ping"));
+        match try_read_to_eof(&mut c, WAIT) {
+            Ok(got) => assert!(got.is_empty(), "the third connection was served"),
+            Err((got, e)) => assert!(got.is_empty() && e.kind() == std::io::ErrorKind::ConnectionReset, "{e}"),
+        }
+        assert_eq!(daemon.metrics().refused_per_ip, 1);
+        assert_eq!(rpc(&mut a, b"ping"), b"pong", "the others are still served");
+        daemon.shutdown().unwrap();
+    }
+
+    /// Graceful stop: work already queued is finished and its reply delivered before the
+    /// connection is closed; then nothing listens.
+    fn framed_rpc_graceful_shutdown_delivers_queued_work(backend: Backend) {
+        let event_loop = event_loop(backend);
+        let daemon = framed_rpc::Daemon::start(&event_loop, &rpc_settings()).expect("start");
+        let addr = daemon.local_addr();
+        let mut s = connect(addr);
+        s.write_all(&framed_rpc::encode(b"work late")).unwrap();
+        poll_until(WAIT, "the work queued", || daemon.jobs_queued() == 1);
+        daemon.shutdown().unwrap();
+        let want = format!("done {:016x}", framed_rpc::digest(b"late")).into_bytes();
+        assert_eq!(read_frame(&mut s), want);
+        assert!(read_to_eof(&mut s, WAIT).is_empty());
+        assert!(TcpStream::connect_timeout(&addr, WAIT).is_err(), "still listening");
     }
 }
 

@@ -82,7 +82,7 @@ pub(crate) fn start(
             },
             Err(reason) => Selected {
                 backend: Backend::Mio,
-                reason: format!("io_uring unavailable: {reason}"),
+                reason,
                 description: String::new(),
                 loops: start_mio(threads, driver, settings)?,
             },
@@ -161,8 +161,8 @@ fn start_uring(
     _settings: &LoopSettings,
 ) -> Result<Vec<LoopThread>, String> {
     Err(if cfg!(target_os = "linux") {
-        "io_uring driver not built (cargo feature `uring` is off)".to_string()
+        "io_uring unavailable: driver not built (cargo feature `uring` is off)".to_string()
     } else {
-        "io_uring exists only on Linux".to_string()
+        "io_uring unavailable: io_uring exists only on Linux".to_string()
     })
 }

@@ -76,7 +76,8 @@ impl ServerContext {
     }
 
     /// The loop that owns `conn` (where its callbacks run); `None` if it is not open (or
-    /// is a client whose connect has not been started).
+    /// is a client whose connect has not been started). In `on_disconnect` the connection
+    /// is already gone from the map: use [`LoopHandle::current`] there.
     pub fn loop_of(&self, conn: ConnectionId) -> Option<LoopHandle> {
         let shared = self.service.conns.get(conn)?;
         shared.owner().cloned().map(LoopHandle::new)

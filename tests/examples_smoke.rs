@@ -208,7 +208,10 @@ struct Member {
 
 impl Member {
     fn join(server: &TcpServer<chat::Chat>) -> Member {
-        let stream = connect(addr_of(server));
+        Member::join_with(connect(addr_of(server)))
+    }
+
+    fn join_with(stream: TcpStream) -> Member {
         let mut lines = BufReader::new(stream.try_clone().unwrap());
         let welcome = read_line(&mut lines);
         let name = welcome
@@ -436,6 +439,63 @@ backend_matrix! {
         assert_eq!(read_frame(&mut s), want);
         assert!(read_to_eof(&mut s, WAIT).is_empty());
         assert!(TcpStream::connect_timeout(&addr, WAIT).is_err(), "still listening");
+    }
+}
+
+backend_matrix! {
+    /// A member that does not read never holds the room up: once its queue is full, lines
+    /// for it are dropped (the others still get every line), and when it catches up it is
+    /// told how many it missed: what it received plus that count is every line.
+    fn chat_drops_lines_for_a_member_that_does_not_read(backend: Backend) {
+        let event_loop = event_loop(backend);
+        let server = start_server(
+            &event_loop,
+            chat::config("127.0.0.1:0".parse().unwrap()).build(),
+            chat::Chat::new(),
+        );
+        let mut a = Member::join(&server);
+        let mut b = Member::join(&server);
+        a.expect_notice(&format!("{} joined", b.name));
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        // A small fixed receive buffer: the kernel cannot absorb what the room sends.
+        socket.set_recv_buffer_size(4096).unwrap();
+        socket.connect_timeout(&addr_of(&server).into(), WAIT).unwrap();
+        let stream: TcpStream = socket.into();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        let mut slow = Member::join_with(stream);
+        a.expect_notice(&format!("{} joined", slow.name));
+        b.expect_notice(&format!("{} joined", slow.name));
+
+        // In lockstep with b, which reads: b's queue never holds more than one line. The
+        // slow member is sent more than the server's socket send buffer can ever hold
+        // (the kernel's tcp_wmem maximum) plus the queue's high watermark.
+        let wmem_max: usize = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem")
+            .ok()
+            .and_then(|s| s.split_whitespace().nth(2)?.parse().ok())
+            .unwrap_or(4 << 20);
+        let total = (wmem_max + (2 << 20)) / 3000;
+        let filler = "x".repeat(3000);
+        for i in 0..total {
+            a.say(format!("{i} {filler}\n").as_bytes());
+            assert_eq!(b.next_message(), format!("[{}] {i} {filler}", a.name));
+        }
+        poll_until(WAIT, "refusals for the slow member", || {
+            server.metrics().backpressure_refusals > 0
+        });
+        let mut received = 0;
+        let dropped: usize = loop {
+            let line = read_line(&mut slow.lines);
+            if let Some(rest) = line.strip_prefix("* ") {
+                if let Some(n) = rest.strip_suffix(" lines dropped: you read too slowly") {
+                    break n.parse().unwrap();
+                }
+                continue;
+            }
+            assert_eq!(line, format!("[{}] {received} {filler}", a.name), "in order, no gap");
+            received += 1;
+        };
+        assert!(dropped > 0);
+        assert_eq!(received + dropped, total, "{received} received, {dropped} dropped");
     }
 }
 

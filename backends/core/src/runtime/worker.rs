@@ -77,6 +77,36 @@ struct Conn {
 }
 
 impl Conn {
+    /// A connection entering `phase` (`Open` once accepted, `Connecting` for a client);
+    /// an accepted one holds a place under `max_connections` (`counted`).
+    fn new(
+        shared: Arc<ConnShared>,
+        service: Arc<Service>,
+        ctx: ServerContext,
+        phase: Phase,
+        peer: SocketAddr,
+        now: Instant,
+    ) -> Self {
+        Self {
+            shared,
+            service,
+            ctx,
+            phase,
+            established: false,
+            counted: phase == Phase::Open,
+            ticket: Ticket::Free,
+            read_done: false,
+            receiving: false,
+            stash: Vec::new(),
+            sending: Vec::new(),
+            sent: 0,
+            in_flight: false,
+            in_flush_list: false,
+            last_active: now,
+            peer: Some(peer),
+        }
+    }
+
     fn id(&self) -> ConnectionId {
         self.shared.id
     }
@@ -408,25 +438,8 @@ impl<D: Driver> Worker<D> {
         }
         service.conns.insert(id, Arc::clone(&shared));
         let ctx = ServerContext::new(Arc::clone(&service));
-        self.state.conns[slot.index()] = Some(Conn {
-            shared,
-            service,
-            ctx,
-            phase: Phase::Open,
-            established: false,
-            counted: true,
-            ticket,
-            read_done: false,
-            receiving: false,
-            stash: Vec::new(),
-            sending: Vec::new(),
-            sent: 0,
-            in_flight: false,
-            in_flush_list: false,
-            last_active: self.state.now,
-            peer: Some(peer),
-        });
-        self.state.live += 1;
+        let conn = Conn::new(shared, service, ctx, Phase::Open, peer, self.state.now);
+        self.state.insert(slot, Conn { ticket, ..conn });
         self.state.establish(slot);
     }
 
@@ -468,25 +481,15 @@ impl<D: Driver> Worker<D> {
             return;
         }
         let id = shared.id;
-        self.state.conns[slot.index()] = Some(Conn {
+        let conn = Conn::new(
             shared,
             service,
             ctx,
-            phase: Phase::Connecting,
-            established: false,
-            counted: false,
-            ticket: Ticket::Free,
-            read_done: false,
-            receiving: false,
-            stash: Vec::new(),
-            sending: Vec::new(),
-            sent: 0,
-            in_flight: false,
-            in_flush_list: false,
-            last_active: self.state.now,
-            peer: Some(addr),
-        });
-        self.state.live += 1;
+            Phase::Connecting,
+            addr,
+            self.state.now,
+        );
+        self.state.insert(slot, conn);
         self.state
             .timers
             .add(self.state.now + timeout, TimerKind::Connect(slot, id));
@@ -552,6 +555,11 @@ impl State {
                 Slot((self.conns.len() - 1) as u32)
             }
         }
+    }
+
+    fn insert(&mut self, slot: Slot, conn: Conn) {
+        self.conns[slot.index()] = Some(conn);
+        self.live += 1;
     }
 
     fn free_slot(&mut self, slot: Slot) {

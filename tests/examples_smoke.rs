@@ -169,7 +169,9 @@ backend_matrix! {
         let stream: TcpStream = socket.into();
         stream.set_read_timeout(Some(WAIT)).unwrap();
         let mut reader = BufReader::new(stream.try_clone().unwrap());
-        let n = 100_000;
+        // Answers (about 100 bytes each) for more than the server's socket send buffer can
+        // ever hold (the kernel's tcp_wmem maximum) plus the client's receive buffer.
+        let n = (wmem_max() + (4 << 20)) / 9600 * 100;
         let writer = std::thread::spawn(move || {
             let mut stream = stream;
             let batch = b"GET / HTTP/1.1\r\n\r\n".repeat(100);
@@ -469,11 +471,7 @@ backend_matrix! {
         // In lockstep with b, which reads: b's queue never holds more than one line. The
         // slow member is sent more than the server's socket send buffer can ever hold
         // (the kernel's tcp_wmem maximum) plus the queue's high watermark.
-        let wmem_max: usize = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem")
-            .ok()
-            .and_then(|s| s.split_whitespace().nth(2)?.parse().ok())
-            .unwrap_or(4 << 20);
-        let total = (wmem_max + (2 << 20)) / 3000;
+        let total = (wmem_max() + (2 << 20)) / 3000;
         let filler = "x".repeat(3000);
         for i in 0..total {
             a.say(format!("{i} {filler}\n").as_bytes());
@@ -497,6 +495,14 @@ backend_matrix! {
         assert!(dropped > 0);
         assert_eq!(received + dropped, total, "{received} received, {dropped} dropped");
     }
+}
+
+/// The most a TCP socket's send buffer can grow to (Linux: the third field of tcp_wmem).
+fn wmem_max() -> usize {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(2)?.parse().ok())
+        .unwrap_or(4 << 20)
 }
 
 /// Delegates to a handler, noting connection ids.

@@ -5,6 +5,7 @@
 //! fails, recording why. `Backend::Uring` (or `RINGMILL_BACKEND=uring`) turns that failure
 //! into an error. `Backend::Mio` (or `RINGMILL_BACKEND=mio`) never tries io_uring.
 
+use ringmill_core::driver::Driver;
 use ringmill_core::error::{Backend, ConfigError, NetworkError};
 use ringmill_core::runtime::{self, LoopSettings, LoopThread};
 use ringmill_core::DriverConfig;
@@ -111,24 +112,12 @@ fn start_mio(
     driver: &DriverConfig,
     settings: &LoopSettings,
 ) -> Result<Vec<LoopThread>, NetworkError> {
-    let mut loops = Vec::with_capacity(threads);
-    for index in 0..threads {
-        let config = driver.clone();
-        let spawned = runtime::spawn(index, settings.clone(), move || {
-            ringmill_mio::MioDriver::new(&config)
-        });
-        match spawned {
-            Ok(handle) => loops.push(handle),
-            Err(e) => {
-                runtime::shutdown(loops);
-                return Err(NetworkError::BackendUnavailable {
-                    backend: Backend::Mio,
-                    reason: e.to_string(),
-                });
-            }
+    spawn_all(threads, driver, settings, ringmill_mio::MioDriver::new).map_err(|reason| {
+        NetworkError::BackendUnavailable {
+            backend: Backend::Mio,
+            reason,
         }
-    }
-    Ok(loops)
+    })
 }
 
 #[cfg(all(target_os = "linux", feature = "uring"))]
@@ -137,13 +126,25 @@ fn start_uring(
     driver: &DriverConfig,
     settings: &LoopSettings,
 ) -> Result<Vec<LoopThread>, String> {
+    spawn_all(threads, driver, settings, ringmill_uring::UringDriver::new)
+}
+
+/// Starts `threads` loops, each building its driver with `make` on its own thread; if one
+/// cannot, stops those already started and returns its error.
+fn spawn_all<D, E>(
+    threads: usize,
+    driver: &DriverConfig,
+    settings: &LoopSettings,
+    make: fn(&DriverConfig) -> Result<D, E>,
+) -> Result<Vec<LoopThread>, String>
+where
+    D: Driver,
+    E: std::fmt::Display + Send + 'static,
+{
     let mut loops = Vec::with_capacity(threads);
     for index in 0..threads {
         let config = driver.clone();
-        let spawned = runtime::spawn(index, settings.clone(), move || {
-            ringmill_uring::UringDriver::new(&config)
-        });
-        match spawned {
+        match runtime::spawn(index, settings.clone(), move || make(&config)) {
             Ok(handle) => loops.push(handle),
             Err(e) => {
                 runtime::shutdown(loops);

@@ -7,6 +7,7 @@ use ringmill_core::context::ConnSender;
 use ringmill_core::error::{NetworkError, Result, SendError};
 use ringmill_core::handler::NetworkHandler;
 use ringmill_core::id::ConnectionId;
+use ringmill_core::layer::Layer;
 use ringmill_core::runtime::ClientConn;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
@@ -34,6 +35,45 @@ impl<H: NetworkHandler> TcpClient<H> {
             conn: ClientConn::new(addr, config, socket, std::sync::Arc::new(handler)),
             _handler: PhantomData,
         })
+    }
+
+    /// Adds a [`Layer`] above any added before (a SOCKS5 handshake, TLS, framing). The
+    /// connect timeout then covers every layer's handshake too, and `on_connect` fires once
+    /// all are done; see [`crate::layer`].
+    ///
+    /// Fails with [`NetworkError::InvalidState`] after [`start`](Self::start) or the first
+    /// send, which the new layer would have missed (the client is then dropped, which
+    /// closes it).
+    ///
+    /// ```no_run
+    /// use ringmill::layer::{LengthPrefixed, Socks5};
+    /// use ringmill::tcp::{ConnectionId, NetworkHandler, ServerContext, TcpClient, TcpClientConfig};
+    /// use ringmill::errors::Result;
+    /// use ringmill::EventLoop;
+    ///
+    /// struct Print;
+    ///
+    /// impl NetworkHandler for Print {
+    ///     fn on_data(&self, _: &ServerContext, _: ConnectionId, frame: &[u8]) -> Result<()> {
+    ///         println!("{}", String::from_utf8_lossy(frame));
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// # fn main() -> Result<()> {
+    /// let event_loop = EventLoop::builder().threads(1).build()?;
+    /// // Through the SOCKS5 proxy on 127.0.0.1:1080 to example.org:7000, in u32-prefixed frames.
+    /// let mut client = TcpClient::connect("127.0.0.1:1080".parse()?, TcpClientConfig::default(), Print)?
+    ///     .with_layer(Socks5::to_host("example.org", 7000))?
+    ///     .with_layer(LengthPrefixed::new(1 << 20))?;
+    /// client.send(b"ping")?; // held until both handshakes are done
+    /// client.start(&event_loop)?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_layer<L: Layer>(self, layer: L) -> Result<Self> {
+        self.conn.add_layer(Box::new(layer))?;
+        Ok(self)
     }
 
     /// Starts the handshake on one of `event_loop`'s threads, with the connect timeout.

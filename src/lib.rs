@@ -38,6 +38,7 @@
 
 mod client;
 mod event_loop;
+pub mod layer;
 mod select;
 mod server;
 mod socket;

@@ -7,6 +7,7 @@ use ringmill_core::context::ServerContext;
 use ringmill_core::error::{NetworkError, Result};
 use ringmill_core::handler::NetworkHandler;
 use ringmill_core::inbox::LoopShared;
+use ringmill_core::layer::{Layer, LayerFactory};
 use ringmill_core::runtime;
 use ringmill_core::service::{ServerMetrics, Service, ServiceConfig, SocketOptions};
 use std::marker::PhantomData;
@@ -31,6 +32,8 @@ pub struct TcpServer<H: NetworkHandler> {
     config: TcpServerConfig,
     local_addr: SocketAddr,
     state: Mutex<State>,
+    /// Builds the layers of each accepted connection, bottom first.
+    layers: Vec<LayerFactory>,
     _handler: PhantomData<fn() -> H>,
 }
 
@@ -64,8 +67,45 @@ impl<H: NetworkHandler> TcpServer<H> {
             config,
             local_addr,
             state: Mutex::new(State::Bound(listener)),
+            layers: Vec::new(),
             _handler: PhantomData,
         })
+    }
+
+    /// Adds a [`Layer`] above any added before, built by `factory` for each accepted
+    /// connection. `on_connect` then fires once every layer of the connection is ready
+    /// (its handshake done); see [`crate::layer`].
+    ///
+    /// ```no_run
+    /// use ringmill::layer::LineDelimited;
+    /// use ringmill::tcp::{ConnectionId, NetworkHandler, ServerContext, TcpServer, TcpServerConfig};
+    /// use ringmill::errors::Result;
+    /// use ringmill::EventLoop;
+    ///
+    /// /// Answers every line with its length.
+    /// struct Lengths;
+    ///
+    /// impl NetworkHandler for Lengths {
+    ///     fn on_data(&self, ctx: &ServerContext, conn: ConnectionId, line: &[u8]) -> Result<()> {
+    ///         ctx.send_to(conn, line.len().to_string().as_bytes())
+    ///     }
+    /// }
+    ///
+    /// # fn main() -> Result<()> {
+    /// let config = TcpServerConfig::builder().address("127.0.0.1:0".parse()?).build();
+    /// let event_loop = EventLoop::builder().threads(1).build()?;
+    /// let server = TcpServer::new(config, Lengths)?
+    ///     .with_layer(|| Box::new(LineDelimited::new(4096)));
+    /// server.start(&event_loop)?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_layer<F>(mut self, factory: F) -> Self
+    where
+        F: Fn() -> Box<dyn Layer> + Send + Sync + 'static,
+    {
+        self.layers.push(std::sync::Arc::new(factory));
+        self
     }
 
     /// Starts accepting on every thread of `event_loop`.
@@ -85,6 +125,7 @@ impl<H: NetworkHandler> TcpServer<H> {
                 return Err(Box::new(NetworkError::InvalidState(what)));
             }
         };
+        self.service.set_layers(self.layers.clone());
         let loops = event_loop.loops();
         let mut listeners = vec![first];
         if socket::SHARED_PORT {

@@ -36,6 +36,7 @@
 //! ```
 
 pub use crate::client::TcpClient;
+pub use crate::layer::{self, Layer};
 pub use crate::server::TcpServer;
 pub use ringmill_core::context::{ConnSender, ServerContext};
 pub use ringmill_core::error::SendError;

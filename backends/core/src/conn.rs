@@ -30,6 +30,10 @@ pub(crate) struct OutQueue {
     pub(crate) closed: bool,
     /// The highest `queued` ever reached (for tests and metrics).
     pub(crate) peak: usize,
+    /// The connection has layers: `pending` holds raw frames, encoded on the loop.
+    pub(crate) layered: bool,
+    /// With layers, the length of each raw frame in `pending`, in order.
+    pub(crate) frames: Vec<usize>,
 }
 
 /// One connection's shared state.
@@ -65,6 +69,8 @@ impl ConnShared {
                 scheduled: false,
                 closed: false,
                 peak: 0,
+                layered: false,
+                frames: Vec::new(),
             }),
             stats,
         })
@@ -138,6 +144,9 @@ impl ConnShared {
                 return Err(SendError::Backpressure);
             }
             q.pending.extend_from_slice(frame);
+            if q.layered {
+                q.frames.push(frame.len());
+            }
             q.queued += frame.len();
             q.peak = q.peak.max(q.queued);
             !std::mem::replace(&mut q.scheduled, true)
@@ -155,6 +164,18 @@ impl ConnShared {
             // flushes the queue once the connection is established.
         }
         Ok(())
+    }
+
+    /// Marks the connection as layered: from now on frames are queued raw, each with its
+    /// length, for the loop to encode. `false` (and nothing changed) once a frame was
+    /// accepted, since that frame would bypass the layers.
+    pub(crate) fn set_layered(&self) -> bool {
+        let mut q = self.lock();
+        if q.peak > 0 || q.closed {
+            return false;
+        }
+        q.layered = true;
+        true
     }
 
     /// Asks the owning loop to close the connection.

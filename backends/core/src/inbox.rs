@@ -59,6 +59,8 @@ pub(crate) enum Command {
         socket: socket2::Socket,
         addr: SocketAddr,
         timeout: Duration,
+        /// The client's layers, bottom first (empty: none).
+        layers: Vec<Box<dyn crate::layer::Layer>>,
     },
     /// Run a closure on the loop.
     Post(Box<dyn FnOnce() + Send>),

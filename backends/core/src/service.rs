@@ -5,11 +5,12 @@ use crate::config::Watermarks;
 use crate::conn::ConnShared;
 use crate::error::NetworkError;
 use crate::handler::NetworkHandler;
+use crate::layer::LayerFactory;
 use crate::map::ConnMap;
 use crate::metrics::{ServiceStats, Stat};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 pub use crate::metrics::ServerMetrics;
@@ -76,6 +77,9 @@ pub struct Service {
     pub(crate) counters: Counters,
     /// Traffic and failure counters, shared with the service's connections.
     pub(crate) stats: Arc<ServiceStats>,
+    /// Builds the layers of each accepted connection, bottom first (set once, before the
+    /// service starts; unset for a service without layers).
+    layers: OnceLock<Vec<LayerFactory>>,
 }
 
 impl Service {
@@ -95,7 +99,23 @@ impl Service {
             count: AtomicUsize::new(0),
             places: AtomicUsize::new(0),
             stopped: AtomicBool::new(false),
+            layers: OnceLock::new(),
         })
+    }
+
+    /// Sets the layer factories of the service's accepted connections, bottom first.
+    /// Only the first call with a non-empty list takes effect (`false` for later ones);
+    /// call it before the service accepts.
+    pub fn set_layers(&self, factories: Vec<LayerFactory>) -> bool {
+        if factories.is_empty() {
+            return self.layers.get().is_none();
+        }
+        self.layers.set(factories).is_ok()
+    }
+
+    /// The layer factories, if the service has layers.
+    pub(crate) fn layer_factories(&self) -> Option<&[LayerFactory]> {
+        self.layers.get().map(Vec::as_slice)
     }
 
     /// Connections open now.

@@ -17,6 +17,7 @@ use crate::error::{NetworkError, NetworkEvent, Result};
 use crate::handler::NetworkHandler;
 use crate::id::ConnectionId;
 use crate::inbox::{Command, LoopShared};
+use crate::layer::Layer;
 use crate::service::{Service, ServiceConfig, SocketOptions};
 use std::io;
 use std::net::{SocketAddr, TcpListener};
@@ -200,6 +201,8 @@ pub struct ClientConn {
     service: Arc<Service>,
     conn: Arc<ConnShared>,
     pending: Mutex<Option<(socket2::Socket, SocketAddr, Duration)>>,
+    /// Layers added before the start, bottom first.
+    layers: Mutex<Vec<Box<dyn Layer>>>,
 }
 
 impl ClientConn {
@@ -232,7 +235,26 @@ impl ClientConn {
             service,
             conn,
             pending: Mutex::new(Some((socket, addr, config.connect_timeout))),
+            layers: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Adds a layer above those added before.
+    ///
+    /// Fails with [`NetworkError::InvalidState`] once the client was started or a frame
+    /// was sent (that frame would have bypassed the new layer).
+    pub fn add_layer(&self, layer: Box<dyn Layer>) -> Result<()> {
+        let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if pending.is_none() || !self.conn.set_layered() {
+            return Err(Box::new(NetworkError::InvalidState(
+                "layers must be added before start() and the first send",
+            )));
+        }
+        self.layers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(layer);
+        Ok(())
     }
 
     /// Starts the handshake on `shared`'s loop.
@@ -258,6 +280,7 @@ impl ClientConn {
             socket,
             addr,
             timeout,
+            layers: std::mem::take(&mut *self.layers.lock().unwrap_or_else(|e| e.into_inner())),
         }) {
             return Err(Box::new(NetworkError::EventLoopGone));
         }

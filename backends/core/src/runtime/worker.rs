@@ -15,6 +15,8 @@
 //! writing what is queued, reading nothing) → `Closing` (the driver is closing it) → gone,
 //! after the driver's `Closed`, which is when `on_disconnect` runs.
 
+mod layered;
+
 use super::callback::{self, Outcome};
 use super::timer::{TimerKind, Timers};
 use super::LoopSettings;
@@ -25,8 +27,10 @@ use crate::driver::{Completion, Driver, Flow, ListenerId, Slot};
 use crate::error::{NetworkError, NetworkEvent};
 use crate::id::ConnectionId;
 use crate::inbox::{CloseMode, Command, LoopShared};
+use crate::layer::Layer;
 use crate::metrics::Stat;
 use crate::service::Service;
+use layered::Layered;
 use std::collections::HashMap;
 use std::io::{self, IoSlice};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -74,6 +78,8 @@ struct Conn {
     in_flush_list: bool,
     last_active: Instant,
     peer: Option<SocketAddr>,
+    /// The connection's layers; `None` (no allocation, one branch) for plain TCP.
+    layers: Option<Box<Layered>>,
 }
 
 impl Conn {
@@ -104,6 +110,7 @@ impl Conn {
             in_flush_list: false,
             last_active: now,
             peer: Some(peer),
+            layers: None,
         }
     }
 
@@ -248,6 +255,7 @@ impl<D: Driver> Worker<D> {
 
     fn flush(&mut self) {
         let mut list = std::mem::take(&mut self.state.flush);
+        let mut failed = Vec::new();
         for &slot in &list {
             let Some(conn) = self.state.conns[slot.index()].as_mut() else {
                 continue;
@@ -256,7 +264,16 @@ impl<D: Driver> Worker<D> {
             if conn.in_flight || !matches!(conn.phase, Phase::Open | Phase::Draining) {
                 continue;
             }
-            if conn.sent == conn.sending.len() {
+            if conn.sent == conn.sending.len() && conn.layers.is_some() {
+                conn.sending.clear();
+                conn.sent = 0;
+                if let Err(e) = layered::refill(conn) {
+                    failed.push((slot, e));
+                }
+                if conn.sending.is_empty() {
+                    continue;
+                }
+            } else if conn.sent == conn.sending.len() {
                 conn.sending.clear();
                 conn.sent = 0;
                 let mut q = conn.shared.lock();
@@ -276,7 +293,11 @@ impl<D: Driver> Worker<D> {
             unsafe { self.driver.send(slot, &bufs) };
         }
         list.clear();
-        // Keep the allocation, unless the turn queued more (it cannot: flush runs last).
+        for (slot, e) in failed {
+            // A layer failed to encode: what it encoded before is on its way; close after.
+            self.state.layer_failed(slot, e, CloseMode::Flush);
+        }
+        // Keep the allocation, unless a failed layer queued more.
         if self.state.flush.is_empty() {
             self.state.flush = list;
         }
@@ -326,7 +347,8 @@ impl<D: Driver> Worker<D> {
                 socket,
                 addr,
                 timeout,
-            } => self.connect(service, conn, socket, addr, timeout),
+                layers,
+            } => self.connect(service, conn, socket, addr, timeout, layers),
             Command::Post(task) => {
                 let ok = callback::call_task("posted closure", task);
                 self.state.shared.count_task_run(!ok);
@@ -420,8 +442,22 @@ impl<D: Driver> Worker<D> {
             }
         };
         apply_socket_options(&stream, &service);
+        let layers = match build_layers(&service) {
+            Ok(layers) => layers,
+            Err(error) => {
+                drop(stream);
+                service.release();
+                service.release_place(ticket);
+                let ctx = ServerContext::new(Arc::clone(&service));
+                callback::call_quiet(|| service.handler.on_error(&ctx, None, error));
+                return;
+            }
+        };
         let id = ConnectionId::next();
         let shared = ConnShared::new(id, service.config.marks, Arc::clone(&service.stats));
+        if layers.is_some() {
+            shared.set_layered();
+        }
         let slot = self.state.alloc();
         shared.attach(&self.state.shared, slot);
         if let Err(e) = self.driver.register(slot, stream) {
@@ -439,7 +475,14 @@ impl<D: Driver> Worker<D> {
         service.conns.insert(id, Arc::clone(&shared));
         let ctx = ServerContext::new(Arc::clone(&service));
         let conn = Conn::new(shared, service, ctx, Phase::Open, peer, self.state.now);
-        self.state.insert(slot, Conn { ticket, ..conn });
+        self.state.insert(
+            slot,
+            Conn {
+                ticket,
+                layers: layers.map(|layers| Layered::new(layers, false)),
+                ..conn
+            },
+        );
         self.state.establish(slot);
     }
 
@@ -450,6 +493,7 @@ impl<D: Driver> Worker<D> {
         socket: socket2::Socket,
         addr: SocketAddr,
         timeout: Duration,
+        layers: Vec<Box<dyn Layer>>,
     ) {
         let ctx = ServerContext::new(Arc::clone(&service));
         if self.state.stopping {
@@ -481,7 +525,7 @@ impl<D: Driver> Worker<D> {
             return;
         }
         let id = shared.id;
-        let conn = Conn::new(
+        let mut conn = Conn::new(
             shared,
             service,
             ctx,
@@ -489,10 +533,31 @@ impl<D: Driver> Worker<D> {
             addr,
             self.state.now,
         );
+        if !layers.is_empty() {
+            conn.layers = Some(Layered::new(layers, true));
+        }
         self.state.insert(slot, conn);
         self.state
             .timers
             .add(self.state.now + timeout, TimerKind::Connect(slot, id));
+    }
+}
+
+/// Builds an accepted connection's layers (`None` for a service without layers). A
+/// factory that panics refuses the connection.
+fn build_layers(service: &Service) -> Result<Option<Vec<Box<dyn Layer>>>, NetworkError> {
+    let Some(factories) = service.layer_factories() else {
+        return Ok(None);
+    };
+    let mut layers = Vec::with_capacity(factories.len());
+    match callback::call(|| {
+        layers.extend(factories.iter().map(|factory| factory()));
+        Ok(())
+    }) {
+        Outcome::Ok => Ok(Some(layers)),
+        Outcome::Failed(msg) | Outcome::Panicked(msg) => {
+            Err(NetworkError::HandlerPanic(format!("layer factory: {msg}")))
+        }
     }
 }
 
@@ -590,6 +655,11 @@ impl State {
         let Some(conn) = self.conns[slot.index()].as_mut() else {
             return;
         };
+        if conn.layers.is_some() {
+            // `on_connect` waits for the layers' handshakes.
+            self.open_layered(slot);
+            return;
+        }
         conn.established = true;
         conn.phase = Phase::Open;
         let id = conn.id();
@@ -764,12 +834,25 @@ impl State {
             Ok([]) => {
                 conn.read_done = true;
                 conn.receiving = false;
+                if self.handshaking(slot) {
+                    let e = io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "peer closed during the layer handshake",
+                    );
+                    self.layer_failed(slot, e, CloseMode::Flush);
+                    return Flow::Pause;
+                }
                 self.begin_close(slot, CloseMode::Flush);
                 Flow::Pause
             }
             Err(e) => {
                 conn.read_done = true;
                 conn.receiving = false;
+                if self.handshaking(slot) {
+                    // No `on_disconnect` will tell: report even a reset.
+                    self.layer_failed(slot, e, CloseMode::Abort);
+                    return Flow::Pause;
+                }
                 if !is_peer_gone(&e) {
                     self.report(slot, NetworkError::Io(e));
                 }
@@ -781,6 +864,9 @@ impl State {
                 // for as long as the idle timeout itself before these bytes came.
                 conn.last_active = Instant::now();
                 conn.service.count(Stat::BytesIn, data.len() as u64);
+                if conn.layers.is_some() {
+                    return self.receive_layered(slot, data);
+                }
                 self.deliver(slot, data)
             }
         }
@@ -837,6 +923,12 @@ impl State {
         if conn.shared.read_paused() {
             return; // Paused again since.
         }
+        if conn.layers.is_some() && self.deliver_layered(slot) == Flow::Pause {
+            return;
+        }
+        let Some(conn) = self.conns[slot.index()].as_mut() else {
+            return;
+        };
         if !conn.stash.is_empty() {
             let stash = std::mem::take(&mut conn.stash);
             if self.deliver(slot, &stash) == Flow::Pause {
@@ -880,6 +972,7 @@ impl State {
             }
             (drained, q.queued == 0, !q.pending.is_empty())
         };
+        let more = more || conn.layers.as_ref().is_some_and(|l| !l.wire.is_empty());
         if conn.sent == conn.sending.len() {
             conn.sending.clear();
             conn.sent = 0;
@@ -889,10 +982,13 @@ impl State {
         }
         let unsent = conn.sent < conn.sending.len();
         let phase = conn.phase;
+        let established = conn.established;
         if unsent || more {
             self.schedule_flush(slot);
         }
         match phase {
+            // Before `on_connect` (a layer handshake), the handler hears nothing.
+            Phase::Open if !established => {}
             Phase::Open => {
                 let conn = self.conns[slot.index()].as_ref().expect("checked above");
                 let (id, service) = (conn.id(), Arc::clone(&conn.service));
@@ -948,6 +1044,18 @@ impl State {
             self.ops.push(Op::PauseRecv(slot));
         }
         conn.stash = Vec::new();
+        let mut queued = queued;
+        if mode == CloseMode::Flush && conn.layers.is_some() {
+            // Encode what is queued and let the layers say goodbye (TLS close_notify).
+            let (now_queued, error) = layered::seal(conn);
+            queued = now_queued;
+            if let Some(e) = error {
+                self.report(slot, NetworkError::Io(e));
+            }
+        }
+        let Some(conn) = self.conns[slot.index()].as_mut() else {
+            return;
+        };
         if mode == CloseMode::Abort || (queued == 0 && !conn.in_flight) {
             conn.phase = Phase::Closing;
             self.ops.push(Op::Close(slot));
@@ -1012,7 +1120,15 @@ impl State {
     fn timer(&mut self, timer: TimerKind) {
         match timer {
             TimerKind::Connect(slot, id) => {
-                if self.is(slot, id, Phase::Connecting) {
+                // The connect timeout covers the layers' handshakes too.
+                if self.is(slot, id, Phase::Open) && self.handshaking(slot) {
+                    let e = io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "connect timed out during the layer handshake",
+                    );
+                    self.report(slot, NetworkError::Connect(e));
+                    self.begin_close(slot, CloseMode::Abort);
+                } else if self.is(slot, id, Phase::Connecting) {
                     self.report(
                         slot,
                         NetworkError::Connect(io::Error::new(

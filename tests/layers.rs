@@ -63,6 +63,52 @@ impl Layer for XorLayer {
     }
 }
 
+/// A handshake of two round trips: sends `A`, waits for `B`, sends `C`, waits for `D`;
+/// then passes bytes through.
+#[derive(Default)]
+struct TwoRounds {
+    step: u8,
+}
+
+impl Layer for TwoRounds {
+    fn start(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
+        out.push(b'A');
+        Ok(())
+    }
+
+    fn decode(&mut self, input: &[u8], up: &mut Vec<u8>, out: &mut Vec<u8>) -> io::Result<()> {
+        let mut input = input;
+        while self.step < 2 {
+            let Some((&b, rest)) = input.split_first() else {
+                return Ok(());
+            };
+            input = rest;
+            match (self.step, b) {
+                (0, b'B') => out.push(b'C'),
+                (1, b'D') => {}
+                _ => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "unexpected handshake byte",
+                    ))
+                }
+            }
+            self.step += 1;
+        }
+        up.extend_from_slice(input);
+        Ok(())
+    }
+
+    fn encode(&mut self, frame: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+        out.extend_from_slice(frame);
+        Ok(())
+    }
+
+    fn is_ready(&self) -> bool {
+        self.step == 2
+    }
+}
+
 /// An echo server whose connections each get the layers `make` builds.
 fn layered_server(
     event_loop: &EventLoop,
@@ -186,6 +232,43 @@ backend_matrix! {
         assert_eq!(srec.trace(sid).events[0], Ev::Connect);
         drop(raw);
         srec.wait_closed(sid, WAIT);
+        srec.assert_all_closed_once();
+        settle(event_loop);
+    }
+
+    /// A handshake that needs several reads (each answer waits for the one before): the
+    /// connection keeps reading until it is done, then `on_connect` and data follow; a
+    /// wrong handshake byte is an `Io(InvalidData)` error with no `on_connect`.
+    fn handshake_over_several_round_trips(backend: Backend) {
+        let event_loop = event_loop(backend);
+        let srec = Recorder::shared();
+        let server = layered_server(
+            &event_loop,
+            server_config().build(),
+            Recording::echo(&srec),
+            || Box::new(TwoRounds::default()),
+        );
+        let mut raw = connect(addr_of(&server));
+        assert_eq!(read_exact_within(&mut raw, 1, WAIT), b"A");
+        raw.write_all(b"B").unwrap();
+        assert_eq!(read_exact_within(&mut raw, 1, WAIT), b"C");
+        assert_eq!(srec.connects(), 0, "on_connect before the last round");
+        raw.write_all(b"D").unwrap();
+        raw.write_all(b"ping").unwrap();
+        assert_eq!(read_exact_within(&mut raw, 4, WAIT), b"ping");
+        let sid = srec.wait_conn(0, WAIT);
+        drop(raw);
+        srec.wait_closed(sid, WAIT);
+
+        let mut bad = connect(addr_of(&server));
+        assert_eq!(read_exact_within(&mut bad, 1, WAIT), b"A");
+        bad.write_all(b"B").unwrap();
+        assert_eq!(read_exact_within(&mut bad, 1, WAIT), b"C");
+        bad.write_all(b"X").unwrap();
+        assert!(read_to_eof(&mut bad, WAIT).is_empty());
+        let e = srec.wait_error("Io(InvalidData)", WAIT);
+        assert!(e.conn.is_some() && e.conn != Some(sid));
+        assert_eq!(srec.connects(), 1);
         srec.assert_all_closed_once();
         settle(event_loop);
     }

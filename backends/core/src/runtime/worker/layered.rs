@@ -254,20 +254,17 @@ impl State {
             self.layers_ready(slot);
         }
         // What was decoded before an error still reaches the handler.
-        let flow = if self.is_open(slot) {
-            self.deliver_layered(slot)
-        } else {
-            Flow::Pause
+        let flow = match self.conns[slot.index()].as_ref() {
+            Some(c) if c.phase == Phase::Open && c.established => self.deliver_layered(slot),
+            // Still handshaking: keep reading.
+            Some(c) if c.phase == Phase::Open && !c.shared.is_closed() => Flow::Continue,
+            _ => Flow::Pause,
         };
         if let Err(e) = result {
             self.layer_failed(slot, e, CloseMode::Flush);
             return Flow::Pause;
         }
         flow
-    }
-
-    fn is_open(&self, slot: Slot) -> bool {
-        matches!(self.conns.get(slot.index()), Some(Some(c)) if c.phase == Phase::Open && c.established)
     }
 
     /// Hands the decoded pieces waiting for the handler to `on_data`: a frame whole, a

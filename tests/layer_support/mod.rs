@@ -1,0 +1,330 @@
+//! Real peers for the layer tests: a `microsocks` SOCKS5 server, the `openssl` command
+//! line tool (certificates, `s_client`, `s_server`), child processes that are killed and
+//! reaped when dropped, and a reader thread that collects a child's output for waiting on.
+//!
+//! `ci/layer-tools.sh` installs the tools (`.ci/run` calls it). A test that finds a tool
+//! missing fails and says to run that script, unless
+//! `RINGMILL_TEST_ALLOW_MISSING_TOOLS=1`: then it prints `skipped: <tool> not installed`
+//! and returns, so a missing tool is never a silent pass.
+#![allow(dead_code)]
+
+use crate::common::{try_poll_until, Shared, WAIT};
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Environment variable that turns a missing tool into a reported skip.
+pub const ALLOW_MISSING_TOOLS: &str = "RINGMILL_TEST_ALLOW_MISSING_TOOLS";
+
+/// Whether `tool` (a program on `PATH`) is there. If it is not, panics naming the script
+/// that installs it, or (with [`ALLOW_MISSING_TOOLS`]`=1`) prints the skip and returns
+/// `false`.
+pub fn require_tool(tool: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()))
+        .unwrap_or(false);
+    if found {
+        return true;
+    }
+    if std::env::var(ALLOW_MISSING_TOOLS).as_deref() == Ok("1") {
+        println!("skipped: {tool} not installed");
+        eprintln!("skipped: {tool} not installed");
+        return false;
+    }
+    panic!(
+        "{tool} is not installed: run `bash ci/layer-tools.sh` (set {ALLOW_MISSING_TOOLS}=1 \
+         to report this as a skip)"
+    );
+}
+
+/// A child process, killed and reaped when dropped.
+pub struct Child {
+    child: std::process::Child,
+    what: String,
+}
+
+impl Child {
+    /// Spawns `cmd` (described as `what` in messages).
+    pub fn spawn(cmd: &mut Command, what: &str) -> Child {
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+        Child {
+            child,
+            what: what.to_string(),
+        }
+    }
+
+    /// The process.
+    pub fn inner(&mut self) -> &mut std::process::Child {
+        &mut self.child
+    }
+
+    /// Whether it has exited.
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
+    /// Waits (with `timeout`) for it to exit and returns its status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let mut status = None;
+        let exited = try_poll_until(timeout, || {
+            status = self.child.try_wait().expect("try_wait");
+            status.is_some()
+        });
+        assert!(exited, "{} did not exit within {timeout:?}", self.what);
+        status.expect("exited")
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Collects everything a child writes to one pipe, on a thread, for tests to wait on.
+pub struct Output {
+    bytes: Arc<Shared<(Vec<u8>, bool)>>,
+}
+
+impl Output {
+    /// Starts reading `pipe` until EOF.
+    pub fn collect(mut pipe: impl Read + Send + 'static) -> Output {
+        let bytes = Arc::new(Shared::new((Vec::new(), false)));
+        let sink = Arc::clone(&bytes);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 16 * 1024];
+            loop {
+                match pipe.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => sink.update(|(v, _)| v.extend_from_slice(&buf[..n])),
+                }
+            }
+            sink.update(|(_, eof)| *eof = true);
+        });
+        Output { bytes }
+    }
+
+    /// What was read so far.
+    pub fn bytes(&self) -> Vec<u8> {
+        self.bytes.with(|(v, _)| v.clone())
+    }
+
+    /// What was read so far, as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.bytes()).into_owned()
+    }
+
+    /// Waits until `cond` holds on the bytes read; panics after `timeout` naming `what`.
+    pub fn wait(&self, timeout: Duration, what: &str, mut cond: impl FnMut(&[u8]) -> bool) {
+        self.bytes.wait_until(timeout, what, |(v, _)| cond(v))
+    }
+
+    /// Waits for EOF; panics after `timeout`.
+    pub fn wait_eof(&self, timeout: Duration) -> Vec<u8> {
+        self.bytes
+            .wait_until(timeout, "EOF on the child's output", |(_, eof)| *eof);
+        self.bytes()
+    }
+}
+
+/// A port on 127.0.0.1 that was free a moment ago (bound, then closed). A server started on
+/// it may still lose a race for it: callers retry.
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("local_addr").port()
+}
+
+/// A `microsocks` SOCKS5 server on 127.0.0.1, killed when dropped.
+pub struct Microsocks {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Microsocks {
+    /// Starts microsocks on a free port, with username/password authentication if
+    /// `credentials` are given. `None` if microsocks is missing and that is allowed.
+    pub fn start(credentials: Option<(&str, &str)>) -> Option<Microsocks> {
+        if !require_tool("microsocks") {
+            return None;
+        }
+        for _ in 0..10 {
+            let port = free_port();
+            let mut cmd = Command::new("microsocks");
+            cmd.args(["-i", "127.0.0.1", "-p", &port.to_string()]);
+            if let Some((user, password)) = credentials {
+                cmd.args(["-u", user, "-P", password]);
+            }
+            cmd.stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            let mut child = Child::spawn(&mut cmd, "microsocks");
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            // Listening once a connect succeeds (the probe connection is dropped unused);
+            // an exit means the port was taken meanwhile: try another.
+            let mut up = false;
+            try_poll_until(WAIT, || {
+                up = TcpStream::connect(addr).is_ok();
+                up || child.exited()
+            });
+            if up {
+                return Some(Microsocks { child, addr });
+            }
+        }
+        panic!("microsocks did not start listening on any of 10 ports");
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+/// A temporary directory, removed when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// A new empty directory under the system's temporary directory.
+    pub fn new(prefix: &str) -> TempDir {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "ringmill-{prefix}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create a temporary directory");
+        TempDir(dir)
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs `openssl` with `args` in `dir`; panics with its output if it fails.
+pub fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A test CA and a certificate it signed for `localhost` and 127.0.0.1 (P-256 keys), made
+/// fresh with the openssl CLI in a temporary directory.
+pub struct Certs {
+    dir: TempDir,
+}
+
+impl Certs {
+    /// Makes the CA and the server certificate. `None` if openssl is missing and that is
+    /// allowed.
+    pub fn generate() -> Option<Certs> {
+        if !require_tool("openssl") {
+            return None;
+        }
+        let dir = TempDir::new("certs");
+        let d = dir.path();
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        let mut ca = vec!["req", "-x509"];
+        ca.extend_from_slice(&ec);
+        ca.extend_from_slice(&[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=ringmill test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ]);
+        openssl(d, &ca);
+        let mut req = vec!["req", "-new"];
+        req.extend_from_slice(&ec);
+        req.extend_from_slice(&[
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ]);
+        openssl(d, &req);
+        std::fs::write(
+            d.join("server.ext"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\n\
+             basicConstraints=CA:FALSE\n\
+             keyUsage=critical,digitalSignature\n\
+             extendedKeyUsage=serverAuth,clientAuth\n",
+        )
+        .expect("write server.ext");
+        openssl(
+            d,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-set_serial",
+                "2",
+                "-days",
+                "2",
+                "-extfile",
+                "server.ext",
+                "-out",
+                "server.pem",
+            ],
+        );
+        Some(Certs { dir })
+    }
+
+    /// The CA certificate (PEM).
+    pub fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    /// The server certificate (PEM), signed by the CA.
+    pub fn server_cert(&self) -> PathBuf {
+        self.dir.path().join("server.pem")
+    }
+
+    /// The server's private key (PKCS#8 PEM).
+    pub fn server_key(&self) -> PathBuf {
+        self.dir.path().join("server.key")
+    }
+}

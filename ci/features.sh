@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The optional `tls` feature: clippy and rustdoc with warnings denied, and its tests (the
+# TLS tests against openssl, the layer tests, the facade's unit and doc tests). The rest of
+# the suite does not change with the feature and runs in ci/test.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+for tool in microsocks openssl; do
+  command -v "$tool" >/dev/null 2>&1 || { echo "error: $tool missing: run ci/layer-tools.sh" >&2; exit 1; }
+done
+
+echo "== cargo clippy --features tls"
+cargo clippy --workspace --all-targets --features tls -- -D warnings
+
+echo "== cargo doc --features tls"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --features tls
+
+echo "== cargo test --features tls (tls, layers, socks5, lib)"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --features tls --lib --test tls --test layers --test socks5 2>&1 | tee "$log"
+echo "== cargo test --features tls --doc"
+cargo test --features tls --doc
+
+# The TLS tests must have run (the file compiles to nothing without the feature).
+if ! grep -q "openssl_s_client_to_a_tls_server::mio ... ok" "$log"; then
+  echo "error: the TLS tests did not run" >&2
+  exit 1
+fi
+
+echo "== example: socks_client through microsocks to echo_server, as the README shows"
+cargo build --release --example echo_server --example socks_client
+bin=${CARGO_TARGET_DIR:-target}/release/examples
+echo_port=$((20000 + RANDOM % 20000))
+proxy_port=$((echo_port + 1))
+out=$(mktemp)
+"$bin/echo_server" "127.0.0.1:$echo_port" >"$out" 2>&1 &
+echo_pid=$!
+microsocks -i 127.0.0.1 -p "$proxy_port" >/dev/null 2>&1 &
+proxy_pid=$!
+cleanup() { kill "$echo_pid" "$proxy_pid" 2>/dev/null || true; rm -f "$out" "$log"; }
+trap cleanup EXIT
+# Wait (bounded) for both to listen.
+for _ in $(seq 1 100); do
+  grep -q "listening on" "$out" && (exec 3<>"/dev/tcp/127.0.0.1/$proxy_port") 2>/dev/null && break
+  sleep 0.1
+done
+got=$(printf 'hello through socks\nsecond line\n' \
+  | timeout 30 "$bin/socks_client" "127.0.0.1:$proxy_port" "127.0.0.1:$echo_port")
+echo "$got"
+[ "$got" = "$(printf 'hello through socks\nsecond line')" ] \
+  || { echo "error: socks_client did not get its lines back" >&2; exit 1; }

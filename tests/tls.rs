@@ -1,0 +1,286 @@
+//! TLS layers (the `tls` feature) against real peers, on every backend: `openssl s_client`
+//! talks to a ringmill `TlsServer`, a ringmill `TlsClient` talks to `openssl s_server`,
+//! both ringmill ends with length-prefixed frames on top through split segments, and a
+//! certificate the client does not trust fails the handshake on both sides.
+//!
+//! Certificates are made fresh for each test with the openssl CLI (a CA and a server
+//! certificate for `localhost`/127.0.0.1 that it signed); `ci/layer-tools.sh` installs
+//! openssl.
+#![cfg(feature = "tls")]
+
+mod common;
+mod layer_support;
+
+use common::proxy::{FaultProxy, Mode};
+use common::*;
+use layer_support::*;
+use ringmill::layer::tls::{rustls, TlsClient, TlsServer};
+use ringmill::layer::LengthPrefixed;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn tls_server_config(certs: &Certs) -> Arc<rustls::ServerConfig> {
+    let chain = CertificateDer::pem_file_iter(certs.server_cert())
+        .expect("read the server certificate")
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .expect("parse the server certificate");
+    let key = PrivateKeyDer::from_pem_file(certs.server_key()).expect("read the server key");
+    Arc::new(
+        rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .expect("server config"),
+    )
+}
+
+/// A client configuration trusting `ca` (PEM) only.
+fn tls_client_config(ca: &std::path::Path) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(ca).expect("read the CA"))
+        .expect("add the CA");
+    Arc::new(
+        rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+fn localhost() -> ServerName<'static> {
+    ServerName::try_from("localhost").expect("a valid name")
+}
+
+/// A TLS echo server; with `framed`, length-prefixed frames above TLS.
+fn tls_server(
+    event_loop: &EventLoop,
+    certs: &Certs,
+    handler: Recording,
+    framed: bool,
+) -> TcpServer<Recording> {
+    let config = tls_server_config(certs);
+    let mut server = TcpServer::new(server_config().high_watermark(8 << 20).build(), handler)
+        .expect("TcpServer::new")
+        .with_layer(move || Box::new(TlsServer::new(Arc::clone(&config)).expect("TlsServer")));
+    if framed {
+        server = server.with_layer(|| Box::new(LengthPrefixed::new(1 << 20)));
+    }
+    server.start(event_loop).expect("start");
+    server
+}
+
+/// Text lines of about `len` bytes in total.
+fn text(len: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while out.len() < len {
+        out.extend_from_slice(format!("line {i} of the payload, some text to echo\n").as_bytes());
+        i += 1;
+    }
+    out
+}
+
+/// Stops the loop (joining its threads), so no callback is still on its way.
+fn settle(event_loop: EventLoop) {
+    event_loop.stop();
+    drop(event_loop);
+}
+
+backend_matrix! {
+    /// `openssl s_client`, verifying the server's chain against the test CA, sends 64 KiB
+    /// through a ringmill TLS echo server and gets it back; the server's graceful close
+    /// sends close_notify (seen in s_client's message log), and s_client exits cleanly.
+    fn openssl_s_client_to_a_tls_server(backend: Backend) {
+        let Some(certs) = Certs::generate() else { return };
+        let event_loop = event_loop(backend);
+        let srec = Recorder::shared();
+        let server = tls_server(&event_loop, &certs, Recording::echo(&srec), false);
+        let port = addr_of(&server).port().to_string();
+        let ca = certs.ca();
+        let msgs = ca.with_file_name("s_client.msg");
+        let mut child = Child::spawn(
+            Command::new("openssl")
+                .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+                .args(["-servername", "localhost", "-verify_return_error", "-quiet"])
+                // The protocol messages, to see the server's close_notify.
+                .args(["-msg", "-msgfile"])
+                .arg(&msgs)
+                .arg("-CAfile")
+                .arg(&ca)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+            "openssl s_client",
+        );
+        let out = Output::collect(child.inner().stdout.take().expect("stdout"));
+        let err = Output::collect(child.inner().stderr.take().expect("stderr"));
+        let payload = text(64 * 1024);
+        let mut stdin = child.inner().stdin.take().expect("stdin");
+        stdin.write_all(&payload).expect("write to s_client");
+        stdin.flush().unwrap();
+
+        out.wait(WAIT, "the echo through s_client", |b| b.len() >= payload.len());
+        assert_bytes_eq(&out.bytes(), &payload, "echo seen by s_client");
+        let sid = srec.wait_conn(0, WAIT);
+        assert_bytes_eq(&srec.received(sid), &payload, "plaintext at the server");
+
+        server.context().close_connection(sid).unwrap();
+        let status = child.wait_exit(WAIT);
+        drop(stdin);
+        let stderr = err.text();
+        assert!(status.success(), "s_client failed ({status}): {stderr}");
+        assert!(stderr.contains("verify return:1"), "{stderr}");
+        assert!(!stderr.contains("verify error"), "{stderr}");
+        let msgs = std::fs::read_to_string(&msgs).expect("s_client's message log");
+        assert!(
+            msgs.lines().any(|l| l.starts_with("<<<") && l.contains("close_notify")),
+            "s_client got no close_notify from the server: {msgs}"
+        );
+        srec.wait_closed(sid, WAIT);
+        srec.assert_all_closed_once();
+        assert!(srec.errors().is_empty(), "{:?}", srec.errors());
+        settle(event_loop);
+    }
+
+    /// A ringmill TLS client, verifying `openssl s_server`'s certificate, sends lines
+    /// (one held from before the handshake) and gets them back reversed (`-rev`); its
+    /// disconnect sends close_notify and s_server, done with its one connection, exits.
+    fn tls_client_to_openssl_s_server(backend: Backend) {
+        let Some(certs) = Certs::generate() else { return };
+        let mut child = Child::spawn(
+            Command::new("openssl")
+                .args(["s_server", "-accept", "127.0.0.1:0", "-rev", "-naccept", "1"])
+                .arg("-cert")
+                .arg(certs.server_cert())
+                .arg("-key")
+                .arg(certs.server_key())
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+            "openssl s_server",
+        );
+        let out = Output::collect(child.inner().stdout.take().expect("stdout"));
+        let err = Output::collect(child.inner().stderr.take().expect("stderr"));
+        out.wait(WAIT, "s_server's ACCEPT line", |b| {
+            String::from_utf8_lossy(b).lines().any(|l| l.starts_with("ACCEPT "))
+        });
+        let text = out.text();
+        let addr: SocketAddr = text
+            .lines()
+            .find_map(|l| l.strip_prefix("ACCEPT "))
+            .and_then(|a| a.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no address in s_server's output: {text}"));
+
+        let event_loop = event_loop(backend);
+        let crec = Recorder::shared();
+        let layer = TlsClient::new(tls_client_config(&certs.ca()), localhost()).unwrap();
+        let mut client = TcpClient::connect(addr, TcpClientConfig::default(), Recording::new(&crec))
+            .unwrap()
+            .with_layer(layer)
+            .unwrap();
+        client.send(b"hello\n").expect("held until the handshake is done");
+        client.start(&event_loop).unwrap();
+        let id = crec.wait_conn(0, WAIT);
+        client.send(b"world\n").unwrap();
+        crec.wait_bytes(id, 12, WAIT);
+        assert_eq!(crec.received(id), b"olleh\ndlrow\n");
+
+        client.disconnect().unwrap();
+        crec.wait_closed(id, WAIT);
+        let status = child.wait_exit(WAIT);
+        assert!(status.success(), "s_server failed ({status}): {}", err.text());
+        crec.assert_all_closed_once();
+        assert!(crec.errors().is_empty(), "{:?}", crec.errors());
+        settle(event_loop);
+    }
+
+    /// ringmill at both ends, TLS with length-prefixed frames on top, through 1-50 byte
+    /// pieces: frames up to 100 KB (several TLS records each) arrive whole both ways.
+    fn tls_both_ends_with_frames_through_split_segments(backend: Backend) {
+        let Some(certs) = Certs::generate() else { return };
+        let event_loop = event_loop(backend);
+        let srec = Recorder::shared();
+        let server = tls_server(&event_loop, &certs, Recording::echo(&srec), true);
+        let proxy = FaultProxy::start(addr_of(&server));
+        proxy.set_mode(Mode::Split { min: 1, max: 50 });
+
+        let crec = Recorder::shared();
+        let config = TcpClientConfig {
+            high_watermark: 8 << 20,
+            ..TcpClientConfig::default()
+        };
+        let mut client = TcpClient::connect(proxy.addr(), config, Recording::new(&crec))
+            .unwrap()
+            .with_layer(TlsClient::new(tls_client_config(&certs.ca()), localhost()).unwrap())
+            .unwrap()
+            .with_layer(LengthPrefixed::new(1 << 20))
+            .unwrap();
+        let mut rng = Rng::new(5);
+        let frames: Vec<Vec<u8>> = [1, 100, 16 * 1024, 16 * 1024 + 1, 100_000, 7]
+            .iter()
+            .map(|&n| rng.bytes(n))
+            .collect();
+        client.send(&frames[0]).unwrap();
+        client.start(&event_loop).unwrap();
+        for f in &frames[1..] {
+            client.send(f).unwrap();
+        }
+        let id = crec.wait_conn(0, WAIT);
+        let total: usize = frames.iter().map(Vec::len).sum();
+        crec.wait_bytes(id, total, Duration::from_secs(60));
+        let sizes: Vec<Ev> = frames.iter().map(|f| Ev::Data(f.len())).collect();
+        let data_events = |rec: &Recorder, id| -> Vec<Ev> {
+            rec.trace(id)
+                .events
+                .into_iter()
+                .filter(|e| matches!(e, Ev::Data(_)))
+                .collect()
+        };
+        assert_eq!(data_events(&crec, id), sizes, "client got whole frames");
+        assert_bytes_eq(&crec.received(id), &frames.concat(), "echoed frames");
+        let sid = srec.wait_conn(0, WAIT);
+        assert_eq!(data_events(&srec, sid), sizes, "server got whole frames");
+
+        client.disconnect().unwrap();
+        crec.wait_closed(id, WAIT);
+        srec.wait_closed(sid, WAIT);
+        crec.assert_all_closed_once();
+        srec.assert_all_closed_once();
+        assert!(crec.errors().is_empty(), "{:?}", crec.errors());
+        assert!(srec.errors().is_empty(), "{:?}", srec.errors());
+        drop(proxy);
+        settle(event_loop);
+    }
+
+    /// A client that trusts another CA: the handshake fails on both sides (a connect error
+    /// for the client, an I/O error for the server), with no `on_connect` anywhere.
+    fn untrusted_certificate_fails_the_handshake(backend: Backend) {
+        let Some(certs) = Certs::generate() else { return };
+        let Some(other) = Certs::generate() else { return };
+        let event_loop = event_loop(backend);
+        let srec = Recorder::shared();
+        let server = tls_server(&event_loop, &certs, Recording::echo(&srec), false);
+        let crec = Recorder::shared();
+        let layer = TlsClient::new(tls_client_config(&other.ca()), localhost()).unwrap();
+        let mut client =
+            TcpClient::connect(addr_of(&server), TcpClientConfig::default(), Recording::new(&crec))
+                .unwrap()
+                .with_layer(layer)
+                .unwrap();
+        client.send(b"never sent").unwrap();
+        client.start(&event_loop).unwrap();
+        let e = crec.wait_error("Connect(InvalidData)", WAIT);
+        assert!(e.message.contains("certificate"), "{e:?}");
+        let e = srec.wait_error("Io(", WAIT);
+        assert!(e.conn.is_some(), "{e:?}");
+        poll_until(WAIT, "the server connection to go", || server.connection_count() == 0);
+        assert_eq!(crec.connects(), 0);
+        assert_eq!(srec.connects(), 0);
+        assert_eq!(srec.disconnects(), 0);
+        settle(event_loop);
+    }
+}

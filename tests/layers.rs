@@ -273,6 +273,38 @@ backend_matrix! {
         settle(event_loop);
     }
 
+    /// A layered client is connected (`is_connected`) only once its handshake is done,
+    /// not when TCP is.
+    fn client_is_connected_only_after_the_handshake(backend: Backend) {
+        let event_loop = event_loop(backend);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let crec = Recorder::shared();
+        let mut client = TcpClient::connect(
+            listener.local_addr().unwrap(),
+            TcpClientConfig::default(),
+            Recording::new(&crec),
+        )
+        .unwrap()
+        .with_layer(XorLayer::new(0x21))
+        .unwrap();
+        client.start(&event_loop).unwrap();
+        let (mut peer, _) = listener.accept().unwrap();
+        peer.set_read_timeout(Some(WAIT)).unwrap();
+        // The key is written once TCP is up on the client's loop.
+        assert_eq!(read_exact_within(&mut peer, 1, WAIT), [0x21]);
+        assert!(!client.is_connected(), "connected before the handshake finished");
+        peer.write_all(&[0x42]).unwrap();
+        let id = crec.wait_conn(0, WAIT);
+        assert!(client.is_connected());
+        client.send(b"x").unwrap();
+        assert_eq!(read_exact_within(&mut peer, 1, WAIT), [b'x' ^ 0x21]);
+        drop(peer);
+        crec.wait_closed(id, WAIT);
+        assert!(!client.is_connected());
+        crec.assert_all_closed_once();
+        settle(event_loop);
+    }
+
     /// Layers are added before `start` and the first send, or not at all.
     fn with_layer_after_a_send_or_start_is_refused(backend: Backend) {
         let event_loop = event_loop(backend);

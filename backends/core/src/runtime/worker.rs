@@ -809,8 +809,11 @@ impl State {
         }
         match result {
             Ok(()) => {
-                conn.service.try_admit();
-                conn.counted = true;
+                // A layered client counts as connected once its handshakes are done.
+                if conn.layers.is_none() {
+                    conn.service.try_admit();
+                    conn.counted = true;
+                }
                 self.establish(slot);
             }
             Err(e) => {

@@ -212,6 +212,11 @@ impl State {
         if conn.phase != Phase::Open {
             return;
         }
+        if conn.layers.as_ref().is_some_and(|l| l.client) && !conn.counted {
+            // Only now is the client connected (`is_connected`, `connection_count`).
+            conn.service.try_admit();
+            conn.counted = true;
+        }
         conn.established = true;
         let id = conn.id();
         let service = std::sync::Arc::clone(&conn.service);

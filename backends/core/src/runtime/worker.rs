@@ -1022,7 +1022,13 @@ impl State {
     /// Starts closing: refuse new frames; `Flush` writes what is queued first (up to the
     /// linger deadline), `Abort` drops it.
     fn begin_close(&mut self, slot: Slot, mode: CloseMode) {
-        let linger = self.settings.linger;
+        // During a stop, the stop timeout bounds the drain (its own timer aborts whatever
+        // is left); otherwise the close linger does.
+        let linger = if self.stopping {
+            self.settings.stop_timeout
+        } else {
+            self.settings.linger
+        };
         let now = self.now;
         let Some(conn) = self.conns[slot.index()].as_mut() else {
             return;

@@ -582,6 +582,12 @@ fn markdown(d: &Data, dir: &Path, md: &Path) -> String {
         }
     }
     let _ = writeln!(s);
+    // Hand-written analysis of a run (profiles, causes of misses), kept beside the raw data
+    // so that regenerating the tables never drops it; it names the run it is about.
+    if let Ok(findings) = fs::read_to_string(dir.join("FINDINGS.md")) {
+        s.push_str(findings.trim_end());
+        let _ = writeln!(s, "\n");
+    }
     let _ = writeln!(s, "## Raw data and chart\n");
     let _ = writeln!(
         s,

@@ -492,8 +492,8 @@ fn markdown(d: &Data, dir: &Path, md: &Path) -> String {
     let _ = writeln!(s, "- kernel: {}", one("kernel"));
     let _ = writeln!(s, "- library source: {}", one("source"));
     let _ = writeln!(s, "- run: {}", one("run"));
-    for srv in machine("server") {
-        let _ = writeln!(s, "- {srv}");
+    for (k, v) in d.machine.iter().filter(|(k, _)| k.starts_with("server ")) {
+        let _ = writeln!(s, "- {}: {v}", k.trim_start_matches("server "));
     }
     for f in machine("failure") {
         let _ = writeln!(s, "- **failed run**: {f}");
@@ -611,7 +611,9 @@ const METHOD: &str = "## Method
   example), mill-net 4.0 on mill-io 4.0 (`EventLoop::default()`, its default pool mode, one
   worker under `taskset -c 0`; the README's echo handler, `ctx.send_to(conn, data)`),
   ringmill on io_uring and on mio (1 loop thread, default configuration, the same
-  handler). Every server sets TCP_NODELAY. Every other setting is the library's default.
+  handler). Every server sets TCP_NODELAY, and mill-net and ringmill allow 20,000
+  connections (for the idle test); every other setting is the library's default. The
+  exact setup of each server, as it reported itself, is under Machine above.
 - **Processes and cores**: each server is a child process of the runner, started as
   `taskset -c 0 <runner> server KIND PORT`; the runner (the load generator) pins itself to
   CPU 1. So the server's CPU time is its own and the two never share a core.

@@ -774,7 +774,7 @@ fn chart(d: &Data) -> String {
         pw,
         "Server CPU microseconds per message (log scale, lower is better)",
         &|k, s| d.get(k, s).map(|m| m.cpu),
-        &[0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0],
+        &[0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0],
         None,
     );
     panel(

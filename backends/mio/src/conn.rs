@@ -2,7 +2,8 @@
 //!
 //! mio is edge-triggered: an event says readiness *changed*, not that it holds. So each
 //! connection remembers whether it is still readable (an event was seen and reading has
-//! not yet hit `WouldBlock`) and whether a send is waiting for the next writable event.
+//! not yet hit `WouldBlock`, or, where [`sys::SHORT_READ_DRAINS`] holds, a read short of
+//! its buffer) and whether a send is waiting for the next writable event.
 
 use crate::sys;
 use mio::net::TcpStream;
@@ -47,8 +48,12 @@ unsafe impl Send for RawBuf {}
 pub(crate) struct Conn {
     /// The socket, registered with the loop's `Poll`.
     pub(crate) stream: TcpStream,
-    /// A readable event was seen and reading has not yet hit `WouldBlock`.
+    /// A readable event was seen and reading has not yet hit `WouldBlock` (or a short
+    /// read, see [`sys::SHORT_READ_DRAINS`]).
     pub(crate) readable: bool,
+    /// An event said the peer closed its side (or the socket has an error): read on until
+    /// end of stream or the error, whatever the size of each read.
+    pub(crate) read_closed: bool,
     /// `recv` was called and neither `pause_recv` nor a `Pause` answer came since.
     pub(crate) recv_on: bool,
     /// End of stream or an error was reported: no more `Received`.
@@ -67,6 +72,7 @@ impl Conn {
         Self {
             stream,
             readable: false,
+            read_closed: false,
             recv_on: false,
             recv_done: false,
             read_queued: false,
@@ -80,7 +86,8 @@ impl Conn {
         self.readable && self.recv_on && !self.recv_done && !self.connecting && !self.read_queued
     }
 
-    /// Reads into `buf` and passes each read to `sink`, until `WouldBlock`, end of stream,
+    /// Reads into `buf` and passes each read to `sink`, until `WouldBlock` (or a short read
+    /// where that shows the queue drained), end of stream,
     /// an error, a `Pause` answer, or `budget` bytes. Returns how many completions were
     /// delivered and whether the budget ran out with the socket still readable.
     pub(crate) fn read_some<F>(
@@ -119,6 +126,12 @@ impl Conn {
                     });
                     if flow == Flow::Pause {
                         self.recv_on = false;
+                        return (delivered, false);
+                    }
+                    if n < want && sys::SHORT_READ_DRAINS && !self.read_closed {
+                        // The queue is empty: the next segment raises a new edge. Saves the
+                        // `recv` that would only return `WouldBlock`.
+                        self.readable = false;
                         return (delivered, false);
                     }
                 }

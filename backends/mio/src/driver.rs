@@ -23,6 +23,8 @@ pub struct MioDriver {
     events: Events,
     waker: Arc<MioWaker>,
     reactor: Reactor,
+    /// The previous `poll` returned completions queued outside it without asking the poller.
+    skipped_wait: bool,
 }
 
 impl std::fmt::Debug for MioDriver {
@@ -61,6 +63,7 @@ impl MioDriver {
             events: Events::with_capacity(config.events_capacity),
             waker: Arc::new(MioWaker::new(waker)),
             reactor: Reactor::new(config.buffer_size, config.read_budget),
+            skipped_wait: false,
         })
     }
 
@@ -244,6 +247,16 @@ impl Driver for MioDriver {
         loop {
             let mut delivered = self.reactor.deliver_ready(&mut sink);
             delivered += self.reactor.run_pending(&mut sink);
+            if delivered > 0 && !self.skipped_wait {
+                // Completions queued since the last call (mostly sends that finished at
+                // once) are enough for this turn: a zero-timeout wait after them comes back
+                // empty in the common request/response case, and the next call waits anyway.
+                // Every other turn still asks the poller, so no socket waits more than one
+                // extra turn behind a connection that keeps finishing sends.
+                self.skipped_wait = true;
+                return Ok(());
+            }
+            self.skipped_wait = false;
             let wait = if delivered > 0 || !self.reactor.pending.is_empty() {
                 Some(Duration::ZERO)
             } else {

@@ -185,6 +185,9 @@ impl Reactor {
                 if readable {
                     conn.readable = true;
                 }
+                if event.is_read_closed() || event.is_error() {
+                    conn.read_closed = true;
+                }
                 if conn.connecting {
                     let Some(result) = connect_outcome(conn, event) else {
                         return (0, false);

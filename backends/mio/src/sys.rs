@@ -35,6 +35,30 @@ pub(crate) const SELECTOR: &str = if cfg!(any(
     "poll"
 };
 
+/// Whether a read that returned less than it asked for shows that the socket's receive
+/// queue is drained, so the connection can wait for its next readable edge instead of
+/// reading again only to see `WouldBlock`.
+///
+/// True for epoll and kqueue: both raise a new edge for every segment that arrives after
+/// the read, so no data can be left behind unannounced. False for the level-triggered
+/// emulations (Windows, and mio's `poll(2)` fallback), where only `WouldBlock` re-arms.
+/// A connection whose peer has closed its side keeps reading until end of stream either
+/// way: the hang-up came as an edge already and no other will follow.
+pub(crate) const SHORT_READ_DRAINS: bool = cfg!(all(
+    not(mio_unsupported_force_poll_poll),
+    any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "illumos",
+        target_os = "redox",
+        target_vendor = "apple",
+        target_os = "freebsd",
+        target_os = "netbsd",
+        target_os = "openbsd",
+        target_os = "dragonfly"
+    )
+));
+
 /// Most buffers handed to the kernel in one vectored send (`IOV_MAX` is at least 1024 on
 /// every platform this driver runs on; the rest of a longer request goes in the next call).
 pub(crate) const MAX_IOV: usize = 64;

@@ -788,7 +788,7 @@ impl Driver for UringDriver {
             .prepare(fd, bufs, UserData::new(slot.0, gen, Kind::Send));
         conn.sending = true;
         conn.inflight += 1;
-        // SAFETY: the SENDMSG points to the connection's boxed `msghdr` and iovec array,
+        // SAFETY: a SENDMSG points to the connection's boxed `msghdr` and iovec array,
         // which are not touched again before its completion (one send in flight per slot),
         // and to the bytes of `bufs`, which the caller keeps valid and unchanged until
         // `Sent` or `Closed` (this function's contract); both are reported only after the

@@ -15,7 +15,8 @@
 //!   [`BufferPool`](ringmill_core::pool::BufferPool); the bytes handed to the sink are the
 //!   ring buffer itself, returned to the ring as soon as the sink returns. An empty ring
 //!   (`ENOBUFS`) stops that connection's receive until buffers come back.
-//! * **Send**: one `IORING_OP_SENDMSG` with `MSG_NOSIGNAL` per request.
+//! * **Send**: one `IORING_OP_SEND` (one buffer) or `IORING_OP_SENDMSG` (several) with
+//!   `MSG_NOSIGNAL` per request.
 //! * **Close**: cancel every operation of the connection, wait for each of their
 //!   completions, close the descriptor, then report one `Closed`.
 //! * **Wake**: an eventfd whose read is armed in the ring.

@@ -1,4 +1,6 @@
-//! `IORING_OP_SENDMSG` requests and the per-slot storage they point to.
+//! Send requests and the per-slot storage they point to: `IORING_OP_SEND` for a request of
+//! one buffer (the common case, and cheaper in the kernel: no `msghdr` or iovec array to
+//! copy in), `IORING_OP_SENDMSG` for a vectored one.
 
 use crate::user_data::{Kind, UserData};
 use io_uring::{opcode, squeue, types};
@@ -27,11 +29,12 @@ impl SendBuf {
         })
     }
 
-    /// Fills the storage with `bufs` (at most [`MAX_IOVECS`] of them) and returns the
-    /// SENDMSG for `fd` with `MSG_NOSIGNAL`.
+    /// Returns the send of `bufs` to `fd` with `MSG_NOSIGNAL`: a SEND when there is one
+    /// buffer, otherwise a SENDMSG of at most [`MAX_IOVECS`] of them, described in `self`.
     ///
-    /// The SQE points into `self` and, through the iovecs, into the memory of `bufs`:
-    /// both must stay valid and unchanged until the send's completion.
+    /// The SQE points into the memory of `bufs` and, for a SENDMSG, into `self`: both must
+    /// stay valid and unchanged until the send's completion. A buffer longer than
+    /// `u32::MAX` bytes alone is sent up to that length (a short send).
     pub(crate) fn prepare(
         &mut self,
         fd: RawFd,
@@ -39,6 +42,13 @@ impl SendBuf {
         user_data: UserData,
     ) -> squeue::Entry {
         debug_assert_eq!(user_data.kind, Kind::Send);
+        if let [buf] = bufs {
+            let len = u32::try_from(buf.len()).unwrap_or(u32::MAX);
+            return opcode::Send::new(types::Fd(fd), buf.as_ptr(), len)
+                .flags(libc::MSG_NOSIGNAL)
+                .build()
+                .user_data(user_data.encode());
+        }
         self.iov.clear();
         self.iov
             .extend(bufs.iter().take(MAX_IOVECS).map(|b| libc::iovec {
@@ -68,11 +78,41 @@ mod tests {
         let data = [7u8; 4];
         let bufs: Vec<IoSlice<'_>> = (0..MAX_IOVECS + 10).map(|_| IoSlice::new(&data)).collect();
         let mut sb = SendBuf::new();
-        let _ = sb.prepare(3, &bufs, UserData::new(1, 2, Kind::Send));
+        let sqe = sb.prepare(3, &bufs, UserData::new(1, 2, Kind::Send));
+        assert_eq!(opcode_of(&sqe), opcode::SendMsg::CODE);
         assert_eq!(sb.iov.len(), MAX_IOVECS);
         assert_eq!(sb.hdr.msg_iovlen, MAX_IOVECS as _);
         assert_eq!(sb.hdr.msg_iov, sb.iov.as_mut_ptr());
         assert_eq!(sb.iov[0].iov_base as *const u8, data.as_ptr());
         assert_eq!(sb.iov[0].iov_len, 4);
+    }
+
+    #[test]
+    fn one_buffer_is_a_plain_send() {
+        let data = [7u8; 4];
+        let mut sb = SendBuf::new();
+        let sqe = sb.prepare(3, &[IoSlice::new(&data)], UserData::new(1, 2, Kind::Send));
+        assert_eq!(opcode_of(&sqe), opcode::Send::CODE);
+        assert!(
+            sb.iov.is_empty(),
+            "a plain send describes nothing in the storage"
+        );
+        let two = sb.prepare(
+            3,
+            &[IoSlice::new(&data), IoSlice::new(&data)],
+            UserData::new(1, 2, Kind::Send),
+        );
+        assert_eq!(opcode_of(&two), opcode::SendMsg::CODE);
+    }
+
+    /// The opcode of an SQE, as its `Debug` form shows it.
+    fn opcode_of(sqe: &squeue::Entry) -> u8 {
+        let text = format!("{sqe:?}");
+        let start = text.find("op_code: ").expect("Entry's Debug names op_code") + 9;
+        let digits: String = text[start..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse().expect("op_code is a number")
     }
 }

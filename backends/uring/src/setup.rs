@@ -42,9 +42,10 @@ pub(crate) struct Setup {
 }
 
 /// Opcodes the driver uses, each with its name for the error message.
-const REQUIRED_OPCODES: [(u8, &str); 6] = [
+const REQUIRED_OPCODES: [(u8, &str); 7] = [
     (opcode::AcceptMulti::CODE, "IORING_OP_ACCEPT"),
     (opcode::RecvMulti::CODE, "IORING_OP_RECV"),
+    (opcode::Send::CODE, "IORING_OP_SEND"),
     (opcode::SendMsg::CODE, "IORING_OP_SENDMSG"),
     (opcode::Connect::CODE, "IORING_OP_CONNECT"),
     (opcode::AsyncCancel2::CODE, "IORING_OP_ASYNC_CANCEL"),

@@ -13,7 +13,7 @@ pub(crate) const GEN_MASK: u32 = (1 << GEN_BITS) - 1;
 pub(crate) enum Kind {
     /// Multishot receive of a connection.
     Recv = 1,
-    /// `SENDMSG` of a connection.
+    /// `SEND` or `SENDMSG` of a connection.
     Send = 2,
     /// `CONNECT` of a connection.
     Connect = 3,

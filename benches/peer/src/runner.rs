@@ -347,6 +347,9 @@ fn settle() {
 /// `all [options]`.
 pub fn main(args: &[String]) -> Result<(), String> {
     let o = parse(args)?;
+    // Taken before measuring: the server binary was built from this state just now, and
+    // commits or edits made while the run goes on are not part of it.
+    let source = o.source.clone().unwrap_or_else(source_label);
     let (model, cores, kernel) = proc::machine();
     if cores < 2 {
         return Err("needs at least 2 CPUs (server on CPU 0, load generator on CPU 1)".into());
@@ -478,7 +481,6 @@ pub fn main(args: &[String]) -> Result<(), String> {
         if taskset { "taskset" } else { "sched_setaffinity" },
         began.elapsed().as_secs_f64()
     ));
-    let source = o.source.clone().unwrap_or_else(source_label);
     machine.push_str(&format!("source: {source}\n"));
     for (k, d) in &descriptions {
         machine.push_str(&format!("server {k}: {d}\n"));
@@ -498,7 +500,7 @@ pub fn main(args: &[String]) -> Result<(), String> {
 }
 
 /// The library source measured: the git commit of this checkout, and whether it has
-/// uncommitted changes.
+/// uncommitted changes (outside the files this runner writes itself).
 fn source_label() -> String {
     let dir = env!("CARGO_MANIFEST_DIR");
     let git = |args: &[&str]| {
@@ -513,8 +515,16 @@ fn source_label() -> String {
     };
     match git(&["rev-parse", "--short=12", "HEAD"]) {
         Some(commit) => {
-            let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
-                .is_some_and(|s| !s.is_empty());
+            let dirty = git(&[
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                ":(top)",
+                ":(top,exclude)BENCHMARKS.md",
+                ":(top,exclude)benches/peer/results",
+            ])
+            .is_some_and(|s| !s.is_empty());
             if dirty {
                 format!("commit {commit} with uncommitted changes")
             } else {

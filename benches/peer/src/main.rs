@@ -8,7 +8,7 @@
 //! `all` runs every cell, writes `results/raw.csv`, `results/idle.csv`, `results/chart.svg`
 //! and the repository's `BENCHMARKS.md`. Subcommands:
 //!
-//! - `all [--secs S] [--warmup S] [--reps N] [--servers a,b] [--idle N] [--mode mio|blocking]
+//! - `all [--secs S] [--warmup S] [--reps N (default 5)] [--servers a,b] [--idle N] [--mode mio|blocking]
 //!   [--out DIR] [--md PATH] [--source TEXT] [--quick]`: measure and report (`--quick`: a one-minute smoke
 //!   run written to a temporary folder);
 //! - `report`: regenerate `BENCHMARKS.md` and the chart from the CSV files;

@@ -63,7 +63,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
     let mut o = Opts {
         secs: 2.0,
         warmup: 0.5,
-        reps: 3,
+        reps: 5,
         idle: 10_000,
         servers: KINDS.iter().map(|s| s.to_string()).collect(),
         out: default_out(),

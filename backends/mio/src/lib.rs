@@ -12,7 +12,10 @@
 //!   bits of the slot's generation, so an event for an earlier use of a slot is dropped).
 //! * **Receiving.** Connections are registered for both readable and writable readiness.
 //!   Because an edge is reported only once, each connection remembers that it is still
-//!   readable until a read hits `WouldBlock`. On readiness the driver reads into the
+//!   readable until a read hits `WouldBlock`, or, on epoll and kqueue, until a read returns
+//!   less than it asked for: both raise a new edge for every segment that arrives later, so
+//!   the read that would only see `WouldBlock` is skipped (not after the peer hung up,
+//!   which raises no further edge: then reading goes on to end of stream). On readiness the driver reads into the
 //!   loop's one receive buffer (`buffer_size` bytes, allocated once; an idle connection
 //!   holds none) and lends each read to the sink. It stops early after `read_budget` bytes
 //!   (so one busy connection cannot starve the others), on a `Pause` answer, or when
@@ -24,6 +27,11 @@
 //!   block. If anything was written, or the write failed, the `Sent` is queued for the next
 //!   poll (which then does not block). If nothing could be written, the request waits for
 //!   the next writable event. A short send is reported as such; the core re-issues the rest.
+//! * **Polling.** A `poll` first delivers what earlier calls queued (`Sent`, `Closed`, ...)
+//!   and the reads and accepts left over by a budget. If that delivered anything, the call
+//!   returns without asking the poller, every other time: the zero-timeout wait that would
+//!   follow mostly comes back empty in request/response traffic, and alternating keeps any
+//!   socket from waiting more than one extra turn.
 //! * **Accepting** goes on until `WouldBlock` (or a per-poll budget); each accepted stream
 //!   is handed over non-blocking. A failed accept is reported and retried at the next poll;
 //!   after a `Pause` answer nothing is accepted until `resume_accept`, which looks at the

@@ -554,13 +554,20 @@ mod tests {
         })
     }
 
-    /// Cuts the stream at every `;` into frames (without the `;`).
-    #[derive(Default)]
-    struct Semicolons {
-        partial: Vec<u8>,
+    /// How a test framing layer cuts the stream into frames and marks a frame on the wire.
+    trait Framing: Default + Send + 'static {
+        /// Appends to `up` every frame that `input` completes; keeps a partial one.
+        fn cut(&mut self, input: &[u8], up: &mut Frames);
+
+        /// Appends `frame`, marked, to `out`.
+        fn wrap(frame: &[u8], out: &mut Vec<u8>);
     }
 
-    impl Layer for Semicolons {
+    /// The layer of a [`Framing`]: `decode_frames` keeps the frame boundaries, `decode`
+    /// passes the same bytes up without them.
+    struct Framed<F>(F);
+
+    impl<F: Framing> Layer for Framed<F> {
         fn decode(&mut self, input: &[u8], up: &mut Vec<u8>, out: &mut Vec<u8>) -> io::Result<()> {
             let mut frames = Frames::new();
             self.decode_frames(input, &mut frames, out)?;
@@ -574,6 +581,29 @@ mod tests {
             up: &mut Frames,
             _out: &mut Vec<u8>,
         ) -> io::Result<()> {
+            self.0.cut(input, up);
+            Ok(())
+        }
+
+        fn encode(&mut self, frame: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+            F::wrap(frame, out);
+            Ok(())
+        }
+    }
+
+    /// A fresh framing layer for `F`.
+    fn framed<F: Framing>() -> Box<dyn Layer> {
+        Box::new(Framed(F::default()))
+    }
+
+    /// Cuts the stream at every `;` into frames (without the `;`).
+    #[derive(Default)]
+    struct Semicolons {
+        partial: Vec<u8>,
+    }
+
+    impl Framing for Semicolons {
+        fn cut(&mut self, input: &[u8], up: &mut Frames) {
             for &b in input {
                 if b == b';' {
                     up.push_frame(&self.partial);
@@ -582,13 +612,11 @@ mod tests {
                     self.partial.push(b);
                 }
             }
-            Ok(())
         }
 
-        fn encode(&mut self, frame: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+        fn wrap(frame: &[u8], out: &mut Vec<u8>) {
             out.extend_from_slice(frame);
             out.push(b';');
-            Ok(())
         }
     }
 
@@ -656,7 +684,7 @@ mod tests {
     #[test]
     fn frames_survive_a_stream_layer_below_and_reach_the_top() {
         // Shift (stream) at the bottom, Semicolons (frames) on top.
-        let mut stack = LayerStack::new(vec![shift(3), Box::new(Semicolons::default())]);
+        let mut stack = LayerStack::new(vec![shift(3), framed::<Semicolons>()]);
         let mut wire = Vec::new();
         stack.advance(&mut wire).unwrap();
         assert_eq!(wire, [3]);
@@ -683,7 +711,7 @@ mod tests {
 
     #[test]
     fn a_stream_layer_above_frames_sees_each_frame_as_input() {
-        let mut stack = LayerStack::new(vec![Box::new(Semicolons::default()), shift(1)]);
+        let mut stack = LayerStack::new(vec![framed::<Semicolons>(), shift(1)]);
         let mut wire = Vec::new();
         stack.advance(&mut wire).unwrap();
         assert_eq!(wire, [1, b';'], "the top hello is framed by the bottom");
@@ -708,8 +736,8 @@ mod tests {
             }
         }
         let mut stack = LayerStack::new(vec![
-            Box::new(Semicolons::default()),
-            Box::new(Semicolons::default()),
+            framed::<Semicolons>(),
+            framed::<Semicolons>(),
             Box::new(Sink),
         ]);
         let mut wire = Vec::new();
@@ -727,20 +755,8 @@ mod tests {
         partial: Vec<u8>,
     }
 
-    impl Layer for LenByte {
-        fn decode(&mut self, input: &[u8], up: &mut Vec<u8>, out: &mut Vec<u8>) -> io::Result<()> {
-            let mut frames = Frames::new();
-            self.decode_frames(input, &mut frames, out)?;
-            up.extend_from_slice(frames.bytes());
-            Ok(())
-        }
-
-        fn decode_frames(
-            &mut self,
-            input: &[u8],
-            up: &mut Frames,
-            _out: &mut Vec<u8>,
-        ) -> io::Result<()> {
+    impl Framing for LenByte {
+        fn cut(&mut self, input: &[u8], up: &mut Frames) {
             self.partial.extend_from_slice(input);
             while let Some(&len) = self.partial.first() {
                 let len = usize::from(len);
@@ -750,22 +766,20 @@ mod tests {
                 up.push_frame(&self.partial[1..1 + len]);
                 self.partial.drain(..1 + len);
             }
-            Ok(())
         }
 
-        fn encode(&mut self, frame: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+        fn wrap(frame: &[u8], out: &mut Vec<u8>) {
             out.push(frame.len() as u8);
             out.extend_from_slice(frame);
-            Ok(())
         }
     }
 
     #[test]
     fn three_layers_encode_and_decode_in_order() {
         let mut stack = LayerStack::new(vec![
-            Box::new(LenByte::default()),
-            Box::new(LenByte::default()),
-            Box::new(LenByte::default()),
+            framed::<LenByte>(),
+            framed::<LenByte>(),
+            framed::<LenByte>(),
         ]);
         let mut wire = Vec::new();
         stack.advance(&mut wire).unwrap();

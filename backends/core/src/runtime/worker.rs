@@ -119,6 +119,21 @@ impl Conn {
     }
 }
 
+/// Runs `on_connect` for `conn`, then reports `ConnectionEstablished` when its peer
+/// address is known (that report's own outcome is ignored). Returns `on_connect`'s
+/// outcome, for `after_callback`.
+fn announce_connect(conn: &Conn) -> Outcome {
+    let id = conn.id();
+    let handler = &conn.service.handler;
+    let outcome = callback::call(|| handler.on_connect(&conn.ctx, id));
+    if let Some(peer) = conn.peer {
+        let _ = callback::call(|| {
+            handler.on_event(&conn.ctx, NetworkEvent::ConnectionEstablished(id, peer))
+        });
+    }
+    outcome
+}
+
 struct Listener {
     service: Arc<Service>,
     ctx: ServerContext,
@@ -663,17 +678,8 @@ impl State {
         conn.established = true;
         conn.phase = Phase::Open;
         let id = conn.id();
-        let peer = conn.peer;
         let service = Arc::clone(&conn.service);
-        let outcome = callback::call(|| service.handler.on_connect(&conn.ctx, id));
-        if let Some(peer) = peer {
-            let ctx = &conn.ctx;
-            let _ = callback::call(|| {
-                service
-                    .handler
-                    .on_event(ctx, NetworkEvent::ConnectionEstablished(id, peer))
-            });
-        }
+        let outcome = announce_connect(conn);
         if !self.after_callback(slot, outcome) {
             return;
         }
@@ -887,21 +893,32 @@ impl State {
             rest = tail;
             let id = conn.id();
             let outcome = callback::call(|| conn.service.handler.on_data(&conn.ctx, id, chunk));
-            if !self.after_callback(slot, outcome) {
+            if self.after_on_data(slot, outcome, rest) == Flow::Pause {
                 return Flow::Pause;
             }
-            let Some(conn) = self.conns[slot.index()].as_mut() else {
-                return Flow::Pause;
-            };
-            if conn.phase != Phase::Open || conn.shared.is_closed() {
-                // Closed from the callback: nothing more is delivered.
-                return Flow::Pause;
-            }
-            if conn.shared.read_paused() {
-                conn.stash.extend_from_slice(rest);
-                conn.receiving = false;
-                return Flow::Pause;
-            }
+        }
+        Flow::Continue
+    }
+
+    /// Settles an `on_data` call and says whether delivery may go on. A failed or
+    /// panicked handler is reported and its connection closed (see `after_callback`);
+    /// once the connection is closing nothing more is delivered; once reads are paused,
+    /// receiving stops and `rest`, the bytes not yet delivered, waits in the stash.
+    fn after_on_data(&mut self, slot: Slot, outcome: Outcome, rest: &[u8]) -> Flow {
+        if !self.after_callback(slot, outcome) {
+            return Flow::Pause;
+        }
+        let Some(conn) = self.conns[slot.index()].as_mut() else {
+            return Flow::Pause;
+        };
+        if conn.phase != Phase::Open || conn.shared.is_closed() {
+            // Closed from the callback: nothing more is delivered.
+            return Flow::Pause;
+        }
+        if conn.shared.read_paused() {
+            conn.stash.extend_from_slice(rest);
+            conn.receiving = false;
+            return Flow::Pause;
         }
         Flow::Continue
     }

@@ -16,7 +16,6 @@
 use super::{Conn, Phase, State};
 use crate::driver::{Flow, Slot};
 use crate::error::NetworkError;
-use crate::error::NetworkEvent;
 use crate::inbox::CloseMode;
 use crate::layer::{Frames, Layer, LayerStack, Piece};
 use crate::runtime::callback;
@@ -218,17 +217,7 @@ impl State {
             conn.counted = true;
         }
         conn.established = true;
-        let id = conn.id();
-        let service = std::sync::Arc::clone(&conn.service);
-        let outcome = callback::call(|| service.handler.on_connect(&conn.ctx, id));
-        if let Some(peer) = conn.peer {
-            let ctx = &conn.ctx;
-            let _ = callback::call(|| {
-                service
-                    .handler
-                    .on_event(ctx, NetworkEvent::ConnectionEstablished(id, peer))
-            });
-        }
+        let outcome = super::announce_connect(conn);
         if !self.after_callback(slot, outcome) {
             return;
         }
@@ -314,17 +303,8 @@ impl State {
                 layered.next = next;
                 layered.offset = offset;
             }
-            if !self.after_callback(slot, outcome) {
-                return Flow::Pause;
-            }
-            let Some(conn) = self.conns[slot.index()].as_mut() else {
-                return Flow::Pause;
-            };
-            if conn.phase != Phase::Open || conn.shared.is_closed() {
-                return Flow::Pause;
-            }
-            if conn.shared.read_paused() {
-                conn.receiving = false;
+            // The pieces not yet delivered stay in `app`, behind the cursor: no stash.
+            if self.after_on_data(slot, outcome, &[]) == Flow::Pause {
                 return Flow::Pause;
             }
         }

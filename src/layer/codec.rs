@@ -54,6 +54,20 @@ fn too_large(kind: io::ErrorKind, len: usize, max: usize) -> io::Error {
     io::Error::new(kind, FrameTooLarge { len, max })
 }
 
+/// A codec's [`Layer::decode`]: its [`Layer::decode_frames`], with the frames passed up as
+/// plain bytes (boundaries dropped). What was decoded before an error is still passed up.
+fn decode_unframed(
+    codec: &mut impl Layer,
+    input: &[u8],
+    up: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+) -> io::Result<()> {
+    let mut frames = Frames::new();
+    let result = codec.decode_frames(input, &mut frames, out);
+    up.extend_from_slice(frames.bytes());
+    result
+}
+
 /// Frames as a big-endian `u32` length followed by that many bytes.
 ///
 /// Inbound, `on_data` gets one whole frame per call (the prefix removed), however the
@@ -117,10 +131,7 @@ fn prefix(bytes: &[u8]) -> usize {
 
 impl Layer for LengthPrefixed {
     fn decode(&mut self, input: &[u8], up: &mut Vec<u8>, out: &mut Vec<u8>) -> io::Result<()> {
-        let mut frames = Frames::new();
-        let result = self.decode_frames(input, &mut frames, out);
-        up.extend_from_slice(frames.bytes());
-        result
+        decode_unframed(self, input, up, out)
     }
 
     fn decode_frames(
@@ -239,10 +250,7 @@ impl LineDelimited {
 
 impl Layer for LineDelimited {
     fn decode(&mut self, input: &[u8], up: &mut Vec<u8>, out: &mut Vec<u8>) -> io::Result<()> {
-        let mut frames = Frames::new();
-        let result = self.decode_frames(input, &mut frames, out);
-        up.extend_from_slice(frames.bytes());
-        result
+        decode_unframed(self, input, up, out)
     }
 
     fn decode_frames(

@@ -104,6 +104,59 @@ impl Tls {
         self.conn.send_close_notify();
         self.drain(out)
     }
+
+    /// A client starts with its ClientHello; a server waits for the peer's.
+    fn start(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
+        match self.conn {
+            rustls::Connection::Client(_) => self.drain(out),
+            rustls::Connection::Server(_) => Ok(()),
+        }
+    }
+
+    fn is_ready(&self) -> bool {
+        !self.conn.is_handshaking()
+    }
+}
+
+/// Implements `Debug` and [`Layer`] for `$side`, a newtype over [`Tls`]: the side's
+/// name with where its handshake stands, and every layer method handed to the `Tls`.
+macro_rules! tls_side {
+    ($side:ident) => {
+        impl std::fmt::Debug for $side {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($side))
+                    .field("handshaking", &self.0.conn.is_handshaking())
+                    .finish()
+            }
+        }
+
+        impl Layer for $side {
+            fn start(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
+                self.0.start(out)
+            }
+
+            fn decode(
+                &mut self,
+                input: &[u8],
+                up: &mut Vec<u8>,
+                out: &mut Vec<u8>,
+            ) -> io::Result<()> {
+                self.0.decode(input, up, out)
+            }
+
+            fn encode(&mut self, frame: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+                self.0.encode(frame, out)
+            }
+
+            fn is_ready(&self) -> bool {
+                self.0.is_ready()
+            }
+
+            fn finish(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
+                self.0.finish(out)
+            }
+        }
+    };
 }
 
 /// The server side of TLS, as a [`Layer`] for [`TcpServer::with_layer`]
@@ -121,31 +174,7 @@ impl TlsServer {
     }
 }
 
-impl std::fmt::Debug for TlsServer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TlsServer")
-            .field("handshaking", &self.0.conn.is_handshaking())
-            .finish()
-    }
-}
-
-impl Layer for TlsServer {
-    fn decode(&mut self, input: &[u8], up: &mut Vec<u8>, out: &mut Vec<u8>) -> io::Result<()> {
-        self.0.decode(input, up, out)
-    }
-
-    fn encode(&mut self, frame: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
-        self.0.encode(frame, out)
-    }
-
-    fn is_ready(&self) -> bool {
-        !self.0.conn.is_handshaking()
-    }
-
-    fn finish(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
-        self.0.finish(out)
-    }
-}
+tls_side!(TlsServer);
 
 /// The client side of TLS, as a [`Layer`] for [`TcpClient::with_layer`]. It verifies the
 /// server's certificate for `server_name` as `config` says; `on_connect` fires once the
@@ -199,33 +228,4 @@ impl TlsClient {
     }
 }
 
-impl std::fmt::Debug for TlsClient {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TlsClient")
-            .field("handshaking", &self.0.conn.is_handshaking())
-            .finish()
-    }
-}
-
-impl Layer for TlsClient {
-    fn start(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
-        // The ClientHello.
-        self.0.drain(out)
-    }
-
-    fn decode(&mut self, input: &[u8], up: &mut Vec<u8>, out: &mut Vec<u8>) -> io::Result<()> {
-        self.0.decode(input, up, out)
-    }
-
-    fn encode(&mut self, frame: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
-        self.0.encode(frame, out)
-    }
-
-    fn is_ready(&self) -> bool {
-        !self.0.conn.is_handshaking()
-    }
-
-    fn finish(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
-        self.0.finish(out)
-    }
-}
+tls_side!(TlsClient);

@@ -7,9 +7,10 @@
 //! everything before it was delivered and answered.
 
 mod common;
+mod layer_support;
 
-use common::proxy::{FaultProxy, Mode};
 use common::*;
+use layer_support::*;
 use ringmill::layer::{FrameTooLarge, Layer, LengthPrefixed, LineDelimited};
 use std::io::{self, Write};
 use std::net::TcpListener;
@@ -132,6 +133,26 @@ fn xor_echo_server(event_loop: &EventLoop, rec: &Arc<Recorder>) -> TcpServer<Rec
     )
 }
 
+/// A plain listener on 127.0.0.1, for the test to play the peer, and a client to it with
+/// `layer`, recording into `rec`; not started.
+fn client_to_listener(
+    config: TcpClientConfig,
+    rec: &Arc<Recorder>,
+    layer: impl Layer,
+) -> (TcpListener, TcpClient<Recording>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("local_addr");
+    (listener, layered_client(addr, config, rec, layer))
+}
+
+/// Closes the raw peer `raw` of the server's connection `sid` and waits until that is
+/// closed; `srec` saw every connection close exactly once.
+fn hang_up(raw: std::net::TcpStream, srec: &Recorder, sid: ConnectionId) {
+    drop(raw);
+    srec.wait_closed(sid, WAIT);
+    srec.assert_all_closed_once();
+}
+
 /// `frames` each with a big-endian `u32` length in front.
 fn prefixed(frames: &[&[u8]]) -> Vec<u8> {
     let mut wire = Vec::new();
@@ -149,24 +170,6 @@ fn write_bytewise(stream: &mut std::net::TcpStream, bytes: &[u8]) {
     }
 }
 
-/// The `on_data` sizes `id` saw, in order.
-fn data_sizes(rec: &Recorder, id: ConnectionId) -> Vec<usize> {
-    rec.trace(id)
-        .events
-        .iter()
-        .filter_map(|e| match e {
-            Ev::Data(n) => Some(*n),
-            _ => None,
-        })
-        .collect()
-}
-
-/// Stops the loop (joining its threads), so no callback is still on its way.
-fn settle(event_loop: EventLoop) {
-    event_loop.stop();
-    drop(event_loop);
-}
-
 backend_matrix! {
     /// 256 KiB through a proxy that forwards in 1-7 byte pieces, XOR-layered at both ends;
     /// the first 1000 bytes sent before `start` are held until both keys are known. Every
@@ -175,18 +178,14 @@ backend_matrix! {
         let event_loop = event_loop(backend);
         let srec = Recorder::shared();
         let server = xor_echo_server(&event_loop, &srec);
-        let proxy = FaultProxy::start(addr_of(&server));
-        proxy.set_mode(Mode::Split { min: 1, max: 7 });
+        let proxy = split_proxy(addr_of(&server), 7);
 
         let crec = Recorder::shared();
         let config = TcpClientConfig {
             high_watermark: 64 << 20,
             ..TcpClientConfig::default()
         };
-        let mut client = TcpClient::connect(proxy.addr(), config, Recording::new(&crec))
-            .unwrap()
-            .with_layer(XorLayer::new(0xa5))
-            .unwrap();
+        let mut client = layered_client(proxy.addr(), config, &crec, XorLayer::new(0xa5));
         let data = pattern(7, 256 * 1024);
         client.send(&data[..1000]).expect("held before start");
         client.start(&event_loop).unwrap();
@@ -201,11 +200,7 @@ backend_matrix! {
         assert_eq!(crec.connects(), 1);
         assert_eq!(srec.connects(), 1);
 
-        client.disconnect().unwrap();
-        crec.wait_closed(id, WAIT);
-        srec.wait_closed(sid, WAIT);
-        crec.assert_all_closed_once();
-        srec.assert_all_closed_once();
+        disconnect_both_ends(&client, &crec, id, &srec, sid);
         assert!(crec.errors().is_empty(), "{:?}", crec.errors());
         drop(proxy);
         settle(event_loop);
@@ -230,9 +225,7 @@ backend_matrix! {
         let sid = srec.wait_conn(0, WAIT);
         assert_eq!(srec.received(sid), b"hi");
         assert_eq!(srec.trace(sid).events[0], Ev::Connect);
-        drop(raw);
-        srec.wait_closed(sid, WAIT);
-        srec.assert_all_closed_once();
+        hang_up(raw, &srec, sid);
         settle(event_loop);
     }
 
@@ -277,16 +270,9 @@ backend_matrix! {
     /// not when TCP is.
     fn client_is_connected_only_after_the_handshake(backend: Backend) {
         let event_loop = event_loop(backend);
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let crec = Recorder::shared();
-        let mut client = TcpClient::connect(
-            listener.local_addr().unwrap(),
-            TcpClientConfig::default(),
-            Recording::new(&crec),
-        )
-        .unwrap()
-        .with_layer(XorLayer::new(0x21))
-        .unwrap();
+        let (listener, mut client) =
+            client_to_listener(TcpClientConfig::default(), &crec, XorLayer::new(0x21));
         client.start(&event_loop).unwrap();
         let (mut peer, _) = listener.accept().unwrap();
         peer.set_read_timeout(Some(WAIT)).unwrap();
@@ -346,16 +332,9 @@ backend_matrix! {
         let event_loop = event_loop(backend);
 
         // Client side: the peer accepts and closes before sending its key.
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let crec = Recorder::shared();
-        let mut client = TcpClient::connect(
-            listener.local_addr().unwrap(),
-            TcpClientConfig::default(),
-            Recording::new(&crec),
-        )
-        .unwrap()
-        .with_layer(XorLayer::new(0x33))
-        .unwrap();
+        let (listener, mut client) =
+            client_to_listener(TcpClientConfig::default(), &crec, XorLayer::new(0x33));
         client.start(&event_loop).unwrap();
         drop(listener.accept().unwrap());
         let e = crec.wait_error("Connect(", WAIT);
@@ -393,18 +372,13 @@ backend_matrix! {
     /// never answers gets `Connect(TimedOut)`, with no `on_connect`.
     fn connect_timeout_covers_the_layer_handshake(backend: Backend) {
         let event_loop = event_loop(backend);
-        // The kernel completes the TCP handshake from the backlog; nobody ever answers.
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let crec = Recorder::shared();
         let config = TcpClientConfig {
             connect_timeout: Duration::from_millis(300),
             ..TcpClientConfig::default()
         };
-        let mut client =
-            TcpClient::connect(listener.local_addr().unwrap(), config, Recording::new(&crec))
-                .unwrap()
-                .with_layer(XorLayer::new(1))
-                .unwrap();
+        // The kernel completes the TCP handshake from the backlog; nobody ever answers.
+        let (listener, mut client) = client_to_listener(config, &crec, XorLayer::new(1));
         client.send(b"never sent").unwrap();
         client.start(&event_loop).unwrap();
         let e = crec.wait_error("Connect(TimedOut)", WAIT);
@@ -460,9 +434,7 @@ backend_matrix! {
         assert_bytes_eq(&got, &want, "framed echo");
         let sid = srec.wait_conn(0, WAIT);
         assert_eq!(data_sizes(&srec, sid), [5, 0, 1000, 1]);
-        drop(raw);
-        srec.wait_closed(sid, WAIT);
-        srec.assert_all_closed_once();
+        hang_up(raw, &srec, sid);
         settle(event_loop);
     }
 
@@ -536,42 +508,22 @@ backend_matrix! {
             Recording::echo(&srec),
             || Box::new(LengthPrefixed::new(1 << 20)),
         );
-        let proxy = FaultProxy::start(addr_of(&server));
-        proxy.set_mode(Mode::Split { min: 1, max: 13 });
+        let proxy = split_proxy(addr_of(&server), 13);
         let crec = Recorder::shared();
         let config = TcpClientConfig {
             high_watermark: 8 << 20,
             ..TcpClientConfig::default()
         };
-        let mut client = TcpClient::connect(proxy.addr(), config, Recording::new(&crec))
-            .unwrap()
-            .with_layer(LengthPrefixed::new(1 << 20))
-            .unwrap();
+        let mut client =
+            layered_client(proxy.addr(), config, &crec, LengthPrefixed::new(1 << 20));
         let mut rng = Rng::new(11);
         let frames: Vec<Vec<u8>> = (0..200).map(|_| {
             let len = rng.range(1, 3000);
             rng.bytes(len)
         }).collect();
-        for f in &frames[..20] {
-            client.send(f).unwrap();
-        }
-        client.start(&event_loop).unwrap();
-        for f in &frames[20..] {
-            client.send(f).unwrap();
-        }
-        let id = crec.wait_conn(0, WAIT);
-        let total: usize = frames.iter().map(Vec::len).sum();
-        crec.wait_bytes(id, total, Duration::from_secs(60));
-        let sizes: Vec<usize> = frames.iter().map(Vec::len).collect();
-        assert_eq!(data_sizes(&crec, id), sizes, "client got whole frames");
-        assert_bytes_eq(&crec.received(id), &frames.concat(), "echoed frames");
-        let sid = srec.wait_conn(0, WAIT);
-        assert_eq!(data_sizes(&srec, sid), sizes, "server got whole frames");
-        client.disconnect().unwrap();
-        crec.wait_closed(id, WAIT);
-        srec.wait_closed(sid, WAIT);
-        crec.assert_all_closed_once();
-        srec.assert_all_closed_once();
+        let (id, sid) =
+            echo_frames_around_start(&event_loop, &mut client, &frames, 20, &crec, &srec);
+        disconnect_both_ends(&client, &crec, id, &srec, sid);
         drop(proxy);
         settle(event_loop);
     }
@@ -605,9 +557,7 @@ backend_matrix! {
         srec.wait_bytes(sid, 16, WAIT);
         assert_eq!(data_sizes(&srec, sid), [5, 6, 5]);
         assert_eq!(srec.received(sid), b"firstsecondthird");
-        drop(raw);
-        srec.wait_closed(sid, WAIT);
-        srec.assert_all_closed_once();
+        hang_up(raw, &srec, sid);
         settle(event_loop);
     }
 
@@ -615,16 +565,9 @@ backend_matrix! {
     /// after the frames before it were written, and is reported as `Io(InvalidInput)`.
     fn encode_error_closes_after_the_frames_before_it(backend: Backend) {
         let event_loop = event_loop(backend);
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let crec = Recorder::shared();
-        let mut client = TcpClient::connect(
-            listener.local_addr().unwrap(),
-            TcpClientConfig::default(),
-            Recording::new(&crec),
-        )
-        .unwrap()
-        .with_layer(LineDelimited::new(64))
-        .unwrap();
+        let (listener, mut client) =
+            client_to_listener(TcpClientConfig::default(), &crec, LineDelimited::new(64));
         client.send(b"ok").unwrap();
         client.send(b"a\nb").unwrap();
         client.send(b"never").unwrap();

@@ -24,10 +24,7 @@ fn start_client(
     rec: &Arc<Recorder>,
     hello: &[u8],
 ) -> TcpClient<Recording> {
-    let mut client = TcpClient::connect(proxy, TcpClientConfig::default(), Recording::new(rec))
-        .expect("TcpClient::connect")
-        .with_layer(layer)
-        .expect("with_layer");
+    let mut client = layered_client(proxy, TcpClientConfig::default(), rec, layer);
     client.send(hello).expect("send before start");
     client.start(event_loop).expect("start");
     client
@@ -71,12 +68,6 @@ fn connect_fails(event_loop: &EventLoop, proxy: SocketAddr, layer: Socks5, kind:
     assert_eq!(crec.connects(), 0);
     assert_eq!(crec.disconnects(), 0);
     e.message
-}
-
-/// Stops the loop (joining its threads), so no callback is still on its way.
-fn settle(event_loop: EventLoop) {
-    event_loop.stop();
-    drop(event_loop);
 }
 
 backend_matrix! {

@@ -11,7 +11,6 @@
 mod common;
 mod layer_support;
 
-use common::proxy::{FaultProxy, Mode};
 use common::*;
 use layer_support::*;
 use ringmill::layer::tls::{rustls, TlsClient, TlsServer};
@@ -22,7 +21,6 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
 
 fn tls_server_config(certs: &Certs) -> Arc<rustls::ServerConfig> {
     let chain = CertificateDer::pem_file_iter(certs.server_cert())
@@ -82,12 +80,6 @@ fn text(len: usize) -> Vec<u8> {
         i += 1;
     }
     out
-}
-
-/// Stops the loop (joining its threads), so no callback is still on its way.
-fn settle(event_loop: EventLoop) {
-    event_loop.stop();
-    drop(event_loop);
 }
 
 backend_matrix! {
@@ -178,10 +170,7 @@ backend_matrix! {
         let event_loop = event_loop(backend);
         let crec = Recorder::shared();
         let layer = TlsClient::new(tls_client_config(&certs.ca()), localhost()).unwrap();
-        let mut client = TcpClient::connect(addr, TcpClientConfig::default(), Recording::new(&crec))
-            .unwrap()
-            .with_layer(layer)
-            .unwrap();
+        let mut client = layered_client(addr, TcpClientConfig::default(), &crec, layer);
         client.send(b"hello\n").expect("held until the handshake is done");
         client.start(&event_loop).unwrap();
         let id = crec.wait_conn(0, WAIT);
@@ -205,18 +194,15 @@ backend_matrix! {
         let event_loop = event_loop(backend);
         let srec = Recorder::shared();
         let server = tls_server(&event_loop, &certs, Recording::echo(&srec), true);
-        let proxy = FaultProxy::start(addr_of(&server));
-        proxy.set_mode(Mode::Split { min: 1, max: 50 });
+        let proxy = split_proxy(addr_of(&server), 50);
 
         let crec = Recorder::shared();
         let config = TcpClientConfig {
             high_watermark: 8 << 20,
             ..TcpClientConfig::default()
         };
-        let mut client = TcpClient::connect(proxy.addr(), config, Recording::new(&crec))
-            .unwrap()
-            .with_layer(TlsClient::new(tls_client_config(&certs.ca()), localhost()).unwrap())
-            .unwrap()
+        let tls = TlsClient::new(tls_client_config(&certs.ca()), localhost()).unwrap();
+        let mut client = layered_client(proxy.addr(), config, &crec, tls)
             .with_layer(LengthPrefixed::new(1 << 20))
             .unwrap();
         let mut rng = Rng::new(5);
@@ -224,32 +210,10 @@ backend_matrix! {
             .iter()
             .map(|&n| rng.bytes(n))
             .collect();
-        client.send(&frames[0]).unwrap();
-        client.start(&event_loop).unwrap();
-        for f in &frames[1..] {
-            client.send(f).unwrap();
-        }
-        let id = crec.wait_conn(0, WAIT);
-        let total: usize = frames.iter().map(Vec::len).sum();
-        crec.wait_bytes(id, total, Duration::from_secs(60));
-        let sizes: Vec<Ev> = frames.iter().map(|f| Ev::Data(f.len())).collect();
-        let data_events = |rec: &Recorder, id| -> Vec<Ev> {
-            rec.trace(id)
-                .events
-                .into_iter()
-                .filter(|e| matches!(e, Ev::Data(_)))
-                .collect()
-        };
-        assert_eq!(data_events(&crec, id), sizes, "client got whole frames");
-        assert_bytes_eq(&crec.received(id), &frames.concat(), "echoed frames");
-        let sid = srec.wait_conn(0, WAIT);
-        assert_eq!(data_events(&srec, sid), sizes, "server got whole frames");
+        let (id, sid) =
+            echo_frames_around_start(&event_loop, &mut client, &frames, 1, &crec, &srec);
 
-        client.disconnect().unwrap();
-        crec.wait_closed(id, WAIT);
-        srec.wait_closed(sid, WAIT);
-        crec.assert_all_closed_once();
-        srec.assert_all_closed_once();
+        disconnect_both_ends(&client, &crec, id, &srec, sid);
         assert!(crec.errors().is_empty(), "{:?}", crec.errors());
         assert!(srec.errors().is_empty(), "{:?}", srec.errors());
         drop(proxy);
@@ -267,10 +231,7 @@ backend_matrix! {
         let crec = Recorder::shared();
         let layer = TlsClient::new(tls_client_config(&other.ca()), localhost()).unwrap();
         let mut client =
-            TcpClient::connect(addr_of(&server), TcpClientConfig::default(), Recording::new(&crec))
-                .unwrap()
-                .with_layer(layer)
-                .unwrap();
+            layered_client(addr_of(&server), TcpClientConfig::default(), &crec, layer);
         client.send(b"never sent").unwrap();
         client.start(&event_loop).unwrap();
         let e = crec.wait_error("Connect(InvalidData)", WAIT);

@@ -1,12 +1,17 @@
 //! Real peers for the layer tests: a `microsocks` SOCKS5 server, the `openssl` command
 //! line tool (certificates, `s_client`, `s_server`), child processes that are killed and
-//! reaped when dropped, and a reader thread that collects a child's output for waiting on.
+//! reaped when dropped, and a reader thread that collects a child's output for waiting on;
+//! and, in [`setup`], the clients, proxies and checks the layer tests share.
 //!
 //! `ci/layer-tools.sh` installs the tools (`.ci/run` calls it). A test that finds a tool
 //! missing fails and says to run that script, unless
 //! `RINGMILL_TEST_ALLOW_MISSING_TOOLS=1`: then it prints `skipped: <tool> not installed`
 //! and returns, so a missing tool is never a silent pass.
 #![allow(dead_code)]
+
+mod setup;
+
+pub use setup::*;
 
 use crate::common::{try_poll_until, Shared, WAIT};
 use std::io::Read;

@@ -27,6 +27,7 @@
 //! | [`connect`](Driver::connect) | exactly one [`Connected`](Completion::Connected) | unless closed first |
 //! | [`recv`](Driver::recv) | [`Received`](Completion::Received), repeatedly | until EOF, an error, [`pause_recv`](Driver::pause_recv) or a [`Flow::Pause`] answer |
 //! | [`send`](Driver::send) | exactly one [`Sent`](Completion::Sent) | at most one send in flight per slot |
+//! | [`shutdown_write`](Driver::shutdown_write) | none | FIN after the bytes already sent; receiving goes on |
 //! | [`close`](Driver::close) | exactly one [`Closed`](Completion::Closed) | nothing else for that slot after `close` is called |
 //!
 //! Rules every driver keeps:
@@ -219,6 +220,17 @@ pub trait Driver: Sized + 'static {
     /// at any time until then. The `IoSlice` array itself may be dropped when this returns.
     /// The caller must not call `send` again for `slot` before that `Sent`.
     unsafe fn send(&mut self, slot: Slot, bufs: &[IoSlice<'_>]);
+
+    /// Shuts down the sending side of `slot` (`shutdown(SHUT_WR)`): the peer gets end of
+    /// stream after every byte already sent, and `Received` goes on as before. The core
+    /// calls it with no send in flight and sends nothing on the slot afterwards. A failure
+    /// (the peer is gone already) is not reported: the receive side reports it.
+    ///
+    /// This is how a graceful close avoids a reset: closing a socket that still has unread
+    /// input makes the kernel send RST and drop what is still in the send buffer, so the
+    /// core shuts the write side down, reads until the peer's end of stream (or its linger
+    /// deadline), and only then calls [`close`](Self::close).
+    fn shutdown_write(&mut self, slot: Slot);
 
     /// Starts closing `slot`: cancels its operations, closes the socket once the kernel has
     /// let go, and then reports exactly one `Closed`. Unsent data is dropped.

@@ -226,6 +226,15 @@ impl Driver for MioDriver {
         }
     }
 
+    fn shutdown_write(&mut self, slot: Slot) {
+        if let Some((conn, _, _)) = self.reactor.slots.get_mut(slot) {
+            debug_assert!(!conn.sending, "shutdown_write with a send in flight");
+            if let Err(err) = conn.stream.shutdown(std::net::Shutdown::Write) {
+                log::debug!("shutdown(SHUT_WR) of slot {}: {err}", slot.0);
+            }
+        }
+    }
+
     fn close(&mut self, slot: Slot) {
         let Some(mut conn) = self.reactor.slots.remove(slot) else {
             log::warn!("close of slot {}, which is not open", slot.0);

@@ -796,6 +796,24 @@ impl Driver for UringDriver {
         unsafe { self.ring.push(sqe) };
     }
 
+    fn shutdown_write(&mut self, slot: Slot) {
+        let Some(conn) = self
+            .slots
+            .get_mut(slot.index())
+            .and_then(|entry| entry.conn.as_mut())
+        else {
+            return;
+        };
+        if conn.closing {
+            return;
+        }
+        debug_assert!(!conn.sending, "shutdown_write with a send in flight");
+        // A direct syscall: it never blocks, and nothing waits for its outcome.
+        if let Err(err) = socket2::SockRef::from(&conn.fd).shutdown(std::net::Shutdown::Write) {
+            log::debug!("io_uring: shutdown(SHUT_WR) of slot {}: {err}", slot.0);
+        }
+    }
+
     fn close(&mut self, slot: Slot) {
         let Some(entry) = self.slots.get_mut(slot.index()) else {
             return;

@@ -49,6 +49,11 @@ enum Phase {
     Connecting,
     Open,
     Draining,
+    /// Everything queued was written and the write side is shut down: reading on (and
+    /// discarding) until the peer's end of stream or the linger deadline, then closing.
+    /// Closing a socket with unread input would reset the connection and drop the tail
+    /// of what was sent.
+    Lingering,
     Closing,
 }
 
@@ -66,6 +71,9 @@ struct Conn {
     ticket: Ticket,
     /// End of stream or a read error was seen: no more receiving.
     read_done: bool,
+    /// A graceful close waits for the peer's end of stream (see [`Phase::Lingering`]);
+    /// cleared when its server stops, which does not wait for peers.
+    linger: bool,
     /// The driver is delivering `Received` for this connection.
     receiving: bool,
     /// Bytes received but not yet delivered, because reads were paused mid-delivery.
@@ -102,6 +110,7 @@ impl Conn {
             counted: phase == Phase::Open,
             ticket: Ticket::Free,
             read_done: false,
+            linger: true,
             receiving: false,
             stash: Vec::new(),
             sending: Vec::new(),
@@ -144,6 +153,7 @@ struct Listener {
 enum Op {
     Recv(Slot),
     PauseRecv(Slot),
+    ShutdownWrite(Slot),
     Close(Slot),
     ResumeAccept(ListenerId),
 }
@@ -262,6 +272,7 @@ impl<D: Driver> Worker<D> {
             match op {
                 Op::Recv(slot) => self.driver.recv(slot),
                 Op::PauseRecv(slot) => self.driver.pause_recv(slot),
+                Op::ShutdownWrite(slot) => self.driver.shutdown_write(slot),
                 Op::Close(slot) => self.driver.close(slot),
                 Op::ResumeAccept(id) => self.driver.resume_accept(id),
             }
@@ -405,6 +416,9 @@ impl<D: Driver> Worker<D> {
             let ours =
                 matches!(&self.state.conns[index], Some(c) if Arc::ptr_eq(&c.service, service));
             if ours {
+                if let Some(conn) = self.state.conns[index].as_mut() {
+                    conn.linger = false;
+                }
                 self.state.begin_close(Slot(index as u32), CloseMode::Flush);
             }
         }
@@ -835,6 +849,9 @@ impl State {
         let Some(conn) = self.conns[slot.index()].as_mut() else {
             return Flow::Pause;
         };
+        if conn.phase == Phase::Lingering {
+            return self.on_lingering_received(slot, result);
+        }
         if conn.phase != Phase::Open {
             // Draining or closing: nothing more is delivered.
             return Flow::Pause;
@@ -1026,13 +1043,55 @@ impl State {
                     self.after_callback(slot, outcome);
                 }
             }
-            Phase::Draining if empty => {
-                if let Some(conn) = self.conns[slot.index()].as_mut() {
-                    conn.phase = Phase::Closing;
-                    self.ops.push(Op::Close(slot));
-                }
-            }
+            Phase::Draining if empty => self.drained(slot, None),
             _ => {}
+        }
+    }
+
+    /// Everything queued for a gracefully closing connection is written: shut the write
+    /// side down and read on until the peer's end of stream, then close (see
+    /// [`Phase::Lingering`]). If the peer's end of stream came already, or a stop does not
+    /// wait for peers, close at once.
+    /// `deadline` adds the linger timer when none runs yet (nothing had to be drained).
+    fn drained(&mut self, slot: Slot, deadline: Option<Instant>) {
+        let Some(conn) = self.conns[slot.index()].as_mut() else {
+            return;
+        };
+        if conn.read_done || !conn.linger || self.stopping {
+            conn.phase = Phase::Closing;
+            self.ops.push(Op::Close(slot));
+            return;
+        }
+        conn.phase = Phase::Lingering;
+        self.ops.push(Op::ShutdownWrite(slot));
+        if !conn.receiving {
+            conn.receiving = true;
+            self.ops.push(Op::Recv(slot));
+        }
+        if let Some(deadline) = deadline {
+            let id = conn.id();
+            self.timers.add(deadline, TimerKind::Linger(slot, id));
+        }
+    }
+
+    /// Input that arrives after the write side was shut down: dropped, until the end of
+    /// stream (or an error) lets the connection close.
+    fn on_lingering_received(&mut self, slot: Slot, result: io::Result<&[u8]>) -> Flow {
+        let Some(conn) = self.conns[slot.index()].as_mut() else {
+            return Flow::Pause;
+        };
+        match result {
+            Ok(data) if !data.is_empty() => {
+                conn.service.count(Stat::BytesIn, data.len() as u64);
+                Flow::Continue
+            }
+            _ => {
+                conn.read_done = true;
+                conn.receiving = false;
+                conn.phase = Phase::Closing;
+                self.ops.push(Op::Close(slot));
+                Flow::Pause
+            }
         }
     }
 
@@ -1063,7 +1122,9 @@ impl State {
                 return;
             }
             Phase::Draining if mode == CloseMode::Flush => return,
-            Phase::Open | Phase::Draining => {}
+            // A stop does not wait for peers: a lingering connection closes now.
+            Phase::Lingering if mode == CloseMode::Flush && conn.linger && !self.stopping => return,
+            Phase::Open | Phase::Draining | Phase::Lingering => {}
         }
         if conn.receiving {
             conn.receiving = false;
@@ -1071,7 +1132,7 @@ impl State {
         }
         conn.stash = Vec::new();
         let mut queued = queued;
-        if mode == CloseMode::Flush && conn.layers.is_some() {
+        if mode == CloseMode::Flush && conn.layers.is_some() && conn.phase == Phase::Open {
             // Encode what is queued and let the layers say goodbye (TLS close_notify).
             let (now_queued, error) = layered::seal(conn);
             queued = now_queued;
@@ -1082,9 +1143,11 @@ impl State {
         let Some(conn) = self.conns[slot.index()].as_mut() else {
             return;
         };
-        if mode == CloseMode::Abort || (queued == 0 && !conn.in_flight) {
+        if mode == CloseMode::Abort {
             conn.phase = Phase::Closing;
             self.ops.push(Op::Close(slot));
+        } else if queued == 0 && !conn.in_flight {
+            self.drained(slot, Some(now + linger));
         } else {
             conn.phase = Phase::Draining;
             let id = conn.id();
@@ -1187,7 +1250,7 @@ impl State {
                 }
             }
             TimerKind::Linger(slot, id) => {
-                if self.is(slot, id, Phase::Draining) {
+                if self.is(slot, id, Phase::Draining) || self.is(slot, id, Phase::Lingering) {
                     self.begin_close(slot, CloseMode::Abort);
                 }
             }

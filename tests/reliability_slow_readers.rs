@@ -62,15 +62,17 @@ backend_matrix! {
             .collect();
         let rss_start = rss_kib();
 
-        // Flood until the path is saturated (a whole round in which every connection
-        // refused every frame: queues at the watermark, kernel buffers full); then 20
-        // more rounds.
+        // Flood until the path is saturated (five paced rounds in a row in which every
+        // connection refused every frame: queues at the watermark, kernel buffers full;
+        // one such round alone can come while the loop is still handing queued bytes to
+        // the kernel, after which the queues take frames again); then 20 more rounds.
         let mut accepted = vec![0usize; CONNS];
         let mut refused = [false; CONNS];
         let oversized = vec![0u8; FRAME + 1];
         let mut round = 0;
         let mut rss_full = None;
         let mut full_rounds = 0;
+        let mut refused_rounds = 0;
         while full_rounds < 20 {
             round += 1;
             assert!(round < 10_000, "the flood never saturated");
@@ -95,7 +97,12 @@ backend_matrix! {
                     }
                 }
             }
-            if rss_full.is_none() && taken == 0 && refused.iter().all(|r| *r) {
+            if taken == 0 && refused.iter().all(|r| *r) {
+                refused_rounds += 1;
+            } else {
+                refused_rounds = 0;
+            }
+            if rss_full.is_none() && refused_rounds == 5 {
                 rss_full = Some(rss_kib());
             }
             if rss_full.is_some() {

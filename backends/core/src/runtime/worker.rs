@@ -1051,8 +1051,8 @@ impl State {
     /// Everything queued for a gracefully closing connection is written: shut the write
     /// side down and read on until the peer's end of stream, then close (see
     /// [`Phase::Lingering`]). If the peer's end of stream came already, or a stop does not
-    /// wait for peers, close at once.
-    /// `deadline` adds the linger timer when none runs yet (nothing had to be drained).
+    /// wait for peers, close at once. `deadline` adds the linger timer when none runs yet
+    /// (nothing had to be drained).
     fn drained(&mut self, slot: Slot, deadline: Option<Instant>) {
         let Some(conn) = self.conns[slot.index()].as_mut() else {
             return;

@@ -74,8 +74,11 @@ impl EventLoopBuilder {
         self
     }
 
-    /// How long a graceful close (`close`, end of stream) waits for queued output to be
-    /// written before closing anyway (default 5 s).
+    /// How long a graceful close (`close`, end of stream, the idle timeout) may take before
+    /// the connection is closed anyway (default 5 s): first writing what is queued, then,
+    /// with the write side shut down, waiting for the peer's end of stream (input that
+    /// still arrives is dropped), so that closing does not reset a peer that is still
+    /// sending and lose the tail of the last answer.
     pub fn close_linger(mut self, linger: Duration) -> Self {
         self.settings.linger = linger;
         self

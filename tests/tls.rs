@@ -1,7 +1,8 @@
 //! TLS layers (the `tls` feature) against real peers, on every backend: `openssl s_client`
 //! talks to a ringmill `TlsServer`, a ringmill `TlsClient` talks to `openssl s_server`,
 //! both ringmill ends with length-prefixed frames on top through split segments, and a
-//! certificate the client does not trust fails the handshake on both sides.
+//! certificate the client does not trust fails the handshake on both sides, and a peer
+//! that ends the TCP stream without `close_notify` is reported as a possible truncation.
 //!
 //! Certificates are made fresh for each test with the openssl CLI (a CA and a server
 //! certificate for `localhost`/127.0.0.1 that it signed); `ci/layer-tools.sh` installs
@@ -17,8 +18,8 @@ use ringmill::layer::tls::{rustls, TlsClient, TlsServer};
 use ringmill::layer::LengthPrefixed;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use std::io::Write;
-use std::net::SocketAddr;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
@@ -69,6 +70,28 @@ fn tls_server(
     }
     server.start(event_loop).expect("start");
     server
+}
+
+/// A blocking rustls client on a plain socket: says `hello`, reads the echo, then ends the
+/// connection with `close_notify` first (`clean`) or with a bare TCP end of stream.
+fn hello_then_end(addr: SocketAddr, certs: &Certs, clean: bool) {
+    let conn = rustls::ClientConnection::new(tls_client_config(&certs.ca()), localhost())
+        .expect("client connection");
+    let sock = connect(addr);
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    tls.write_all(b"hello").expect("write through TLS");
+    let mut echo = [0u8; 5];
+    tls.read_exact(&mut echo)
+        .expect("read the echo through TLS");
+    assert_eq!(&echo, b"hello");
+    if clean {
+        tls.conn.send_close_notify();
+        tls.flush().expect("send close_notify");
+    }
+    shutdown_write(&tls.sock);
+    // The server answers our end of stream with its own and closes.
+    let mut rest = Vec::new();
+    let _ = tls.sock.read_to_end(&mut rest);
 }
 
 /// Text lines of about `len` bytes in total.
@@ -242,6 +265,28 @@ backend_matrix! {
         assert_eq!(crec.connects(), 0);
         assert_eq!(srec.connects(), 0);
         assert_eq!(srec.disconnects(), 0);
+        settle(event_loop);
+    }
+
+    /// A peer that ends the TCP stream without `close_notify`: the server reports it as a
+    /// possible truncation (`Io(UnexpectedEof)`) and closes; with `close_notify` first,
+    /// nothing is reported.
+    fn end_without_close_notify_is_reported(backend: Backend) {
+        let Some(certs) = Certs::generate() else { return };
+        let event_loop = event_loop(backend);
+        let rec = Recorder::shared();
+        let server = tls_server(&event_loop, &certs, Recording::echo(&rec), false);
+
+        hello_then_end(addr_of(&server), &certs, true);
+        rec.wait_disconnects(1, WAIT);
+        let errors = rec.with(|r| r.errors.clone());
+        assert!(errors.is_empty(), "{backend}: errors after a clean close: {errors:?}");
+
+        hello_then_end(addr_of(&server), &certs, false);
+        let e = rec.wait_error("Io(UnexpectedEof)", WAIT);
+        assert!(e.message.contains("close_notify"), "{e:?}");
+        rec.wait_disconnects(2, WAIT);
+        rec.assert_all_closed_once();
         settle(event_loop);
     }
 }

@@ -50,6 +50,8 @@ use rustls::pki_types::ServerName;
 /// A rustls connection driven over the layer's byte buffers.
 struct Tls {
     conn: rustls::Connection,
+    /// The peer's `close_notify` came.
+    peer_closed: bool,
 }
 
 impl Tls {
@@ -57,7 +59,10 @@ impl Tls {
         // Everything written is drained into the layer's output at once, so rustls need
         // not bound its buffers (the connection's watermarks bound what is queued).
         conn.set_buffer_limit(None);
-        Self { conn }
+        Self {
+            conn,
+            peer_closed: false,
+        }
     }
 
     /// Moves every TLS record rustls has for the peer into `out`.
@@ -84,6 +89,7 @@ impl Tls {
                     return Err(io::Error::new(io::ErrorKind::InvalidData, e));
                 }
             };
+            self.peer_closed |= state.peer_has_closed();
             let n = state.plaintext_bytes_to_read();
             if n > 0 {
                 let start = up.len();
@@ -103,6 +109,19 @@ impl Tls {
     fn finish(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
         self.conn.send_close_notify();
         self.drain(out)
+    }
+
+    /// A TCP end of stream without the peer's `close_notify` may be a truncation: what
+    /// the peer sent could have been cut short by someone on the path.
+    fn end_of_stream(&mut self) -> io::Result<()> {
+        if self.peer_closed {
+            Ok(())
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "TLS peer ended the connection without close_notify (the data may be truncated)",
+            ))
+        }
     }
 
     /// A client starts with its ClientHello; a server waits for the peer's.
@@ -154,6 +173,10 @@ macro_rules! tls_side {
 
             fn finish(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
                 self.0.finish(out)
+            }
+
+            fn end_of_stream(&mut self) -> io::Result<()> {
+                self.0.end_of_stream()
             }
         }
     };

@@ -119,6 +119,15 @@ pub trait Layer: Send + 'static {
         let _ = out;
         Ok(())
     }
+
+    /// Called once when the peer ends the stream, after every byte it sent went through
+    /// [`decode`](Self::decode) (only for a started layer, and not after a layer failed).
+    /// An error says the stream must not end here (TLS: the peer did not send
+    /// `close_notify`, so what it sent may have been cut short by an attacker); it is
+    /// reported to `on_error`, and the connection closes as it would anyway.
+    fn end_of_stream(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 impl<L: Layer + ?Sized> Layer for Box<L> {
@@ -149,6 +158,10 @@ impl<L: Layer + ?Sized> Layer for Box<L> {
 
     fn finish(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
         (**self).finish(out)
+    }
+
+    fn end_of_stream(&mut self) -> io::Result<()> {
+        (**self).end_of_stream()
     }
 }
 
@@ -466,6 +479,19 @@ impl LayerStack {
             result?;
         }
         Ok(())
+    }
+
+    /// The peer ended the stream: tells every started layer, bottom first, and returns the
+    /// first error.
+    pub(crate) fn end_of_stream(&mut self) -> io::Result<()> {
+        let mut first = Ok(());
+        for layer in &mut self.layers[..self.started] {
+            let result = layer.end_of_stream();
+            if first.is_ok() {
+                first = result;
+            }
+        }
+        first
     }
 
     /// Encodes `bytes` emitted above layer `top` through layers `top - 1` down to 0.

@@ -868,6 +868,13 @@ impl State {
                     self.layer_failed(slot, e, CloseMode::Flush);
                     return Flow::Pause;
                 }
+                let ended = self.conns[slot.index()]
+                    .as_mut()
+                    .and_then(|c| c.layers.as_mut())
+                    .map(|l| l.end_of_stream());
+                if let Some(Err(e)) = ended {
+                    self.report(slot, NetworkError::Io(e));
+                }
                 self.begin_close(slot, CloseMode::Flush);
                 Flow::Pause
             }

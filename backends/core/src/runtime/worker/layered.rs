@@ -45,6 +45,15 @@ pub(super) struct Layered {
 }
 
 impl Layered {
+    /// The peer ended the stream: asks the layers whether it may end here (see
+    /// [`Layer::end_of_stream`]). Nothing is asked once a layer failed.
+    pub(super) fn end_of_stream(&mut self) -> io::Result<()> {
+        if self.broken {
+            return Ok(());
+        }
+        self.stack.end_of_stream()
+    }
+
     pub(super) fn new(layers: Vec<Box<dyn Layer>>, client: bool) -> Box<Self> {
         Box::new(Self {
             stack: LayerStack::new(layers),

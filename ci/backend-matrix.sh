@@ -15,8 +15,9 @@ fi
 echo "== examples: echo round trip with each backend forced"
 cargo build --release --example echo_server --example echo_client
 bin=${CARGO_TARGET_DIR:-target}/release/examples
+. ci/ports.sh
 for backend in uring mio; do
-  port=$((20000 + RANDOM % 20000))
+  port=$(pick_port)
   out=$(mktemp)
   RINGMILL_BACKEND=$backend "$bin/echo_server" "127.0.0.1:$port" >"$out" 2>&1 &
   pid=$!

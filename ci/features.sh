@@ -31,8 +31,10 @@ fi
 echo "== example: socks_client through microsocks to echo_server, as the README shows"
 cargo build --release --example echo_server --example socks_client
 bin=${CARGO_TARGET_DIR:-target}/release/examples
-echo_port=$((20000 + RANDOM % 20000))
-proxy_port=$((echo_port + 1))
+. ci/ports.sh
+echo_port=$(pick_port)
+proxy_port=$(pick_port)
+while [ "$proxy_port" = "$echo_port" ]; do proxy_port=$(pick_port); done
 out=$(mktemp)
 "$bin/echo_server" "127.0.0.1:$echo_port" >"$out" 2>&1 &
 echo_pid=$!
@@ -40,11 +42,20 @@ microsocks -i 127.0.0.1 -p "$proxy_port" >/dev/null 2>&1 &
 proxy_pid=$!
 cleanup() { kill "$echo_pid" "$proxy_pid" 2>/dev/null || true; rm -f "$out" "$log"; }
 trap cleanup EXIT
-# Wait (bounded) for both to listen.
-for _ in $(seq 1 100); do
-  grep -q "listening on" "$out" && (exec 3<>"/dev/tcp/127.0.0.1/$proxy_port") 2>/dev/null && break
+# Wait (bounded) for both to listen; say which one did not.
+ready=no
+for _ in $(seq 1 200); do
+  if grep -q "listening on" "$out" && (exec 3<>"/dev/tcp/127.0.0.1/$proxy_port") 2>/dev/null; then
+    ready=yes
+    break
+  fi
   sleep 0.1
 done
+if [ "$ready" != yes ]; then
+  kill -0 "$proxy_pid" 2>/dev/null || echo "error: microsocks on port $proxy_port exited" >&2
+  grep -q "listening on" "$out" || { echo "error: echo_server on port $echo_port not listening:" >&2; cat "$out" >&2; }
+  exit 1
+fi
 got=$(printf 'hello through socks\nsecond line\n' \
   | timeout 30 "$bin/socks_client" "127.0.0.1:$proxy_port" "127.0.0.1:$echo_port")
 echo "$got"

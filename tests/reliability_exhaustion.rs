@@ -96,7 +96,10 @@ backend_matrix! {
                 }
                 let during = seq.with(reports);
                 let (cpu0, wall0) = (cpu_time(), Instant::now());
-                std::thread::sleep(Duration::from_millis(1000)); // measurement window, not a wait
+                // The measurement window: a second report while saturated would end it
+                // early, and is a failure below.
+                let again = seq.try_wait_map(Duration::from_millis(1000), |v| (reports(v) > during).then_some(()));
+                assert!(again.is_none(), "episode {episode}: reported again while saturated");
                 let share = cpu_time().saturating_sub(cpu0).as_secs_f64() / wall0.elapsed().as_secs_f64();
                 assert_eq!(seq.with(reports), during, "episode {episode}: reported again while saturated");
                 common_child::report("saturated", format!("{share:.3}"));

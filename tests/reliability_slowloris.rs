@@ -265,8 +265,14 @@ backend_matrix! {
         let mut s = connect(addr_of(&server));
         s.write_all(b"a").unwrap();
         assert_eq!(read_exact_within(&mut s, 1, WAIT), b"a");
-        // Pacing: the loop has nothing to do until the next byte.
-        std::thread::sleep(Duration::from_millis(800));
+        // The quiet spell: 0.8 s in which the loop has nothing to do, and in which the
+        // connection must stay open (a read that ends before the deadline is a failure).
+        s.set_read_timeout(Some(Duration::from_millis(800))).unwrap();
+        match s.read(&mut [0u8; 1]) {
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+            other => panic!("{backend}: the connection ended during the quiet spell: {other:?}"),
+        }
+        s.set_read_timeout(Some(WAIT)).unwrap();
         s.write_all(b"b").unwrap();
         let second = Instant::now();
         assert_eq!(read_exact_within(&mut s, 1, WAIT), b"b");

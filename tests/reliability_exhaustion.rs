@@ -22,7 +22,6 @@ mod rel_support;
 use common::*;
 use common_child::{ChildTest, ParentLink};
 use rel_support::*;
-use std::collections::HashSet;
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
@@ -70,20 +69,8 @@ backend_matrix! {
             let reports = |v: &Vec<(char, Option<i32>)>| v.iter().filter(|(c, _)| *c == 'E').count();
             let server = TcpServer::new(server_config().build(), handler).unwrap();
             let addr = addr_of(&server);
-            // Room for ROOM more descriptors (set before accepting starts: io_uring reads
-            // the limit when an accept is submitted).
-            let open: HashSet<u64> = fd_list()
-                .iter()
-                .filter(|(_, target)| !target.ends_with("/fd"))
-                .map(|(fd, _)| *fd as u64)
-                .collect();
-            let last_free = (0u64..).filter(|fd| !open.contains(fd)).nth(ROOM as usize - 1).unwrap();
-            let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-            // SAFETY: `limit` is a valid, writable rlimit.
-            assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) }, 0);
-            limit.rlim_cur = (last_free + 1) as libc::rlim_t;
-            // SAFETY: lowers this process's soft limit only.
-            assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
+            // Room for ROOM more descriptors, set before the server starts accepting.
+            leave_room_for_descriptors(ROOM as usize);
             server.start(&event_loop).unwrap();
             common_child::report("port", addr.port());
 

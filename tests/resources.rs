@@ -53,18 +53,6 @@ fn fate(stream: &mut TcpStream) -> Fate {
     }
 }
 
-/// Process CPU time (user + system) so far; `getrusage` needs no descriptor, so it works
-/// while the process has none left.
-fn cpu_time() -> Duration {
-    // SAFETY: all-zero is a valid `rusage`; getrusage fills it.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: `usage` is a valid, writable rusage.
-    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    assert_eq!(rc, 0, "getrusage: {}", std::io::Error::last_os_error());
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(usage.ru_utime) + tv(usage.ru_stime)
-}
-
 /// The current `SIGPIPE` handler, as `sigaction` reports it.
 fn sigpipe_handler() -> libc::sighandler_t {
     // SAFETY: all-zero is a valid `sigaction` for the kernel to overwrite.
@@ -219,25 +207,8 @@ backend_matrix! {
             let server = TcpServer::new(server_config().build(), handler).unwrap();
             let addr = addr_of(&server);
 
-            // Leave room for ROOM more descriptors only: new descriptors take the lowest
-            // free numbers, so the limit goes just past the ROOM-th free number. This is
-            // done before the server starts accepting: io_uring reads the limit when an
-            // accept is submitted, not when it completes.
-            let open: HashSet<u64> = fd_list()
-                .iter()
-                .filter(|(_, target)| !target.ends_with("/fd")) // the listing's own
-                .map(|(fd, _)| *fd as u64)
-                .collect();
-            let last_free = (0u64..)
-                .filter(|fd| !open.contains(fd))
-                .nth(ROOM as usize - 1)
-                .unwrap();
-            let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-            // SAFETY: `limit` is a valid, writable rlimit.
-            assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) }, 0);
-            limit.rlim_cur = (last_free + 1) as libc::rlim_t;
-            // SAFETY: lowers this process's soft limit; the hard limit is unchanged.
-            assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
+            // Room for ROOM more descriptors only, set before the server starts accepting.
+            leave_room_for_descriptors(ROOM as usize);
             server.start(&event_loop).unwrap();
             common_child::report("port", addr.port());
 

@@ -1302,6 +1302,44 @@ pub fn fd_list() -> Vec<(i32, String)> {
     fds
 }
 
+/// Lowers this process's soft `RLIMIT_NOFILE` so that exactly `room` more descriptors can
+/// be opened (new descriptors take the lowest free numbers, so the limit goes just past the
+/// `room`-th free number). For the EMFILE tests: set it before a server starts accepting,
+/// since io_uring reads the limit when an accept is submitted, not when it completes.
+pub fn leave_room_for_descriptors(room: usize) {
+    let open: std::collections::HashSet<u64> = fd_list()
+        .iter()
+        .filter(|(_, target)| !target.ends_with("/fd")) // the listing's own
+        .map(|(fd, _)| *fd as u64)
+        .collect();
+    let last_free = (0u64..)
+        .filter(|fd| !open.contains(fd))
+        .nth(room - 1)
+        .expect("a free descriptor number");
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid, writable rlimit.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    assert_eq!(rc, 0, "getrlimit: {}", io::Error::last_os_error());
+    limit.rlim_cur = (last_free + 1) as libc::rlim_t;
+    // SAFETY: lowers this process's soft limit; the hard limit is unchanged.
+    let rc = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
+    assert_eq!(rc, 0, "setrlimit: {}", io::Error::last_os_error());
+}
+
+/// Process CPU time (user + system) so far.
+pub fn cpu_time() -> Duration {
+    // SAFETY: all-zero is a valid `rusage`; getrusage fills it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is a valid, writable rusage.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    assert_eq!(rc, 0, "getrusage: {}", io::Error::last_os_error());
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
 /// Threads of this process (from `/proc/self/task`).
 pub fn thread_count() -> usize {
     std::fs::read_dir("/proc/self/task")

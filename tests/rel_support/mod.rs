@@ -1,5 +1,5 @@
 //! Helpers shared by the reliability suite (`tests/reliability_*.rs`), on top of
-//! `tests/common`: process memory and CPU, more descriptors, clients bound to chosen
+//! `tests/common`: process memory, more descriptors, clients bound to chosen
 //! loopback source addresses, and child-process plumbing.
 #![allow(dead_code)]
 
@@ -7,7 +7,6 @@ use crate::common::{raise_nofile_limit, Backend, WAIT};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::io;
 use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
 
 /// Resident set size of this process, in KiB (from `/proc/self/status`).
 pub fn rss_kib() -> u64 {
@@ -17,17 +16,6 @@ pub fn rss_kib() -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmRSS in /proc/self/status")
-}
-
-/// Process CPU time (user + system) so far.
-pub fn cpu_time() -> Duration {
-    // SAFETY: all-zero is a valid `rusage`; getrusage fills it.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: `usage` is a valid, writable rusage.
-    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    assert_eq!(rc, 0, "getrusage: {}", io::Error::last_os_error());
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
 /// Raises `RLIMIT_NOFILE` (soft, and hard too when the process may) to at least `want`;

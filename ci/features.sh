@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The optional `tls` feature: clippy and rustdoc with warnings denied, and its tests (the
-# TLS tests against openssl, the layer tests, the facade's unit and doc tests). The rest of
-# the suite does not change with the feature and runs in ci/test.sh.
+# layer tests, now with microsocks and openssl required: RINGMILL_TEST_REQUIRE_TOOLS=1
+# makes a missing tool a failure instead of a skip; the facade's unit and doc tests). The
+# rest of the suite runs in ci/test.sh (the tests see the feature there too).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,13 +19,19 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --features tls
 echo "== cargo test --features tls (tls, layers, socks5, lib)"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-cargo test --features tls --lib --test tls --test layers --test socks5 2>&1 | tee "$log"
+RINGMILL_TEST_REQUIRE_TOOLS=1 cargo test --features tls --lib --test tls --test layers --test socks5 2>&1 | tee "$log"
 echo "== cargo test --features tls --doc"
 cargo test --features tls --doc
 
-# The TLS tests must have run (the file compiles to nothing without the feature).
-if ! grep -q "openssl_s_client_to_a_tls_server::mio ... ok" "$log"; then
-  echo "error: the TLS tests did not run" >&2
+# The tests against the system tools must have run.
+for line in \
+  "tls_server_to_openssl_s_client::mio ... ok" \
+  "tls_client_to_openssl_s_server::mio ... ok" \
+  "username_password_authentication_via_microsocks::mio ... ok"; do
+  grep -qF "$line" "$log" || { echo "error: did not run: $line" >&2; exit 1; }
+done
+if grep -q "skipped: .* not installed" "$log"; then
+  echo "error: a system-peer test was skipped" >&2
   exit 1
 fi
 

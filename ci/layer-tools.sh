@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Installs the real peers the layer tests run against (Debian packages): microsocks, a
-# SOCKS5 server (tests/socks5.rs), and the openssl command line tool, which makes the test
-# certificates and plays s_client/s_server (tests/tls.rs). Without them those tests fail
-# and name this script (RINGMILL_TEST_ALLOW_MISSING_TOOLS=1 turns that into a reported skip).
+# Installs the system peers of the layer tests (Debian packages): microsocks, a SOCKS5
+# server (tests/socks5.rs, `*_via_microsocks`), and the openssl command line tool, which
+# makes certificates and plays s_client/s_server (tests/tls.rs, `*_openssl_*`). Plain
+# `cargo test` needs neither (it tests the same behaviours against in-process peers) and
+# reports these tests as skipped without them; ci/features.sh runs them with
+# RINGMILL_TEST_REQUIRE_TOOLS=1, which makes a missing tool a failure.
 set -euo pipefail
 
 missing=()

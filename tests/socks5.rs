@@ -70,102 +70,195 @@ fn connect_fails(event_loop: &EventLoop, proxy: SocketAddr, layer: Socks5, kind:
     e.message
 }
 
+/// No authentication: CONNECT to 127.0.0.1, to ::1 and to "localhost".
+fn connect_to_ipv4_ipv6_and_a_host_name(backend: Backend, peer: Socks5Peer) {
+    let Some(proxy) = peer.start(None) else {
+        return;
+    };
+    let event_loop = event_loop(backend);
+    let srec = Recorder::shared();
+    let server = start_server(&event_loop, server_config().build(), Recording::echo(&srec));
+    let v4 = addr_of(&server);
+    echo_through(&event_loop, proxy.addr(), Socks5::to_addr(v4), &srec);
+
+    // "localhost" may resolve to ::1 first: listen there too, on the same port, when
+    // the machine has IPv6 loopback.
+    let v6_server = TcpServer::new(
+        TcpServerConfig::builder()
+            .address(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 0)))
+            .build(),
+        Recording::echo(&srec),
+    );
+    match v6_server {
+        Ok(v6_server) => {
+            v6_server.start(&event_loop).unwrap();
+            let v6 = addr_of(&v6_server);
+            echo_through(&event_loop, proxy.addr(), Socks5::to_addr(v6), &srec);
+        }
+        Err(e) => println!("skipped: IPv6 target: cannot listen on [::1]: {e}"),
+    }
+
+    let same_port = TcpServer::new(
+        TcpServerConfig::builder()
+            .address(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, v4.port())))
+            .build(),
+        Recording::echo(&srec),
+    );
+    if let Ok(same_port) = &same_port {
+        same_port.start(&event_loop).unwrap();
+    }
+    echo_through(
+        &event_loop,
+        proxy.addr(),
+        Socks5::to_host("localhost", v4.port()),
+        &srec,
+    );
+    srec.assert_no_violations();
+    settle(event_loop);
+}
+
+/// Username/password: the right ones connect; a wrong password and no credentials
+/// at all are connect errors naming why.
+fn username_password_authentication(backend: Backend, peer: Socks5Peer) {
+    let Some(proxy) = peer.start(Some(("ringmill", "s3cret"))) else {
+        return;
+    };
+    let event_loop = event_loop(backend);
+    let srec = Recorder::shared();
+    let server = start_server(&event_loop, server_config().build(), Recording::echo(&srec));
+    let target = addr_of(&server);
+
+    echo_through(
+        &event_loop,
+        proxy.addr(),
+        Socks5::to_addr(target).with_credentials("ringmill", "s3cret"),
+        &srec,
+    );
+    let wrong = connect_fails(
+        &event_loop,
+        proxy.addr(),
+        Socks5::to_addr(target).with_credentials("ringmill", "wrong"),
+        "Connect(PermissionDenied)",
+    );
+    assert_eq!(
+        wrong,
+        format!("connect failed: {}", Socks5Error::AuthenticationFailed)
+    );
+    let none = connect_fails(
+        &event_loop,
+        proxy.addr(),
+        Socks5::to_addr(target),
+        "Connect(PermissionDenied)",
+    );
+    assert_eq!(
+        none,
+        format!("connect failed: {}", Socks5Error::NoAcceptableMethod)
+    );
+    assert_eq!(
+        srec.connects(),
+        1,
+        "only the authenticated client got through"
+    );
+    settle(event_loop);
+}
+
+/// The proxy cannot reach the target (nothing listens there): its error reply is a
+/// connect error of kind `ConnectionRefused`.
+fn refused_target_is_a_connect_error(backend: Backend, peer: Socks5Peer) {
+    let Some(proxy) = peer.start(None) else {
+        return;
+    };
+    let event_loop = event_loop(backend);
+    let closed = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let message = connect_fails(
+        &event_loop,
+        proxy.addr(),
+        Socks5::to_addr(closed),
+        "Connect(ConnectionRefused)",
+    );
+    assert_eq!(
+        message,
+        format!("connect failed: {}", Socks5Error::Reply(5))
+    );
+    settle(event_loop);
+}
+
+/// Layers stack: SOCKS5 at the bottom, lines on top, to a line server through
+/// microsocks; each side gets whole lines.
+fn line_framing_over_socks(backend: Backend, peer: Socks5Peer) {
+    let Some(proxy) = peer.start(None) else {
+        return;
+    };
+    let event_loop = event_loop(backend);
+    let srec = Recorder::shared();
+    let server = TcpServer::new(server_config().build(), Recording::echo(&srec))
+        .unwrap()
+        .with_layer(|| Box::new(LineDelimited::new(1024)));
+    server.start(&event_loop).unwrap();
+    let crec = Recorder::shared();
+    let mut client = TcpClient::connect(
+        proxy.addr(),
+        TcpClientConfig::default(),
+        Recording::new(&crec),
+    )
+    .unwrap()
+    .with_layer(Socks5::to_addr(addr_of(&server)))
+    .unwrap()
+    .with_layer(LineDelimited::new(1024))
+    .unwrap();
+    client.send(b"first line").unwrap();
+    client.start(&event_loop).unwrap();
+    let id = crec.wait_conn(0, WAIT);
+    client.send(b"second").unwrap();
+    crec.wait_bytes(id, 16, WAIT);
+    let sizes: Vec<Ev> = crec
+        .trace(id)
+        .events
+        .into_iter()
+        .filter(|e| matches!(e, Ev::Data(_)))
+        .collect();
+    assert_eq!(sizes, [Ev::Data(10), Ev::Data(6)]);
+    assert_eq!(crec.received(id), b"first linesecond");
+    client.disconnect().unwrap();
+    crec.wait_closed(id, WAIT);
+    crec.assert_all_closed_once();
+    settle(event_loop);
+}
+
 backend_matrix! {
-    /// No authentication: CONNECT to 127.0.0.1, to ::1 and to "localhost".
     fn connect_to_ipv4_ipv6_and_a_host_name(backend: Backend) {
-        let Some(proxy) = Microsocks::start(None) else { return };
-        let event_loop = event_loop(backend);
-        let srec = Recorder::shared();
-        let server = start_server(&event_loop, server_config().build(), Recording::echo(&srec));
-        let v4 = addr_of(&server);
-        echo_through(&event_loop, proxy.addr(), Socks5::to_addr(v4), &srec);
-
-        // "localhost" may resolve to ::1 first: listen there too, on the same port, when
-        // the machine has IPv6 loopback.
-        let v6_server = TcpServer::new(
-            TcpServerConfig::builder()
-                .address(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 0)))
-                .build(),
-            Recording::echo(&srec),
-        );
-        match v6_server {
-            Ok(v6_server) => {
-                v6_server.start(&event_loop).unwrap();
-                let v6 = addr_of(&v6_server);
-                echo_through(&event_loop, proxy.addr(), Socks5::to_addr(v6), &srec);
-            }
-            Err(e) => println!("skipped: IPv6 target: cannot listen on [::1]: {e}"),
-        }
-
-        let same_port = TcpServer::new(
-            TcpServerConfig::builder()
-                .address(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, v4.port())))
-                .build(),
-            Recording::echo(&srec),
-        );
-        if let Ok(same_port) = &same_port {
-            same_port.start(&event_loop).unwrap();
-        }
-        echo_through(
-            &event_loop,
-            proxy.addr(),
-            Socks5::to_host("localhost", v4.port()),
-            &srec,
-        );
-        srec.assert_no_violations();
-        settle(event_loop);
+        connect_to_ipv4_ipv6_and_a_host_name(backend, Socks5Peer::InProcess);
     }
 
-    /// Username/password: the right ones connect; a wrong password and no credentials
-    /// at all are connect errors naming why.
+    fn connect_to_ipv4_ipv6_and_a_host_name_via_microsocks(backend: Backend) {
+        connect_to_ipv4_ipv6_and_a_host_name(backend, Socks5Peer::Microsocks);
+    }
+
     fn username_password_authentication(backend: Backend) {
-        let Some(proxy) = Microsocks::start(Some(("ringmill", "s3cret"))) else { return };
-        let event_loop = event_loop(backend);
-        let srec = Recorder::shared();
-        let server = start_server(&event_loop, server_config().build(), Recording::echo(&srec));
-        let target = addr_of(&server);
-
-        echo_through(
-            &event_loop,
-            proxy.addr(),
-            Socks5::to_addr(target).with_credentials("ringmill", "s3cret"),
-            &srec,
-        );
-        let wrong = connect_fails(
-            &event_loop,
-            proxy.addr(),
-            Socks5::to_addr(target).with_credentials("ringmill", "wrong"),
-            "Connect(PermissionDenied)",
-        );
-        assert_eq!(wrong, format!("connect failed: {}", Socks5Error::AuthenticationFailed));
-        let none = connect_fails(
-            &event_loop,
-            proxy.addr(),
-            Socks5::to_addr(target),
-            "Connect(PermissionDenied)",
-        );
-        assert_eq!(none, format!("connect failed: {}", Socks5Error::NoAcceptableMethod));
-        assert_eq!(srec.connects(), 1, "only the authenticated client got through");
-        settle(event_loop);
+        username_password_authentication(backend, Socks5Peer::InProcess);
     }
 
-    /// The proxy cannot reach the target (nothing listens there): its error reply is a
-    /// connect error of kind `ConnectionRefused`.
+    fn username_password_authentication_via_microsocks(backend: Backend) {
+        username_password_authentication(backend, Socks5Peer::Microsocks);
+    }
+
     fn refused_target_is_a_connect_error(backend: Backend) {
-        let Some(proxy) = Microsocks::start(None) else { return };
-        let event_loop = event_loop(backend);
-        let closed = {
-            let l = TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap()
-        };
-        let message = connect_fails(
-            &event_loop,
-            proxy.addr(),
-            Socks5::to_addr(closed),
-            "Connect(ConnectionRefused)",
-        );
-        assert_eq!(message, format!("connect failed: {}", Socks5Error::Reply(5)));
-        settle(event_loop);
+        refused_target_is_a_connect_error(backend, Socks5Peer::InProcess);
+    }
+
+    fn refused_target_is_a_connect_error_via_microsocks(backend: Backend) {
+        refused_target_is_a_connect_error(backend, Socks5Peer::Microsocks);
+    }
+
+    fn line_framing_over_socks(backend: Backend) {
+        line_framing_over_socks(backend, Socks5Peer::InProcess);
+    }
+
+    fn line_framing_over_socks_via_microsocks(backend: Backend) {
+        line_framing_over_socks(backend, Socks5Peer::Microsocks);
     }
 
     /// The connect timeout covers the SOCKS5 handshake: a "proxy" that takes the
@@ -192,37 +285,6 @@ backend_matrix! {
         assert_eq!(e.conn, Some(client.id()));
         assert_eq!(crec.connects(), 0);
         assert_eq!(crec.disconnects(), 0);
-        settle(event_loop);
-    }
-
-    /// Layers stack: SOCKS5 at the bottom, lines on top, to a line server through
-    /// microsocks; each side gets whole lines.
-    fn line_framing_over_socks(backend: Backend) {
-        let Some(proxy) = Microsocks::start(None) else { return };
-        let event_loop = event_loop(backend);
-        let srec = Recorder::shared();
-        let server = TcpServer::new(server_config().build(), Recording::echo(&srec))
-            .unwrap()
-            .with_layer(|| Box::new(LineDelimited::new(1024)));
-        server.start(&event_loop).unwrap();
-        let crec = Recorder::shared();
-        let mut client = TcpClient::connect(proxy.addr(), TcpClientConfig::default(), Recording::new(&crec))
-            .unwrap()
-            .with_layer(Socks5::to_addr(addr_of(&server)))
-            .unwrap()
-            .with_layer(LineDelimited::new(1024))
-            .unwrap();
-        client.send(b"first line").unwrap();
-        client.start(&event_loop).unwrap();
-        let id = crec.wait_conn(0, WAIT);
-        client.send(b"second").unwrap();
-        crec.wait_bytes(id, 16, WAIT);
-        let sizes: Vec<Ev> = crec.trace(id).events.into_iter().filter(|e| matches!(e, Ev::Data(_))).collect();
-        assert_eq!(sizes, [Ev::Data(10), Ev::Data(6)]);
-        assert_eq!(crec.received(id), b"first linesecond");
-        client.disconnect().unwrap();
-        crec.wait_closed(id, WAIT);
-        crec.assert_all_closed_once();
         settle(event_loop);
     }
 }

@@ -1,12 +1,17 @@
-//! TLS layers (the `tls` feature) against real peers, on every backend: `openssl s_client`
-//! talks to a ringmill `TlsServer`, a ringmill `TlsClient` talks to `openssl s_server`,
-//! both ringmill ends with length-prefixed frames on top through split segments, and a
-//! certificate the client does not trust fails the handshake on both sides, and a peer
-//! that ends the TCP stream without `close_notify` is reported as a possible truncation.
+//! TLS layers (the `tls` feature) against real peers, on every backend: rustls's own
+//! blocking `StreamOwned` as client of a ringmill `TlsServer` and as server for a ringmill
+//! `TlsClient`; both ringmill ends with length-prefixed frames on top through split
+//! segments; a certificate the client does not trust fails the handshake on both sides; a
+//! peer that ends the TCP stream without `close_notify` is reported as a possible
+//! truncation. These use the certificates committed in `tests/data/tls` and need no tool.
 //!
-//! Certificates are made fresh for each test with the openssl CLI (a CA and a server
-//! certificate for `localhost`/127.0.0.1 that it signed); `ci/layer-tools.sh` installs
-//! openssl.
+//! Against `openssl s_client` and `openssl s_server` (`*_openssl_*`), with certificates
+//! made fresh by the openssl CLI: `ci/layer-tools.sh` installs openssl; without it those
+//! tests print a skip.
+//!
+//! Every configuration is built with an explicit crypto provider
+//! (`builder_with_provider`), as an application must when another crate has enabled a
+//! second rustls provider.
 #![cfg(feature = "tls")]
 
 mod common;
@@ -23,6 +28,11 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
+/// The crypto provider ringmill's rustls is built with.
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
 fn tls_server_config(certs: &Certs) -> Arc<rustls::ServerConfig> {
     let chain = CertificateDer::pem_file_iter(certs.server_cert())
         .expect("read the server certificate")
@@ -30,7 +40,9 @@ fn tls_server_config(certs: &Certs) -> Arc<rustls::ServerConfig> {
         .expect("parse the server certificate");
     let key = PrivateKeyDer::from_pem_file(certs.server_key()).expect("read the server key");
     Arc::new(
-        rustls::ServerConfig::builder()
+        rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
             .with_no_client_auth()
             .with_single_cert(chain, key)
             .expect("server config"),
@@ -44,7 +56,9 @@ fn tls_client_config(ca: &std::path::Path) -> Arc<rustls::ClientConfig> {
         .add(CertificateDer::from_pem_file(ca).expect("read the CA"))
         .expect("add the CA");
     Arc::new(
-        rustls::ClientConfig::builder()
+        rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
             .with_root_certificates(roots)
             .with_no_client_auth(),
     )
@@ -105,11 +119,110 @@ fn text(len: usize) -> Vec<u8> {
     out
 }
 
+/// A blocking rustls server on its own thread, for one connection: reads lines and
+/// answers each reversed (as `openssl s_server -rev` does) until the client's end of
+/// stream. Reports over the channel whether that end came after `close_notify`.
+fn rustls_rev_server(
+    certs: &Certs,
+) -> (SocketAddr, std::sync::mpsc::Receiver<std::io::Result<()>>) {
+    let config = tls_server_config(certs);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().unwrap();
+    let (done, result) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let outcome = (|| -> std::io::Result<()> {
+            let (sock, _) = listener.accept()?;
+            sock.set_read_timeout(Some(WAIT))?;
+            let conn = rustls::ServerConnection::new(config).map_err(std::io::Error::other)?;
+            let mut tls = rustls::StreamOwned::new(conn, sock);
+            let mut line = Vec::new();
+            let mut byte = [0u8; 1];
+            loop {
+                // Ok(0) only after the client's close_notify; a bare end of stream is
+                // an UnexpectedEof error from rustls.
+                if tls.read(&mut byte)? == 0 {
+                    return Ok(());
+                }
+                if byte[0] == b'\n' {
+                    line.reverse();
+                    line.push(b'\n');
+                    tls.write_all(&line)?;
+                    tls.flush()?;
+                    line.clear();
+                } else {
+                    line.push(byte[0]);
+                }
+            }
+        })();
+        let _ = done.send(outcome);
+    });
+    (addr, result)
+}
+
 backend_matrix! {
+    /// A rustls client (`StreamOwned` over a blocking socket), verifying the server's chain
+    /// against the test CA, sends 64 KiB through a ringmill TLS echo server and gets it
+    /// back; the server's graceful close sends close_notify, which the client reads as a
+    /// clean end (rustls reports a bare end of stream as an error).
+    fn tls_server_to_a_rustls_client(backend: Backend) {
+        let certs = Certs::committed();
+        let event_loop = event_loop(backend);
+        let srec = Recorder::shared();
+        let server = tls_server(&event_loop, &certs, Recording::echo(&srec), false);
+        let conn = rustls::ClientConnection::new(tls_client_config(&certs.ca()), localhost())
+            .expect("client connection");
+        let sock = connect(addr_of(&server));
+        let mut tls = rustls::StreamOwned::new(conn, sock);
+        let payload = text(64 * 1024);
+        tls.write_all(&payload).expect("write through TLS");
+        tls.flush().unwrap();
+        let mut echo = vec![0u8; payload.len()];
+        tls.read_exact(&mut echo).expect("read the echo through TLS");
+        assert_bytes_eq(&echo, &payload, "echo seen by the rustls client");
+        let sid = srec.wait_conn(0, WAIT);
+        assert_bytes_eq(&srec.received(sid), &payload, "plaintext at the server");
+
+        server.context().close_connection(sid).unwrap();
+        let mut rest = Vec::new();
+        let end = tls.read_to_end(&mut rest);
+        assert!(end.is_ok(), "{backend}: the server's close was not a clean TLS end: {end:?}");
+        assert!(rest.is_empty(), "{rest:?}");
+        srec.wait_closed(sid, WAIT);
+        srec.assert_all_closed_once();
+        assert!(srec.errors().is_empty(), "{:?}", srec.errors());
+        settle(event_loop);
+    }
+
+    /// A ringmill TLS client, verifying a rustls server's certificate, sends lines (one
+    /// held from before the handshake) and gets them back reversed; its disconnect sends
+    /// close_notify, which the server reads as a clean end.
+    fn tls_client_to_a_rustls_server(backend: Backend) {
+        let certs = Certs::committed();
+        let (addr, server_done) = rustls_rev_server(&certs);
+        let event_loop = event_loop(backend);
+        let crec = Recorder::shared();
+        let layer = TlsClient::new(tls_client_config(&certs.ca()), localhost()).unwrap();
+        let mut client = layered_client(addr, TcpClientConfig::default(), &crec, layer);
+        client.send(b"hello\n").expect("held until the handshake is done");
+        client.start(&event_loop).unwrap();
+        let id = crec.wait_conn(0, WAIT);
+        client.send(b"world\n").unwrap();
+        crec.wait_bytes(id, 12, WAIT);
+        assert_eq!(crec.received(id), b"olleh\ndlrow\n");
+
+        client.disconnect().unwrap();
+        crec.wait_closed(id, WAIT);
+        let outcome = server_done.recv_timeout(WAIT).expect("the rustls server to finish");
+        assert!(outcome.is_ok(), "{backend}: the server saw no clean TLS end: {outcome:?}");
+        crec.assert_all_closed_once();
+        assert!(crec.errors().is_empty(), "{:?}", crec.errors());
+        settle(event_loop);
+    }
+
     /// `openssl s_client`, verifying the server's chain against the test CA, sends 64 KiB
     /// through a ringmill TLS echo server and gets it back; the server's graceful close
     /// sends close_notify (seen in s_client's message log), and s_client exits cleanly.
-    fn openssl_s_client_to_a_tls_server(backend: Backend) {
+    fn tls_server_to_openssl_s_client(backend: Backend) {
         let Some(certs) = Certs::generate() else { return };
         let event_loop = event_loop(backend);
         let srec = Recorder::shared();
@@ -213,7 +326,7 @@ backend_matrix! {
     /// ringmill at both ends, TLS with length-prefixed frames on top, through 1-50 byte
     /// pieces: frames up to 100 KB (several TLS records each) arrive whole both ways.
     fn tls_both_ends_with_frames_through_split_segments(backend: Backend) {
-        let Some(certs) = Certs::generate() else { return };
+        let certs = Certs::committed();
         let event_loop = event_loop(backend);
         let srec = Recorder::shared();
         let server = tls_server(&event_loop, &certs, Recording::echo(&srec), true);
@@ -246,13 +359,12 @@ backend_matrix! {
     /// A client that trusts another CA: the handshake fails on both sides (a connect error
     /// for the client, an I/O error for the server), with no `on_connect` anywhere.
     fn untrusted_certificate_fails_the_handshake(backend: Backend) {
-        let Some(certs) = Certs::generate() else { return };
-        let Some(other) = Certs::generate() else { return };
+        let certs = Certs::committed();
         let event_loop = event_loop(backend);
         let srec = Recorder::shared();
         let server = tls_server(&event_loop, &certs, Recording::echo(&srec), false);
         let crec = Recorder::shared();
-        let layer = TlsClient::new(tls_client_config(&other.ca()), localhost()).unwrap();
+        let layer = TlsClient::new(tls_client_config(&certs.other_ca()), localhost()).unwrap();
         let mut client =
             layered_client(addr_of(&server), TcpClientConfig::default(), &crec, layer);
         client.send(b"never sent").unwrap();
@@ -272,7 +384,7 @@ backend_matrix! {
     /// possible truncation (`Io(UnexpectedEof)`) and closes; with `close_notify` first,
     /// nothing is reported.
     fn end_without_close_notify_is_reported(backend: Backend) {
-        let Some(certs) = Certs::generate() else { return };
+        let certs = Certs::committed();
         let event_loop = event_loop(backend);
         let rec = Recorder::shared();
         let server = tls_server(&event_loop, &certs, Recording::echo(&rec), false);

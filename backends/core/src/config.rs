@@ -14,7 +14,7 @@ pub const DEFAULT_BUFFER_SIZE: usize = 8192;
 /// Default listen backlog.
 pub const DEFAULT_BACKLOG: u32 = 1024;
 
-/// Configuration for a [`TcpServer`](../../ringmill/tcp/struct.TcpServer.html).
+/// Configuration for a `TcpServer` (`ringmill::tcp::TcpServer`).
 ///
 /// Build it with [`TcpServerConfig::builder`]. [`TcpServerConfig::validate`] (called by
 /// `TcpServer::new`) rejects contradictory values with a [`ConfigError`].
@@ -259,7 +259,7 @@ impl TcpServerConfigBuilder {
     }
 }
 
-/// Configuration for a [`TcpClient`](../../ringmill/tcp/struct.TcpClient.html).
+/// Configuration for a `TcpClient` (`ringmill::tcp::TcpClient`).
 #[derive(Clone, Debug)]
 pub struct TcpClientConfig {
     /// How long the TCP handshake may take before the connect fails with `TimedOut`.

@@ -4,23 +4,39 @@
 //! the connection state machine and write queue; the lock-free connection map
 //! ([`map`]); the receive buffer pool ([`pool`]); configuration, errors and the public
 //! callback API. No OS-specific code lives here: drivers hold all of it.
+//!
+//! # Not a public API
+//!
+//! Applications use the `ringmill` crate, which re-exports what they need from here.
+//! This crate is the engine shared by `ringmill`, `ringmill-mio` and `ringmill-uring`,
+//! which are released together in lockstep. The engine modules (`admission`, `driver`,
+//! `inbox`, `map`, `pool`, `runtime`, `service`) are hidden from the documentation and are
+//! not semver surface: they may change in any release. Items re-exported by `ringmill`
+//! follow `ringmill`'s version.
 #![warn(missing_docs)]
 
+#[doc(hidden)]
 pub mod admission;
 pub mod config;
 mod conn;
 pub mod context;
+#[doc(hidden)]
 pub mod driver;
 pub mod error;
 pub mod handler;
 pub mod id;
+#[doc(hidden)]
 pub mod inbox;
 pub mod layer;
 pub mod loop_handle;
+#[doc(hidden)]
 pub mod map;
 pub mod metrics;
+#[doc(hidden)]
 pub mod pool;
+#[doc(hidden)]
 pub mod runtime;
+#[doc(hidden)]
 pub mod service;
 
 pub use config::{DriverConfig, TcpClientConfig, TcpServerConfig, TcpServerConfigBuilder};

@@ -51,6 +51,12 @@
 //!
 //! A [`MioDriver`] is `Send`, but is meant to be used from one loop thread; its waker may be
 //! used from any thread.
+//!
+//! # Not a public API
+//!
+//! This crate is an engine part of `ringmill`, released with it in lockstep; applications
+//! use `ringmill`, which picks the backend. Its items are not semver surface and may change
+//! in any release.
 
 mod conn;
 mod driver;

@@ -31,6 +31,12 @@
 //! and sends point at the core's own memory, so no operation reads them as fixed buffers.
 //!
 //! The crate is Linux-only: on every other target it compiles to nothing.
+//!
+//! # Not a public API
+//!
+//! This crate is an engine part of `ringmill`, released with it in lockstep; applications
+//! use `ringmill`, which picks the backend. Its items are not semver surface and may change
+//! in any release.
 #![warn(missing_docs)]
 
 #[cfg(target_os = "linux")]

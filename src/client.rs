@@ -10,7 +10,7 @@ use ringmill_core::id::ConnectionId;
 use ringmill_core::layer::Layer;
 use ringmill_core::runtime::ClientConn;
 use std::marker::PhantomData;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 
 /// A TCP client: one outbound connection, served on one loop thread.
 ///
@@ -18,7 +18,9 @@ use std::net::SocketAddr;
 /// and written then. A refused or timed-out connect is reported through
 /// `on_error(Some(id), NetworkError::Connect(..))`, without `on_connect` or
 /// `on_disconnect`. Dropping the client closes the connection, as
-/// [`disconnect`](Self::disconnect) does.
+/// [`disconnect`](Self::disconnect) does: keep it for as long as the connection should
+/// live.
+#[must_use = "dropping a TcpClient closes its connection"]
 pub struct TcpClient<H: NetworkHandler> {
     conn: ClientConn,
     _handler: PhantomData<fn() -> H>,
@@ -31,6 +33,47 @@ impl<H: NetworkHandler> TcpClient<H> {
     pub fn connect(addr: SocketAddr, config: TcpClientConfig, handler: H) -> Result<Self> {
         config.validate().map_err(NetworkError::Configuration)?;
         let socket = socket::client_socket(addr, &config)?;
+        Ok(Self {
+            conn: ClientConn::new(addr, config, socket, std::sync::Arc::new(handler)),
+            _handler: PhantomData,
+        })
+    }
+
+    /// Prepares a connection to `addr`, given as anything [`ToSocketAddrs`] takes
+    /// (`"localhost:7000"`, `("example.org", 7000)`, a `SocketAddr`). The name is resolved
+    /// here, on the calling thread, with the system resolver (which may block); the client
+    /// connects to the first address it returns. To choose among the addresses (IPv4
+    /// first, say), resolve them yourself and use [`connect`](Self::connect).
+    ///
+    /// Fails with the resolver's error, with [`io::ErrorKind::NotFound`] if the name has no
+    /// address, or as [`connect`](Self::connect) does.
+    ///
+    /// [`io::ErrorKind::NotFound`]: std::io::ErrorKind::NotFound
+    pub fn connect_to(
+        addr: impl ToSocketAddrs,
+        config: TcpClientConfig,
+        handler: H,
+    ) -> Result<Self> {
+        let first = addr.to_socket_addrs()?.next().ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "the name resolved to no address",
+            )
+        })?;
+        Self::connect(first, config, handler)
+    }
+
+    /// Serves a [`TcpStream`] that is connected already (made by other code, or inherited).
+    /// [`start`](Self::start) then registers it and `on_connect` fires at once (after the
+    /// handshakes of any layers, which the connect timeout covers). The client's socket
+    /// options (`nodelay`, `keep_alive`) are applied to it.
+    ///
+    /// Fails on an invalid `config`, on a stream that is not connected
+    /// (`NotConnected`), or if it cannot be made non-blocking.
+    pub fn from_std(stream: TcpStream, config: TcpClientConfig, handler: H) -> Result<Self> {
+        config.validate().map_err(NetworkError::Configuration)?;
+        let addr = stream.peer_addr()?;
+        let socket = socket::adopt_client_stream(stream, &config)?;
         Ok(Self {
             conn: ClientConn::new(addr, config, socket, std::sync::Arc::new(handler)),
             _handler: PhantomData,

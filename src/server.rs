@@ -34,6 +34,9 @@ pub struct TcpServer<H: NetworkHandler> {
     state: Mutex<State>,
     /// Builds the layers of each accepted connection, bottom first.
     layers: Vec<LayerFactory>,
+    /// The listener came from [`TcpServer::from_std`]: the other loops accept on
+    /// duplicates of its descriptor.
+    adopted: bool,
     _handler: PhantomData<fn() -> H>,
 }
 
@@ -45,7 +48,71 @@ impl<H: NetworkHandler> TcpServer<H> {
     /// I/O error of `bind`/`listen`.
     pub fn new(config: TcpServerConfig, handler: H) -> Result<Self> {
         config.validate().map_err(NetworkError::Configuration)?;
-        let listener = socket::bind_listener(config.address, config.backlog)?;
+        let listener = socket::bind_listener(config.address, config.backlog, config.only_v6)?;
+        Self::serving(listener, config, handler, false)
+    }
+
+    /// Serves on a listener bound and listening already (handed over by a service manager,
+    /// or set up with options ringmill does not offer). `config.address` and
+    /// `config.backlog` are not used: the listener's own address and backlog stand, and
+    /// [`config`](Self::config) reports the listener's address. Every loop thread accepts
+    /// on the same socket (a duplicate of its descriptor), since another listener cannot
+    /// join its port.
+    ///
+    /// Fails with [`NetworkError::Configuration`] on contradictory options, or with the
+    /// I/O error of reading the listener's address or making it non-blocking.
+    ///
+    /// A real echo round trip, on a listener bound to port 0:
+    ///
+    /// ```
+    /// use ringmill::errors::Result;
+    /// use ringmill::tcp::{ConnectionId, NetworkHandler, ServerContext, TcpServer, TcpServerConfig};
+    /// use ringmill::EventLoop;
+    /// use std::io::{Read, Write};
+    ///
+    /// struct Echo;
+    ///
+    /// impl NetworkHandler for Echo {
+    ///     fn on_data(&self, ctx: &ServerContext, conn: ConnectionId, data: &[u8]) -> Result<()> {
+    ///         ctx.send_to(conn, data)
+    ///     }
+    /// }
+    ///
+    /// # fn main() -> Result<()> {
+    /// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let event_loop = EventLoop::builder().threads(1).build()?;
+    /// let server = TcpServer::from_std(listener, TcpServerConfig::default(), Echo)?;
+    /// server.start(&event_loop)?;
+    ///
+    /// let mut peer = std::net::TcpStream::connect(server.local_addr()?)?;
+    /// peer.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    /// peer.write_all(b"ping")?;
+    /// let mut echo = [0u8; 4];
+    /// peer.read_exact(&mut echo)?;
+    /// assert_eq!(&echo, b"ping");
+    /// event_loop.stop();
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn from_std(
+        listener: TcpListener,
+        mut config: TcpServerConfig,
+        handler: H,
+    ) -> Result<Self> {
+        config.validate().map_err(NetworkError::Configuration)?;
+        listener.set_nonblocking(true)?;
+        config.address = listener.local_addr()?;
+        Self::serving(listener, config, handler, true)
+    }
+
+    /// A server on `listener` (bound and listening); `adopted` for a listener from
+    /// [`from_std`](Self::from_std), whose port no other listener can join.
+    fn serving(
+        listener: TcpListener,
+        config: TcpServerConfig,
+        handler: H,
+        adopted: bool,
+    ) -> Result<Self> {
         let local_addr = listener.local_addr()?;
         let service = Service::new(
             Arc::new(handler),
@@ -68,6 +135,7 @@ impl<H: NetworkHandler> TcpServer<H> {
             local_addr,
             state: Mutex::new(State::Bound(listener)),
             layers: Vec::new(),
+            adopted,
             _handler: PhantomData,
         })
     }
@@ -127,12 +195,21 @@ impl<H: NetworkHandler> TcpServer<H> {
         };
         self.service.set_layers(self.layers.clone());
         let loops = event_loop.loops();
-        let mut listeners = vec![first];
-        if socket::SHARED_PORT {
+        let mut listeners = Vec::with_capacity(loops.len());
+        if self.adopted {
             for _ in 1..loops.len() {
-                listeners.push(socket::bind_listener(self.local_addr, self.config.backlog)?);
+                listeners.push(first.try_clone()?);
+            }
+        } else if socket::SHARED_PORT {
+            for _ in 1..loops.len() {
+                listeners.push(socket::bind_listener(
+                    self.local_addr,
+                    self.config.backlog,
+                    self.config.only_v6,
+                )?);
             }
         }
+        listeners.insert(0, first);
         let mut started = Vec::with_capacity(listeners.len());
         for (shared, listener) in loops.iter().zip(listeners) {
             if let Err(e) = runtime::listen(shared, &self.service, listener) {

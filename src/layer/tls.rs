@@ -1,8 +1,21 @@
 //! TLS layers over rustls: [`TlsServer`] and [`TlsClient`] (the `tls` cargo feature).
 //!
-//! rustls is built with the *ring* crypto provider only, so `ServerConfig::builder()` and
-//! `ClientConfig::builder()` pick it without further setup. The [`rustls`] crate is
-//! re-exported, so configurations are built with the very version the layers use.
+//! # rustls is a public dependency
+//!
+//! The layers take rustls's own `ServerConfig` and `ClientConfig`, so rustls's version is
+//! part of this crate's API: a release of ringmill that moves to an incompatible rustls
+//! is a breaking release. The [`rustls`] crate is re-exported
+//! (`ringmill::layer::tls::rustls`): build configurations with it and they are of the very
+//! version the layers use.
+//!
+//! # Crypto provider
+//!
+//! ringmill enables rustls's *ring* provider. Build configurations with that provider named
+//! explicitly, `builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))`,
+//! as the examples below do: the shorter `builder()` uses the process-wide default
+//! provider, and panics when another crate in the program has enabled a second provider
+//! (`aws-lc-rs`, say) without installing a default, or uses the one another crate
+//! installed.
 //!
 //! ```no_run
 //! use ringmill::layer::tls::{rustls, TlsServer};
@@ -24,8 +37,10 @@
 //! # fn main() -> Result<()> {
 //! let certs = CertificateDer::pem_file_iter("server.pem")?.collect::<std::result::Result<Vec<_>, _>>()?;
 //! let key = PrivateKeyDer::from_pem_file("server.key")?;
+//! let provider = Arc::new(rustls::crypto::ring::default_provider());
 //! let tls = Arc::new(
-//!     rustls::ServerConfig::builder()
+//!     rustls::ServerConfig::builder_with_provider(provider)
+//!         .with_safe_default_protocol_versions()?
 //!         .with_no_client_auth()
 //!         .with_single_cert(certs, key)?,
 //! );
@@ -224,7 +239,9 @@ tls_side!(TlsServer);
 /// # fn main() -> Result<()> {
 /// let mut roots = rustls::RootCertStore::empty();
 /// roots.add(CertificateDer::from_pem_file("ca.pem")?)?;
-/// let tls = rustls::ClientConfig::builder()
+/// let provider = Arc::new(rustls::crypto::ring::default_provider());
+/// let tls = rustls::ClientConfig::builder_with_provider(provider)
+///     .with_safe_default_protocol_versions()?
 ///     .with_root_certificates(roots)
 ///     .with_no_client_auth();
 /// let name = ServerName::try_from("localhost")?;

@@ -31,6 +31,7 @@ pub const DEFAULT_BACKLOG: u32 = 1024;
 /// | `max_frame` | none | sends of a larger frame are refused with `FrameTooLarge` |
 /// | `idle_timeout` | none | connections that send nothing for this long are closed |
 /// | `backlog` | 1024 | `listen(2)` backlog |
+/// | `only_v6` | `true` | an IPv6 address serves IPv6 only (`false`: `[::]` is dual stack) |
 /// | `max_connections_per_ip` | unlimited | accept: more from one address are closed at once |
 /// | `accept_rate` | unlimited | accept: token bucket for the whole server |
 /// | `accept_rate_per_ip` | unlimited | accept: token bucket per address |
@@ -59,6 +60,10 @@ pub struct TcpServerConfig {
     pub backlog: u32,
     /// Per-IP cap, accept rates and their exemptions.
     pub admission: AdmissionConfig,
+    /// For an IPv6 `address`: accept IPv6 only (`true`, `IPV6_V6ONLY`), or IPv4 too, as
+    /// IPv4-mapped addresses (`false`: binding `[::]` is then dual stack). Ignored for an
+    /// IPv4 address. The same on every OS, whatever its own default.
+    pub only_v6: bool,
 }
 
 impl Default for TcpServerConfig {
@@ -75,6 +80,7 @@ impl Default for TcpServerConfig {
             idle_timeout: None,
             backlog: DEFAULT_BACKLOG,
             admission: AdmissionConfig::default(),
+            only_v6: true,
         }
     }
 }
@@ -209,6 +215,14 @@ impl TcpServerConfigBuilder {
     /// `listen(2)` backlog.
     pub fn backlog(mut self, backlog: u32) -> Self {
         self.config.backlog = backlog;
+        self
+    }
+
+    /// For an IPv6 address, whether to accept IPv6 only (the default) or IPv4 too (dual
+    /// stack: `[::]` then serves both, IPv4 peers showing as `::ffff:a.b.c.d`); see
+    /// [`TcpServerConfig::only_v6`].
+    pub fn only_v6(mut self, only_v6: bool) -> Self {
+        self.config.only_v6 = only_v6;
         self
     }
 

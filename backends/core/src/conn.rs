@@ -10,6 +10,7 @@ use crate::error::SendError;
 use crate::id::ConnectionId;
 use crate::inbox::{CloseMode, Command, LoopShared};
 use crate::metrics::{ServiceStats, Stat};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
@@ -41,6 +42,8 @@ pub struct ConnShared {
     pub(crate) id: ConnectionId,
     pub(crate) marks: Watermarks,
     owner: OnceLock<Arc<LoopShared>>,
+    /// The peer's address, set before the connection is announced.
+    peer: OnceLock<SocketAddr>,
     slot: AtomicU32,
     read_paused: AtomicBool,
     out: Mutex<OutQueue>,
@@ -60,6 +63,7 @@ impl ConnShared {
             id,
             marks,
             owner: OnceLock::new(),
+            peer: OnceLock::new(),
             slot: AtomicU32::new(NO_SLOT),
             read_paused: AtomicBool::new(false),
             out: Mutex::new(OutQueue {
@@ -74,6 +78,17 @@ impl ConnShared {
             }),
             stats,
         })
+    }
+
+    /// Records the peer's address (the first call wins).
+    pub(crate) fn set_peer(&self, peer: SocketAddr) {
+        let _ = self.peer.set(peer);
+    }
+
+    /// The peer's address: for an accepted connection the client's, for a client the
+    /// address it connects to. Known from before `on_connect`.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.peer.get().copied()
     }
 
     /// The connection's id.

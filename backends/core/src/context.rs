@@ -38,6 +38,28 @@ impl ServerContext {
         }
     }
 
+    /// Sends `data` to one connection, returning the [`SendError`] itself: nothing is
+    /// allocated when the frame is refused, so a caller that expects refusals
+    /// (backpressure) pays nothing for them. An id that is not open is
+    /// [`SendError::Closed`].
+    pub fn try_send_to(
+        &self,
+        conn_id: ConnectionId,
+        data: &[u8],
+    ) -> std::result::Result<(), SendError> {
+        match self.service.conns.get(conn_id) {
+            Some(conn) => conn.send(data),
+            None => Err(SendError::Closed),
+        }
+    }
+
+    /// The peer's address of `conn`: the client's for an accepted connection, the address
+    /// connected to for a client. Known from `on_connect` on (on every backend); `None` if
+    /// `conn` is not open (in `on_disconnect` it is gone already).
+    pub fn peer_addr(&self, conn: ConnectionId) -> Option<std::net::SocketAddr> {
+        self.service.conns.get(conn)?.peer_addr()
+    }
+
     /// Sends `data` to every open connection. A connection that refuses it (backpressure,
     /// closing) is reported to `on_error` and skipped; the others still get the frame.
     pub fn broadcast(&self, data: &[u8]) -> Result<()> {
@@ -227,6 +249,11 @@ impl ConnSender {
     /// The most bytes ever queued at once on this connection.
     pub fn peak_queued_bytes(&self) -> usize {
         self.conn.peak_queued_bytes()
+    }
+
+    /// The peer's address; see [`ServerContext::peer_addr`]. Stays known after the close.
+    pub fn peer_addr(&self) -> Option<std::net::SocketAddr> {
+        self.conn.peer_addr()
     }
 
     /// Whether the connection refuses frames (closing or closed).

@@ -484,6 +484,7 @@ impl<D: Driver> Worker<D> {
         };
         let id = ConnectionId::next();
         let shared = ConnShared::new(id, service.config.marks, Arc::clone(&service.stats));
+        shared.set_peer(peer);
         if layers.is_some() {
             shared.set_layered();
         }
@@ -540,9 +541,18 @@ impl<D: Driver> Worker<D> {
             service.conns.remove(shared.id);
             return;
         }
+        shared.set_peer(addr);
+        // A client made from a stream that is connected already is registered as it is
+        // and established at once (its layers' handshakes still run, under the timeout).
+        let connected = socket.peer_addr().is_ok();
         let slot = self.state.alloc();
         shared.attach(&self.state.shared, slot);
-        if let Err(e) = self.driver.connect(slot, socket, addr) {
+        let taken = if connected {
+            self.driver.register(slot, socket.into())
+        } else {
+            self.driver.connect(slot, socket, addr)
+        };
+        if let Err(e) = taken {
             self.state.free_slot(slot);
             shared.lock().closed = true;
             service.conns.remove(shared.id);
@@ -569,6 +579,9 @@ impl<D: Driver> Worker<D> {
         self.state
             .timers
             .add(self.state.now + timeout, TimerKind::Connect(slot, id));
+        if connected {
+            self.state.on_connected(slot, Ok(()));
+        }
     }
 }
 

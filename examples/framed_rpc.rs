@@ -1,6 +1,7 @@
-//! A coinswap-style daemon: length-prefixed request/reply frames, an idle timeout, a
-//! periodic status timer, per-IP admission, blocking work on worker threads that reply
-//! through `ConnSender`, and a graceful stop on Ctrl-C.
+//! A coinswap-style daemon: length-prefixed request/reply frames (the shipped
+//! [`LengthPrefixed`] layer), an idle timeout, a periodic status timer, per-IP admission,
+//! blocking work on worker threads that reply through `ConnSender`, a bounded work queue,
+//! and a graceful stop on Ctrl-C (`signal-hook`) in bounded time.
 //!
 //! ```text
 //! cargo run --release --example framed_rpc [ADDR]            # default 127.0.0.1:7200
@@ -18,25 +19,32 @@
 //! | `stats` | `requests=N jobs=N ticks=N` | on the loop |
 //! | anything else | `error unknown request` | on the loop |
 //!
-//! A frame announcing more than 10 MiB gets `error frame of N bytes over the limit` and
-//! the connection is closed (frames before it were answered). Connections silent for the
+//! Work is bounded: at most [`Settings::max_jobs_per_conn`] jobs waiting or running per
+//! connection and [`Settings::max_jobs`] in all; a `work` request over either limit gets
+//! `error busy` at once. The jobs of a connection that closed are dropped unrun.
+//!
+//! A frame announcing more than 10 MiB closes the connection (frames before it were
+//! answered; the layer reports `FrameTooLarge` to `on_error`). Connections silent for the
 //! idle timeout are closed; at most [`Settings::max_per_ip`] connections per address, and
 //! a per-address accept rate. Ctrl-C (SIGINT) or SIGTERM: stop taking work, let the
-//! workers finish and their replies go out, close every connection, exit.
+//! workers finish what is queued within [`Settings::stop_grace`] (later jobs are answered
+//! `error shutting down`), close every connection after its replies, exit. A second Ctrl-C
+//! exits at once.
 
 use ringmill::errors::{NetworkError, Result, SendError};
+use ringmill::layer::LengthPrefixed;
 use ringmill::tcp::{
     ConnSender, ConnectionId, NetworkHandler, ServerContext, ServerMetrics, TcpServer,
     TcpServerConfig,
 };
 use ringmill::{EventLoop, TimerId};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Largest frame payload, either way.
 pub const MAX_FRAME: usize = 10 * 1024 * 1024;
@@ -59,6 +67,13 @@ pub struct Settings {
     pub accept_rate_per_ip: (f64, u32),
     /// Threads doing blocking work.
     pub workers: usize,
+    /// Most jobs waiting or running for one connection.
+    pub max_jobs_per_conn: usize,
+    /// Most jobs waiting for a worker, all connections together.
+    pub max_jobs: usize,
+    /// How long a stop lets the workers go on with queued jobs; later ones are answered
+    /// `error shutting down` without being run.
+    pub stop_grace: Duration,
 }
 
 impl Default for Settings {
@@ -71,12 +86,15 @@ impl Default for Settings {
             max_per_ip: 8,
             accept_rate_per_ip: (20.0, 40),
             workers: 2,
+            max_jobs_per_conn: 4,
+            max_jobs: 64,
+            stop_grace: Duration::from_secs(5),
         }
     }
 }
 
 // ---------------------------------------------------------------------------------------
-// Frames
+// Frames (for clients: the server's frames are cut and prefixed by `LengthPrefixed`)
 // ---------------------------------------------------------------------------------------
 
 /// A frame: the payload's length (u32, big-endian), then the payload.
@@ -90,19 +108,6 @@ pub fn encode(payload: &[u8]) -> Vec<u8> {
     frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
     frame.extend_from_slice(payload);
     frame
-}
-
-/// The first frame in `buf`: `Ok(Some(total bytes))`, `Ok(None)` if it is not all there
-/// yet, `Err(announced length)` if it is over [`MAX_FRAME`].
-pub fn frame_len(buf: &[u8]) -> std::result::Result<Option<usize>, usize> {
-    let Some(header) = buf.get(..4) else {
-        return Ok(None);
-    };
-    let len = u32::from_be_bytes(header.try_into().expect("4 bytes")) as usize;
-    if len > MAX_FRAME {
-        return Err(len);
-    }
-    Ok((buf.len() >= 4 + len).then_some(4 + len))
 }
 
 /// The stand-in for blocking work: FNV-1a over the bytes, then a long chain of mixing
@@ -127,26 +132,34 @@ pub fn digest(data: &[u8]) -> u64 {
 struct Job {
     reply_to: ConnSender,
     data: Vec<u8>,
+    /// The connection's count of jobs waiting or running, released when this one is done.
+    outstanding: Arc<AtomicUsize>,
 }
 
 /// What the handler, the timers and the workers share.
 struct State {
-    /// Each connection's undecoded bytes, sharded by connection id.
+    /// Each connection's state, sharded by connection id.
     conns: Vec<Mutex<HashMap<ConnectionId, Conn>>>,
-    /// The worker threads' queue; `None` once stopping.
-    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    /// The worker threads' queue (bounded: `max_jobs`); `None` once stopping.
+    jobs: Mutex<Option<mpsc::SyncSender<Job>>>,
+    max_jobs_per_conn: usize,
+    /// Set by a stop: past it, workers answer queued jobs without running them.
+    stop_deadline: Mutex<Option<Instant>>,
     requests: AtomicU64,
     jobs_queued: AtomicU64,
     jobs_done: AtomicU64,
+    jobs_dropped: AtomicU64,
     ticks: AtomicU64,
     verbose: bool,
 }
 
 #[derive(Default)]
 struct Conn {
-    buf: Vec<u8>,
-    /// Reads are paused until `on_drained` (a reply was refused for backpressure).
-    blocked: bool,
+    /// Requests not answered yet because a reply was refused for backpressure; reads are
+    /// paused meanwhile, so this holds at most what one read delivered.
+    waiting: VecDeque<Vec<u8>>,
+    /// Jobs of this connection waiting or running.
+    jobs: Arc<AtomicUsize>,
 }
 
 impl State {
@@ -157,7 +170,8 @@ impl State {
     }
 }
 
-/// The daemon's [`NetworkHandler`].
+/// The daemon's [`NetworkHandler`]: it gets whole frames from the `LengthPrefixed` layer,
+/// and what it sends is framed by the same layer.
 pub struct Handler {
     state: Arc<State>,
 }
@@ -170,36 +184,13 @@ enum Answer {
 }
 
 impl Handler {
-    /// Answers every whole frame at the start of `input`; returns the bytes consumed and
-    /// whether it stopped for backpressure.
-    fn serve(
+    fn answer(
         &self,
         ctx: &ServerContext,
         conn: ConnectionId,
-        input: &[u8],
-    ) -> Result<(usize, bool)> {
-        let mut consumed = 0;
-        loop {
-            match frame_len(&input[consumed..]) {
-                Ok(None) => return Ok((consumed, false)),
-                Ok(Some(total)) => {
-                    let payload = &input[consumed + 4..consumed + total];
-                    match self.answer(ctx, conn, payload)? {
-                        Answer::Done => consumed += total,
-                        Answer::Blocked => return Ok((consumed, true)),
-                    }
-                }
-                Err(len) => {
-                    let reply = format!("error frame of {len} bytes over the limit");
-                    let _ = ctx.send_to(conn, &encode(reply.as_bytes()));
-                    ctx.close_connection(conn)?;
-                    return Ok((input.len(), false));
-                }
-            }
-        }
-    }
-
-    fn answer(&self, ctx: &ServerContext, conn: ConnectionId, request: &[u8]) -> Result<Answer> {
+        c: &Conn,
+        request: &[u8],
+    ) -> Result<Answer> {
         let state = &self.state;
         let reply: Vec<u8> = if request == b"ping" {
             b"pong".to_vec()
@@ -215,55 +206,101 @@ impl Handler {
             .into_bytes()
         } else if let Some(data) = request.strip_prefix(b"work ") {
             // Blocking work never runs on the loop: a worker thread replies later.
-            let Some(reply_to) = ctx.sender(conn) else {
-                return Ok(Answer::Done);
-            };
-            let jobs = state.jobs.lock().unwrap_or_else(|e| e.into_inner());
-            let queued = match jobs.as_ref() {
-                Some(tx) => tx
-                    .send(Job {
-                        reply_to,
-                        data: data.to_vec(),
-                    })
-                    .is_ok(),
-                None => false,
-            };
-            drop(jobs);
-            if queued {
-                state.requests.fetch_add(1, Ordering::Relaxed);
-                state.jobs_queued.fetch_add(1, Ordering::Relaxed);
-                return Ok(Answer::Done);
+            match self.queue(ctx, conn, c, data) {
+                Ok(()) => {
+                    state.requests.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Answer::Done);
+                }
+                Err(refusal) => refusal.to_vec(),
             }
-            b"error shutting down".to_vec()
         } else {
             b"error unknown request".to_vec()
         };
-        match ctx.send_to(conn, &encode(&reply)) {
-            Ok(()) => {}
-            Err(e) => match e.downcast_ref::<NetworkError>() {
-                Some(NetworkError::Send(SendError::Backpressure)) => return Ok(Answer::Blocked),
-                Some(NetworkError::Send(SendError::Closed))
-                | Some(NetworkError::ConnectionNotFound(_)) => {}
-                _ => return Err(e),
-            },
+        match ctx.try_send_to(conn, &reply) {
+            Ok(()) | Err(SendError::Closed) => {}
+            Err(SendError::Backpressure) => return Ok(Answer::Blocked),
+            Err(e) => return Err(e.into()),
         }
         state.requests.fetch_add(1, Ordering::Relaxed);
         Ok(Answer::Done)
     }
+
+    /// Hands a job to the workers, or says why not.
+    fn queue(
+        &self,
+        ctx: &ServerContext,
+        conn: ConnectionId,
+        c: &Conn,
+        data: &[u8],
+    ) -> std::result::Result<(), &'static [u8]> {
+        let state = &self.state;
+        let Some(reply_to) = ctx.sender(conn) else {
+            return Err(b"error closed");
+        };
+        if c.jobs.fetch_add(1, Ordering::Relaxed) >= state.max_jobs_per_conn {
+            c.jobs.fetch_sub(1, Ordering::Relaxed);
+            return Err(b"error busy");
+        }
+        let job = Job {
+            reply_to,
+            data: data.to_vec(),
+            outstanding: Arc::clone(&c.jobs),
+        };
+        let jobs = state.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        let refused = match jobs.as_ref().map(|tx| tx.try_send(job)) {
+            Some(Ok(())) => None,
+            Some(Err(mpsc::TrySendError::Full(_))) => Some(&b"error busy"[..]),
+            Some(Err(mpsc::TrySendError::Disconnected(_))) | None => {
+                Some(&b"error shutting down"[..])
+            }
+        };
+        drop(jobs);
+        if let Some(refusal) = refused {
+            c.jobs.fetch_sub(1, Ordering::Relaxed);
+            return Err(refusal);
+        }
+        state.jobs_queued.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Answers the connection's waiting requests in order; stops at the first reply refused
+    /// for backpressure. Returns whether all were answered.
+    fn answer_waiting(
+        &self,
+        ctx: &ServerContext,
+        conn: ConnectionId,
+        c: &mut Conn,
+    ) -> Result<bool> {
+        while let Some(request) = c.waiting.front() {
+            match self.answer(ctx, conn, c, request)? {
+                Answer::Done => {
+                    c.waiting.pop_front();
+                }
+                Answer::Blocked => return Ok(false),
+            }
+        }
+        Ok(true)
+    }
 }
 
 impl NetworkHandler for Handler {
-    fn on_data(&self, ctx: &ServerContext, conn: ConnectionId, data: &[u8]) -> Result<()> {
+    fn on_connect(&self, _ctx: &ServerContext, conn: ConnectionId) -> Result<()> {
+        self.state.conns(conn).insert(conn, Conn::default());
+        Ok(())
+    }
+
+    fn on_data(&self, ctx: &ServerContext, conn: ConnectionId, frame: &[u8]) -> Result<()> {
         let mut conns = self.state.conns(conn);
-        let c = conns.entry(conn).or_default();
-        c.buf.extend_from_slice(data);
-        let (consumed, blocked) = self.serve(ctx, conn, &c.buf)?;
-        c.buf.drain(..consumed);
-        if c.buf.capacity() > 64 * 1024 && c.buf.len() < 1024 {
-            c.buf.shrink_to(1024); // Do not keep a large frame's memory around.
+        let Some(c) = conns.get_mut(&conn) else {
+            return Ok(());
+        };
+        if !c.waiting.is_empty() {
+            // Answers are held back: keep the order.
+            c.waiting.push_back(frame.to_vec());
+            return Ok(());
         }
-        c.blocked = blocked;
-        if blocked {
+        if let Answer::Blocked = self.answer(ctx, conn, c, frame)? {
+            c.waiting.push_back(frame.to_vec());
             if let Some(sender) = ctx.sender(conn) {
                 sender.pause_reads();
             }
@@ -273,13 +310,10 @@ impl NetworkHandler for Handler {
 
     fn on_drained(&self, ctx: &ServerContext, conn: ConnectionId) -> Result<()> {
         let mut conns = self.state.conns(conn);
-        let Some(c) = conns.get_mut(&conn).filter(|c| c.blocked) else {
+        let Some(c) = conns.get_mut(&conn).filter(|c| !c.waiting.is_empty()) else {
             return Ok(());
         };
-        let (consumed, blocked) = self.serve(ctx, conn, &c.buf)?;
-        c.buf.drain(..consumed);
-        c.blocked = blocked;
-        if !blocked {
+        if self.answer_waiting(ctx, conn, c)? {
             if let Some(sender) = ctx.sender(conn) {
                 sender.resume_reads();
             }
@@ -288,6 +322,7 @@ impl NetworkHandler for Handler {
     }
 
     fn on_disconnect(&self, _ctx: &ServerContext, conn: ConnectionId) -> Result<()> {
+        // Its queued jobs see the closed sender and are dropped by the workers.
         self.state.conns(conn).remove(&conn);
         Ok(())
     }
@@ -314,9 +349,27 @@ fn worker(jobs: Arc<Mutex<mpsc::Receiver<Job>>>, state: Arc<State>) {
         let Ok(job) = job else {
             return; // Queue closed and drained.
         };
-        let reply = format!("done {:016x}", digest(&job.data));
-        state.jobs_done.fetch_add(1, Ordering::Relaxed);
-        match job.reply_to.send(&encode(reply.as_bytes())) {
+        if job.reply_to.is_closed() {
+            // Nobody to answer: do not spend the work.
+            state.jobs_dropped.fetch_add(1, Ordering::Relaxed);
+            job.outstanding.fetch_sub(1, Ordering::Relaxed);
+            continue;
+        }
+        let late = state
+            .stop_deadline
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|deadline| Instant::now() >= deadline);
+        let reply = if late {
+            state.jobs_dropped.fetch_add(1, Ordering::Relaxed);
+            "error shutting down".to_string()
+        } else {
+            let reply = format!("done {:016x}", digest(&job.data));
+            state.jobs_done.fetch_add(1, Ordering::Relaxed);
+            reply
+        };
+        job.outstanding.fetch_sub(1, Ordering::Relaxed);
+        match job.reply_to.send(reply.as_bytes()) {
             Ok(()) | Err(SendError::Closed) => {}
             Err(SendError::Backpressure) => {
                 // The client queues work faster than it reads its replies: drop it
@@ -342,6 +395,7 @@ pub struct Daemon {
     state: Arc<State>,
     status: TimerId,
     workers: Vec<JoinHandle<()>>,
+    stop_grace: Duration,
 }
 
 impl Daemon {
@@ -353,8 +407,10 @@ impl Daemon {
             .idle_timeout(settings.idle_timeout)
             .max_connections_per_ip(settings.max_per_ip)
             .accept_rate_per_ip(rate, burst)
+            // A reply over the layer's cap is refused at the send (FrameTooLarge) instead
+            // of failing the connection.
+            .max_frame(MAX_FRAME)
             // A reply may be a whole 10 MiB frame (echo): the queue must take one.
-            .max_frame(MAX_FRAME + 4)
             .high_watermark(16 * 1024 * 1024)
             .low_watermark(4 * 1024 * 1024)
             .buffer_size(64 * 1024)
@@ -363,22 +419,28 @@ impl Daemon {
 
     /// Binds, starts serving on `event_loop`, starts the workers and the status timer.
     pub fn start(event_loop: &EventLoop, settings: &Settings) -> Result<Daemon> {
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = mpsc::sync_channel(settings.max_jobs.max(1));
         let state = Arc::new(State {
             conns: (0..SHARDS).map(|_| Mutex::default()).collect(),
             jobs: Mutex::new(Some(tx)),
+            max_jobs_per_conn: settings.max_jobs_per_conn.max(1),
+            stop_deadline: Mutex::new(None),
             requests: AtomicU64::new(0),
             jobs_queued: AtomicU64::new(0),
             jobs_done: AtomicU64::new(0),
+            jobs_dropped: AtomicU64::new(0),
             ticks: AtomicU64::new(0),
             verbose: settings.verbose,
         });
-        let server = Arc::new(TcpServer::new(
-            Self::config(settings),
-            Handler {
-                state: Arc::clone(&state),
-            },
-        )?);
+        let server = Arc::new(
+            TcpServer::new(
+                Self::config(settings),
+                Handler {
+                    state: Arc::clone(&state),
+                },
+            )?
+            .with_layer(|| Box::new(LengthPrefixed::new(MAX_FRAME))),
+        );
         let rx = Arc::new(Mutex::new(rx));
         let workers = (0..settings.workers.max(1))
             .map(|i| {
@@ -396,7 +458,7 @@ impl Daemon {
                 let m = srv.metrics();
                 println!(
                     "status #{tick}: open={} accepted={} refused_per_ip={} refused_ip_rate={} \
-                     idle_timeouts={} bytes_in={} bytes_out={} requests={} jobs={}/{}",
+                     idle_timeouts={} bytes_in={} bytes_out={} requests={} jobs={}/{} dropped={}",
                     m.open,
                     m.accepted,
                     m.refused_per_ip,
@@ -407,6 +469,7 @@ impl Daemon {
                     s.requests.load(Ordering::Relaxed),
                     s.jobs_done.load(Ordering::Relaxed),
                     s.jobs_queued.load(Ordering::Relaxed),
+                    s.jobs_dropped.load(Ordering::Relaxed),
                 );
             }
         })?;
@@ -415,6 +478,7 @@ impl Daemon {
             state,
             status,
             workers,
+            stop_grace: settings.stop_grace,
         })
     }
 
@@ -438,11 +502,24 @@ impl Daemon {
         self.state.jobs_queued.load(Ordering::Relaxed)
     }
 
-    /// Stops gracefully: no more work is taken (`error shutting down`), the workers finish
-    /// what is queued and their replies are queued on the connections, then the server
-    /// stops accepting and closes every connection after writing what is queued to it.
+    /// Jobs dropped unrun so far: their connection had closed, or a stop's grace period
+    /// had passed.
+    pub fn jobs_dropped(&self) -> u64 {
+        self.state.jobs_dropped.load(Ordering::Relaxed)
+    }
+
+    /// Stops gracefully, in bounded time: no more work is taken (`error shutting down`);
+    /// the workers go on with what is queued for [`Settings::stop_grace`], then answer the
+    /// rest `error shutting down` unrun (the queue holds at most [`Settings::max_jobs`]);
+    /// then the server stops accepting and closes every connection after writing what is
+    /// queued to it.
     pub fn shutdown(self) -> Result<()> {
         self.status.cancel();
+        *self
+            .state
+            .stop_deadline
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now() + self.stop_grace);
         drop(
             self.state
                 .jobs
@@ -461,54 +538,16 @@ impl Daemon {
 // Ctrl-C
 // ---------------------------------------------------------------------------------------
 
-/// SIGINT and SIGTERM set a flag (the only thing a signal handler may safely do here);
-/// a repeating timer on the loop polls it.
-#[cfg(unix)]
-mod signals {
-    use std::sync::atomic::{AtomicBool, Ordering};
-
-    static STOP: AtomicBool = AtomicBool::new(false);
-
-    extern "C" fn on_signal(_: libc::c_int) {
-        STOP.store(true, Ordering::SeqCst);
+/// SIGINT, SIGTERM (and SIGQUIT on Unix) set `stop`; a second one while `stop` is set ends
+/// the process at once (exit code 1). `signal-hook` does the async-signal-safe part.
+fn install_signals(stop: &Arc<AtomicBool>) -> std::io::Result<()> {
+    use signal_hook::consts::TERM_SIGNALS;
+    for &signal in TERM_SIGNALS {
+        // Registered first, so it sees the flag before the second handler sets it.
+        signal_hook::flag::register_conditional_shutdown(signal, 1, Arc::clone(stop))?;
+        signal_hook::flag::register(signal, Arc::clone(stop))?;
     }
-
-    /// Installs the handler for SIGINT and SIGTERM.
-    pub fn install() -> std::io::Result<()> {
-        for signal in [libc::SIGINT, libc::SIGTERM] {
-            // SAFETY: `sigaction` is a plain C struct for which all-zero bytes are a valid
-            // value (no flags, no restorer); the fields that matter are set below.
-            let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
-            action.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-            action.sa_flags = libc::SA_RESTART;
-            // SAFETY: `sa_mask` is a valid, writable `sigset_t` owned by `action`.
-            unsafe { libc::sigemptyset(&mut action.sa_mask) };
-            // SAFETY: `action` is fully initialised and outlives the call; the handler only
-            // stores to an atomic, which is async-signal-safe; the old action is not asked
-            // for (null).
-            if unsafe { libc::sigaction(signal, &action, std::ptr::null_mut()) } != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-        }
-        Ok(())
-    }
-
-    /// Whether a stop was asked for.
-    pub fn requested() -> bool {
-        STOP.load(Ordering::SeqCst)
-    }
-}
-
-/// Elsewhere Ctrl-C keeps its default action (the process ends at once).
-#[cfg(not(unix))]
-mod signals {
-    pub fn install() -> std::io::Result<()> {
-        Ok(())
-    }
-
-    pub fn requested() -> bool {
-        false
-    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -534,7 +573,8 @@ fn daemon(addr: Option<&str>) -> Result<()> {
     if let Some(addr) = addr {
         settings.addr = addr.parse()?;
     }
-    signals::install()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    install_signals(&stop)?;
     let event_loop = EventLoop::builder().build()?;
     let daemon = Daemon::start(&event_loop, &settings)?;
     println!(
@@ -546,7 +586,7 @@ fn daemon(addr: Option<&str>) -> Result<()> {
     );
     let (stop_tx, stop_rx) = mpsc::channel();
     let watch = event_loop.schedule_repeating(Duration::from_millis(100), move || {
-        if signals::requested() {
+        if stop.load(Ordering::SeqCst) {
             let _ = stop_tx.send(());
         }
     })?;

@@ -4,7 +4,7 @@
 mod common;
 
 #[allow(dead_code)]
-#[path = "../examples/http_hello.rs"]
+#[path = "../examples/http_hello/main.rs"]
 mod http_hello;
 
 #[allow(dead_code)]
@@ -141,6 +141,45 @@ backend_matrix! {
             let mut rest = Vec::new();
             reader.read_to_end(&mut rest).expect("EOF after the answer");
             assert!(rest.is_empty(), "one answer only, got {:?}", String::from_utf8_lossy(&rest));
+        }
+        poll_until(WAIT, "connections closed", || server.connection_count() == 0);
+    }
+
+    /// Hostile input gets a bounded answer and a close: a head that never ends (431), a
+    /// head with too many fields (431), a body over the limit (413), a flood of empty
+    /// lines (400). The example's configuration bounds idle time and connections.
+    fn http_hello_bounds_hostile_requests(backend: Backend) {
+        let config = http_hello::config("127.0.0.1:0".parse().unwrap()).build();
+        assert_eq!(config.idle_timeout, Some(http_hello::IDLE_TIMEOUT));
+        assert_eq!(config.max_connections, Some(http_hello::MAX_CONNECTIONS));
+        let event_loop = event_loop(backend);
+        let server = http_server(&event_loop);
+        use http_hello::request::{MAX_EMPTY_LINES, MAX_HEAD, MAX_HEADERS};
+        let mut endless = b"GET / HTTP/1.1\r\nX-Long: ".to_vec();
+        endless.resize(MAX_HEAD + 4096, b'a');
+        let many = format!("GET / HTTP/1.1\r\n{}\r\n", "X: y\r\n".repeat(MAX_HEADERS + 1)).into_bytes();
+        let crlf_flood = b"\r\n".repeat(64 * 1024);
+        assert!(crlf_flood.len() > 2 * MAX_EMPTY_LINES);
+        for (what, request, status) in [
+            ("a head that never ends", endless, 431),
+            ("too many header fields", many, 431),
+            ("a body over the limit", b"POST / HTTP/1.1\r\nContent-Length: 2000000\r\n\r\n".to_vec(), 413),
+            ("a CRLF flood", crlf_flood, 400),
+        ] {
+            let (stream, mut reader) = http_client(&server);
+            // The server may answer and close before it has read everything.
+            let writer = std::thread::spawn(move || {
+                let mut stream = stream;
+                let _ = stream.write_all(&request);
+                stream
+            });
+            let r = read_response(&mut reader, false);
+            assert_eq!(r.status, status, "{what}");
+            assert_eq!(r.header("connection"), Some("close"), "{what}");
+            let mut rest = Vec::new();
+            let _ = reader.read_to_end(&mut rest);
+            assert!(rest.is_empty(), "{what}: one answer only, got {:?}", String::from_utf8_lossy(&rest));
+            drop(writer.join().unwrap());
         }
         poll_until(WAIT, "connections closed", || server.connection_count() == 0);
     }

@@ -1,6 +1,6 @@
 //! A seccomp filter that makes `io_uring_setup(2)` fail, as Docker's default profile
 //! (`EPERM`) or a kernel without io_uring (`ENOSYS`) does. Shared by the fallback tests and
-//! the `no_uring` example.
+//! the `no_uring` tool (`tools/src/no_uring.rs`).
 #![cfg(target_os = "linux")]
 
 /// Installs, for the rest of this process and whatever it `exec`s, a filter under which

@@ -3,15 +3,15 @@
 //! makes `io_uring_setup(2)` fail, then the command is executed with the filter in place.
 //!
 //! ```text
-//! cargo build --release --example echo_server --example no_uring
-//! target/release/examples/no_uring eperm target/release/examples/echo_server
-//! target/release/examples/no_uring enosys target/release/examples/echo_server
+//! cargo build --release --example echo_server -p ringmill-tools --bin no_uring
+//! target/release/no_uring eperm target/release/examples/echo_server
+//! target/release/no_uring enosys target/release/examples/echo_server
 //! ```
 //!
 //! A testing tool: ringmill must pick mio there and say why.
 
 #[cfg(target_os = "linux")]
-#[path = "../tests/seccomp/mod.rs"]
+#[path = "../../tests/seccomp/mod.rs"]
 mod seccomp;
 
 #[cfg(target_os = "linux")]

@@ -1,9 +1,4 @@
-//! Soak: a ringmill echo server under 10,000 concurrent connections for a set time, then
-//! the books are checked.
-//!
-//! ```text
-//! cargo run --release --example soak -- --backend uring|mio [--secs 60] [--conns 10000]
-//! ```
+//! The soak on Linux (see `soak.rs` for how to run it).
 //!
 //! The process runs the server; it starts itself again as the load generator (`--load`),
 //! so each side has its own descriptor table. The load generator keeps `--conns`
@@ -41,7 +36,7 @@ const LOAD_THREADS: usize = 2;
 /// One new connection in this many goes through the fault proxy.
 const PROXIED_ONE_IN: u64 = 32;
 
-fn main() {
+pub fn main() {
     let args: Vec<String> = std::env::args().collect();
     let get = |name: &str| {
         args.iter()

@@ -15,6 +15,11 @@ mod chat;
 #[path = "../examples/framed_rpc.rs"]
 mod framed_rpc;
 
+#[cfg(feature = "tls")]
+#[allow(dead_code)]
+#[path = "../examples/tls_echo.rs"]
+mod tls_echo;
+
 use common::*;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -604,5 +609,60 @@ impl<H: NetworkHandler> NetworkHandler for Tap<H> {
 
     fn on_disconnect(&self, ctx: &ServerContext, conn: ConnectionId) -> Result<()> {
         self.inner.on_disconnect(ctx, conn)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// tls_echo
+// ---------------------------------------------------------------------------------------
+
+#[cfg(feature = "tls")]
+mod tls_echo_smoke {
+    use super::*;
+    use ringmill::layer::tls::rustls;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    use std::sync::Arc;
+
+    /// A rustls client trusting the committed test CA.
+    fn client_config() -> Arc<rustls::ClientConfig> {
+        let ca = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tls/ca.pem");
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_file(ca).unwrap())
+            .unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        Arc::new(
+            rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        )
+    }
+
+    backend_matrix! {
+        /// The example's server, with the test certificate, echoes through TLS to a rustls
+        /// client that verifies it, and ends with close_notify when it stops.
+        fn tls_echo_round_trip(backend: Backend) {
+            let event_loop = event_loop(backend);
+            let (cert, key) = tls_echo::test_certificate();
+            let tls = tls_echo::tls_config(&cert, &key).expect("the test certificate loads");
+            let server = tls_echo::server("127.0.0.1:0".parse().unwrap(), tls).unwrap();
+            server.start(&event_loop).unwrap();
+            let conn = rustls::ClientConnection::new(client_config(), ServerName::try_from("localhost").unwrap()).unwrap();
+            let mut tls = rustls::StreamOwned::new(conn, connect(addr_of(&server)));
+            for message in [&b"hello"[..], &[7u8; 40_000]] {
+                tls.write_all(message).unwrap();
+                let mut echo = vec![0u8; message.len()];
+                tls.read_exact(&mut echo).unwrap();
+                assert_bytes_eq(&echo, message, "echo through TLS");
+            }
+            server.stop().unwrap();
+            let mut rest = Vec::new();
+            let end = tls.read_to_end(&mut rest);
+            assert!(end.is_ok() && rest.is_empty(), "{backend}: not a clean TLS end: {end:?}");
+            event_loop.stop();
+        }
     }
 }

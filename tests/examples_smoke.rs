@@ -20,6 +20,10 @@ mod framed_rpc;
 #[path = "../examples/tls_echo.rs"]
 mod tls_echo;
 
+#[allow(dead_code)]
+#[path = "../examples/tokio_bridge.rs"]
+mod tokio_bridge;
+
 use common::*;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -664,5 +668,45 @@ mod tls_echo_smoke {
             assert!(end.is_ok() && rest.is_empty(), "{backend}: not a clean TLS end: {end:?}");
             event_loop.stop();
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// tokio_bridge
+// ---------------------------------------------------------------------------------------
+
+backend_matrix! {
+    /// Lines go to the connection's tokio task and come back upper-cased, in order; lines
+    /// past the task's queue are answered `busy` at once (every line gets one answer);
+    /// a second connection has its own task.
+    fn tokio_bridge_answers_from_tasks(backend: Backend) {
+        let event_loop = event_loop(backend);
+        let running = tokio_bridge::start(&event_loop, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = addr_of(&running.server);
+        let mut a = connect(addr);
+        let mut a_lines = BufReader::new(a.try_clone().unwrap());
+        a.write_all(b"hello\nworld\n").unwrap();
+        assert_eq!(read_line(&mut a_lines), "HELLO");
+        assert_eq!(read_line(&mut a_lines), "WORLD");
+
+        let n = 200;
+        let batch: String = (0..n).map(|i| format!("line {i}\n")).collect();
+        a.write_all(batch.as_bytes()).unwrap();
+        let answers: Vec<String> = (0..n).map(|_| read_line(&mut a_lines)).collect();
+        let worked: Vec<&String> = answers.iter().filter(|l| *l != "busy").collect();
+        assert!(worked.len() >= tokio_bridge::QUEUE.min(n), "{answers:?}");
+        let mut expected = (0..n).map(|i| format!("LINE {i}"));
+        for line in &worked {
+            assert!(expected.any(|e| &e == *line), "out of order or unknown: {line} in {answers:?}");
+        }
+
+        let mut b = connect(addr);
+        let mut b_lines = BufReader::new(b.try_clone().unwrap());
+        b.write_all(b"second\n").unwrap();
+        assert_eq!(read_line(&mut b_lines), "SECOND");
+        drop((a, a_lines, b, b_lines));
+        poll_until(WAIT, "connections closed", || running.server.connection_count() == 0);
+        running.stop().unwrap();
+        event_loop.stop();
     }
 }

@@ -21,7 +21,7 @@ pub const MAX_EMPTY_LINES: usize = 8;
 pub const MAX_REQUEST: usize = 2 * MAX_EMPTY_LINES + MAX_HEAD + MAX_BODY;
 
 /// One request, framed.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Request<'a> {
     /// `HEAD`: answer without a body.
     pub head: bool,
@@ -238,5 +238,47 @@ mod tests {
         assert_eq!(parse(&b"\r\n".repeat(MAX_EMPTY_LINES)), Parse::Partial);
         assert_eq!(bad(&b"\r\n".repeat(MAX_EMPTY_LINES + 1)), 400);
         assert_eq!(bad(&b"\n".repeat(100_000)), 400);
+    }
+
+    /// The promises the fuzz target checks (`fuzz/fuzz_targets/http_hello.rs`), on
+    /// mutations of a few requests, so `cargo test` checks them too.
+    #[test]
+    fn keeps_its_promises_on_mutated_requests() {
+        let samples: [&[u8]; 5] = [
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"\r\n\nPOST /p HTTP/1.0\r\nContent-Length: 4\r\nConnection: keep-alive\r\n\r\nbody",
+            b"HEAD /h HTTP/1.1\nA: b\n\n",
+            b"GET / HTTP/1.1\r\nContent-Length: 0\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+            b"OPTIONS * HTTP/1.1\r\nX:\r\n\r\n",
+        ];
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = |n: usize| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            ((seed >> 33) as usize) % n.max(1)
+        };
+        let alphabet = b"\r\n :/ HTTP1.0GETContent-Length9x";
+        for round in 0..20_000 {
+            let mut data = samples[round % samples.len()].to_vec();
+            for _ in 0..1 + next(4) {
+                let at = next(data.len() + 1);
+                let byte = alphabet[next(alphabet.len())];
+                match next(3) {
+                    0 if at < data.len() => data[at] = byte,
+                    1 if at < data.len() => {
+                        data.remove(at);
+                    }
+                    _ => data.insert(at, byte),
+                }
+            }
+            match parse(&data) {
+                Parse::Request(r) => {
+                    assert!(r.len > 0 && r.len <= data.len(), "{data:?}");
+                    assert_eq!(parse(&data[..r.len]), Parse::Request(r), "{data:?}");
+                    assert_eq!(parse(&data[..r.len - 1]), Parse::Partial, "{data:?}");
+                }
+                Parse::Partial => assert!(data.len() < MAX_REQUEST),
+                Parse::Bad(status) => assert!(matches!(status, 400 | 413 | 431 | 501 | 505)),
+            }
+        }
     }
 }

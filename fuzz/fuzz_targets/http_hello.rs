@@ -1,9 +1,10 @@
-//! Fuzzes the request framing of the `http_hello` example (`examples/http_hello/request.rs`,
-//! included by path): any bytes must
-//! never panic, and must hold the module's promises: a request never claims more bytes than
-//! it was given, nor none; `Partial` is only answered below `MAX_REQUEST` bytes (what a
-//! connection buffers is bounded); and one byte short of a complete request is `Partial`, never
-//! another request or an error (so framing does not depend on how the bytes were split).
+//! Fuzzes the request framing of the `http_hello` example
+//! (`examples/http_hello/request.rs`, included by path). Any bytes must never panic, and
+//! must keep the module's promises: a request claims at least one and at most the given
+//! bytes, and frames the same from its own bytes; one byte short of it is `Partial`, never
+//! another request or an error (framing does not depend on how the bytes were split);
+//! `Partial` comes only below `MAX_REQUEST` bytes (what a connection buffers is bounded);
+//! errors are 400, 413, 431, 501 or 505.
 //!
 //! Needs `httparse` in the fuzz crate's dependencies.
 #![no_main]

@@ -15,6 +15,7 @@
 //! writing what is queued, reading nothing) → `Closing` (the driver is closing it) → gone,
 //! after the driver's `Closed`, which is when `on_disconnect` runs.
 
+mod dead;
 mod layered;
 
 use super::callback::{self, Outcome};
@@ -211,7 +212,7 @@ impl<D: Driver> Worker<D> {
     }
 
     /// Runs until stopped and every connection is closed.
-    pub(crate) fn run(mut self) {
+    pub(crate) fn run(&mut self) {
         self.state.shared.enter();
         loop {
             let timeout = self.state.poll_timeout();
@@ -873,7 +874,7 @@ impl State {
                     .and_then(|c| c.layers.as_mut())
                     .map(|l| l.end_of_stream());
                 if let Some(Err(e)) = ended {
-                    self.report(slot, NetworkError::Io(e));
+                    self.end_of_stream_refused(slot, e);
                 }
                 self.begin_close(slot, CloseMode::Flush);
                 Flow::Pause
@@ -1104,7 +1105,7 @@ impl State {
 
     /// Starts closing: refuse new frames; `Flush` writes what is queued first (up to the
     /// linger deadline), `Abort` drops it.
-    fn begin_close(&mut self, slot: Slot, mode: CloseMode) {
+    fn begin_close(&mut self, slot: Slot, mut mode: CloseMode) {
         // During a stop, the stop timeout bounds the drain (its own timer aborts whatever
         // is left); otherwise the close linger does.
         let linger = if self.stopping {
@@ -1144,7 +1145,7 @@ impl State {
             let (now_queued, error) = layered::seal(conn);
             queued = now_queued;
             if let Some(e) = error {
-                self.report(slot, NetworkError::Io(e));
+                mode = self.seal_failed(slot, e, mode);
             }
         }
         let Some(conn) = self.conns[slot.index()].as_mut() else {

@@ -17,7 +17,8 @@ use super::{Conn, Phase, State};
 use crate::driver::{Flow, Slot};
 use crate::error::NetworkError;
 use crate::inbox::CloseMode;
-use crate::layer::{Frames, Layer, LayerStack, Piece};
+use crate::layer::{panic_of, Frames, Layer, LayerStack, Piece};
+use crate::metrics::Stat;
 use crate::runtime::callback;
 use crate::runtime::timer::TimerKind;
 use std::io;
@@ -72,7 +73,7 @@ impl Layered {
 
     /// Whether frames can be encoded now.
     fn ready(&mut self) -> bool {
-        !self.failed && self.stack.is_ready()
+        !self.failed && self.stack.is_ready() && self.stack.poisoned().is_ok()
     }
 
     /// Takes the raw frames queued in `conn`'s shared queue and encodes them into `wire`,
@@ -193,6 +194,8 @@ impl State {
         let result = layered.stack.advance(&mut layered.wire);
         let added = layered.wire.len() - before;
         let ready = result.is_ok() && layered.stack.take_ready();
+        // `is_ready` may have panicked.
+        let result = result.and_then(|()| layered.stack.poisoned());
         account(&conn.shared, added, 0);
         if added > 0 {
             self.schedule_flush(slot);
@@ -249,6 +252,8 @@ impl State {
             .decode(data, &mut layered.app, &mut layered.wire);
         let added = layered.wire.len() - before;
         let ready = layered.stack.take_ready();
+        // `is_ready` may have panicked.
+        let result = result.and_then(|()| layered.stack.poisoned());
         account(&conn.shared, added, 0);
         if added > 0 {
             self.schedule_flush(slot);
@@ -330,6 +335,16 @@ impl State {
         // Frames queued before the failure are still encoded and written (unless it was
         // the encoding that failed), but nothing more is decoded.
         layered.broken = true;
+        if let Some(panic) = panic_of(&error) {
+            // A panicking layer is treated like a panicking handler: nothing more of the
+            // stack runs, the connection is aborted.
+            let message = panic.to_string();
+            layered.failed = true;
+            conn.service.count(Stat::HandlerPanic, 1);
+            self.report(slot, NetworkError::HandlerPanic(message));
+            self.begin_close(slot, CloseMode::Abort);
+            return;
+        }
         let error = if layered.client && !conn.established {
             NetworkError::Connect(error)
         } else {
@@ -337,6 +352,47 @@ impl State {
         };
         self.report(slot, error);
         self.begin_close(slot, mode);
+    }
+}
+
+/// How an error of a layer stack is reported: a panic as `HandlerPanic`, the rest as `Io`.
+pub(super) fn network_error(error: io::Error) -> NetworkError {
+    match panic_of(&error) {
+        Some(panic) => NetworkError::HandlerPanic(panic.to_string()),
+        None => NetworkError::Io(error),
+    }
+}
+
+impl State {
+    /// A layer refused the peer's end of stream ([`Layer::end_of_stream`]): report it. A
+    /// panic aborts the connection; an error lets it close as it would anyway.
+    pub(super) fn end_of_stream_refused(&mut self, slot: Slot, error: io::Error) {
+        if panic_of(&error).is_some() {
+            self.layer_failed(slot, error, CloseMode::Abort);
+        } else {
+            self.report(slot, NetworkError::Io(error));
+        }
+    }
+
+    /// The graceful close's `seal` failed: report it; a panic turns the close into an
+    /// abort (returned).
+    pub(super) fn seal_failed(
+        &mut self,
+        slot: Slot,
+        error: io::Error,
+        mode: CloseMode,
+    ) -> CloseMode {
+        let mode = match panic_of(&error) {
+            Some(_) => {
+                if let Some(conn) = self.conns[slot.index()].as_ref() {
+                    conn.service.count(Stat::HandlerPanic, 1);
+                }
+                CloseMode::Abort
+            }
+            None => mode,
+        };
+        self.report(slot, network_error(error));
+        mode
     }
 }
 

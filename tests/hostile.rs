@@ -1,0 +1,290 @@
+//! Hostile peers and bad configuration never take a loop down: a panicking layer closes
+//! its own connection only; a dead loop refuses sends; extreme durations and sizes are
+//! either refused by validation or work; a layer handshake has its own deadline; closed
+//! connections leave no timers behind; paused connections cannot pin the receive buffers.
+
+mod common;
+
+use common::*;
+use ringmill::layer::Layer;
+use std::io::{self, ErrorKind, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+// ---------------------------------------------------------------------------------------
+// Panicking layers
+// ---------------------------------------------------------------------------------------
+
+/// The `Layer` method a [`Panicky`] layer panics in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Method {
+    Start,
+    Decode,
+    Encode,
+    IsReady,
+    Finish,
+    EndOfStream,
+    Drop,
+}
+
+impl Method {
+    fn name(self) -> &'static str {
+        match self {
+            Method::Start => "start",
+            Method::Decode => "decode",
+            Method::Encode => "encode",
+            Method::IsReady => "is_ready",
+            Method::Finish => "finish",
+            Method::EndOfStream => "end_of_stream",
+            Method::Drop => "drop",
+        }
+    }
+}
+
+/// A pass-through layer that panics in `method` when `poisoned` (`is_ready` only once it
+/// has seen data, so the handshake completes).
+struct Panicky {
+    method: Method,
+    poisoned: bool,
+    saw_data: bool,
+}
+
+impl Panicky {
+    fn check(&self, method: Method) {
+        if self.poisoned && self.method == method {
+            panic!("poisoned layer in {}", method.name());
+        }
+    }
+}
+
+impl Layer for Panicky {
+    fn start(&mut self, _out: &mut Vec<u8>) -> io::Result<()> {
+        self.check(Method::Start);
+        Ok(())
+    }
+
+    fn decode(&mut self, input: &[u8], up: &mut Vec<u8>, _out: &mut Vec<u8>) -> io::Result<()> {
+        self.check(Method::Decode);
+        self.saw_data = true;
+        up.extend_from_slice(input);
+        Ok(())
+    }
+
+    fn encode(&mut self, frame: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+        self.check(Method::Encode);
+        out.extend_from_slice(frame);
+        Ok(())
+    }
+
+    fn is_ready(&self) -> bool {
+        if self.saw_data {
+            self.check(Method::IsReady);
+        }
+        true
+    }
+
+    fn finish(&mut self, _out: &mut Vec<u8>) -> io::Result<()> {
+        self.check(Method::Finish);
+        Ok(())
+    }
+
+    fn end_of_stream(&mut self) -> io::Result<()> {
+        self.check(Method::EndOfStream);
+        Ok(())
+    }
+}
+
+impl Drop for Panicky {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            self.check(Method::Drop);
+        }
+    }
+}
+
+/// Reads to EOF or reset: the server closed the connection.
+fn expect_closed(stream: &mut TcpStream) {
+    match try_read_to_eof(stream, WAIT) {
+        Ok(_) => {}
+        Err((_, e)) if e.kind() == ErrorKind::ConnectionReset => {}
+        Err((_, e)) => panic!("the server should have closed the connection: {e}"),
+    }
+}
+
+fn round_trip(stream: &mut TcpStream, data: &[u8]) {
+    stream.write_all(data).unwrap();
+    let got = read_exact_within(stream, data.len(), WAIT);
+    assert_bytes_eq(&got, data, "echo");
+}
+
+/// One loop thread, an echo server whose second connection's layer panics in `method`:
+/// that connection is closed and reported (`HandlerPanic` naming the method, then
+/// `on_disconnect` if `on_connect` ran); the first connection and a new one are served.
+fn panicking_layer_closes_only_its_connection(backend: Backend, method: Method) {
+    let event_loop = event_loop_with(backend, |b| b.threads(1));
+    let rec = Recorder::shared();
+    let handler = Recording::echo(&rec).on_data(|ctx, conn, data| {
+        if data == b"BYE" {
+            ctx.close_connection(conn)?;
+        }
+        Ok(())
+    });
+    let made = Arc::new(AtomicUsize::new(0));
+    let server = TcpServer::new(server_config().build(), handler)
+        .expect("TcpServer::new")
+        .with_layer(move || {
+            Box::new(Panicky {
+                method,
+                poisoned: made.fetch_add(1, Ordering::SeqCst) == 1,
+                saw_data: false,
+            })
+        });
+    server.start(&event_loop).expect("start");
+    let addr = addr_of(&server);
+    let mut good = connect(addr);
+    let good_id = rec.wait_peer(good.local_addr().unwrap(), WAIT);
+    round_trip(&mut good, b"before");
+    let mut bad = connect(addr);
+    let bad_id = match method {
+        Method::Start => None,
+        _ => Some(rec.wait_peer(bad.local_addr().unwrap(), WAIT)),
+    };
+    match method {
+        Method::Start => {}
+        Method::Decode | Method::Encode | Method::IsReady => bad.write_all(b"hello").unwrap(),
+        Method::Finish => bad.write_all(b"BYE").unwrap(),
+        Method::EndOfStream => shutdown_write(&bad),
+        Method::Drop => round_trip(&mut bad, b"fine until dropped"),
+    }
+    if method == Method::Drop {
+        drop(bad);
+    } else {
+        expect_closed(&mut bad);
+        let err = rec.wait_error("HandlerPanic", WAIT);
+        assert!(
+            err.message.contains(&format!("`{}`", method.name()))
+                && err.message.contains("poisoned layer"),
+            "the report names the layer method and the panic: {}",
+            err.message
+        );
+        if let Some(id) = bad_id {
+            assert_eq!(err.conn, Some(id));
+        }
+    }
+    if let Some(id) = bad_id {
+        rec.wait_closed(id, WAIT);
+        let trace = rec.trace(id);
+        let tail = &trace.events[trace.events.len() - 2..];
+        if method == Method::Drop {
+            assert!(trace.errors().is_empty(), "{:?}", trace.events);
+        } else {
+            assert_eq!(
+                tail,
+                [Ev::Error("HandlerPanic".into()), Ev::Disconnect],
+                "{:?}",
+                trace.events
+            );
+        }
+    }
+    // The loop goes on: the old connection and a new one are served.
+    round_trip(&mut good, b"after");
+    let mut fresh = connect(addr);
+    round_trip(&mut fresh, b"fresh connection");
+    assert!(!rec.trace(good_id).closed());
+    let expected = if method == Method::Start { 2 } else { 3 };
+    drop((good, fresh));
+    rec.wait_disconnects(expected, WAIT);
+    event_loop.stop();
+    rec.assert_no_violations();
+    rec.assert_all_closed_once();
+    assert_eq!(
+        server.metrics().handler_panics,
+        u64::from(method != Method::Drop),
+        "the panic is counted"
+    );
+}
+
+backend_matrix! {
+    fn layer_panic_in_start(backend: Backend) {
+        panicking_layer_closes_only_its_connection(backend, Method::Start);
+    }
+
+    fn layer_panic_in_decode(backend: Backend) {
+        panicking_layer_closes_only_its_connection(backend, Method::Decode);
+    }
+
+    fn layer_panic_in_encode(backend: Backend) {
+        panicking_layer_closes_only_its_connection(backend, Method::Encode);
+    }
+
+    fn layer_panic_in_is_ready(backend: Backend) {
+        panicking_layer_closes_only_its_connection(backend, Method::IsReady);
+    }
+
+    fn layer_panic_in_finish(backend: Backend) {
+        panicking_layer_closes_only_its_connection(backend, Method::Finish);
+    }
+
+    fn layer_panic_in_end_of_stream(backend: Backend) {
+        panicking_layer_closes_only_its_connection(backend, Method::EndOfStream);
+    }
+
+    fn layer_panic_in_drop(backend: Backend) {
+        panicking_layer_closes_only_its_connection(backend, Method::Drop);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// A loop that dies anyway
+// ---------------------------------------------------------------------------------------
+
+/// Panics when dropped: user code the loop runs outside any callback (the drop of a
+/// cancelled timer's closure).
+struct PanicOnDrop;
+
+impl Drop for PanicOnDrop {
+    fn drop(&mut self) {
+        panic!("a value dropped on the loop thread panicked");
+    }
+}
+
+backend_matrix! {
+    /// A loop thread that dies of a panic no callback guard covers is marked stopped: its
+    /// connections get `on_error(EventLoopGone)` and `on_disconnect`, their senders fail
+    /// with `SendError::Closed`, the peers see the close, and posting to the loop fails.
+    fn dead_loop_is_marked_stopped_and_refuses_sends(backend: Backend) {
+        let event_loop = event_loop_with(backend, |b| b.threads(1));
+        let rec = Recorder::shared();
+        let server = start_server(&event_loop, server_config().build(), Recording::echo(&rec));
+        let mut client = connect(addr_of(&server));
+        let id = rec.wait_peer(client.local_addr().unwrap(), WAIT);
+        round_trip(&mut client, b"alive");
+        let sender = server.context().sender(id).expect("a sender for the open connection");
+        let handle = event_loop.handle(0).expect("loop 0");
+        let bomb = PanicOnDrop;
+        let timer = handle
+            .schedule_once(std::time::Duration::from_millis(1), move || {
+                let _keep = &bomb;
+            })
+            .expect("schedule_once");
+        assert!(timer.cancel(), "cancelled before it came due");
+        poll_until(WAIT, "the dead loop to be marked stopped", || handle.is_stopped());
+        rec.wait_closed(id, WAIT);
+        let trace = rec.trace(id);
+        assert_eq!(
+            &trace.events[trace.events.len() - 2..],
+            [Ev::Error("EventLoopGone".into()), Ev::Disconnect],
+            "{:?}",
+            trace.events
+        );
+        let sent = sender.send(b"into the void");
+        assert!(matches!(sent, Err(SendError::Closed)), "send to a dead loop: {sent:?}");
+        assert!(server.context().send_to(id, b"gone").is_err());
+        assert!(handle.post(|| {}).is_err(), "posting to a dead loop fails");
+        expect_closed(&mut client);
+        assert_eq!(server.connection_count(), 0);
+        rec.assert_no_violations();
+        rec.assert_all_closed_once();
+    }
+}

@@ -11,6 +11,7 @@ use std::io::{self, ErrorKind, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 // ---------------------------------------------------------------------------------------
 // Panicking layers
@@ -286,5 +287,180 @@ backend_matrix! {
         assert_eq!(server.connection_count(), 0);
         rec.assert_no_violations();
         rec.assert_all_closed_once();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Extreme configuration values
+// ---------------------------------------------------------------------------------------
+
+/// Echoes `data` through a client with `config`-style extremes, then closes it.
+fn client_round_trip(event_loop: &EventLoop, addr: std::net::SocketAddr, config: TcpClientConfig) {
+    let crec = Recorder::shared();
+    let mut client =
+        TcpClient::connect(addr, config, Recording::new(&crec)).expect("TcpClient::connect");
+    client.start(event_loop).expect("start");
+    let id = crec.wait_conn(0, WAIT);
+    client.send(b"client hello").expect("send");
+    crec.wait_bytes(id, 12, WAIT);
+    client.disconnect().expect("disconnect");
+    crec.wait_closed(id, WAIT);
+    crec.assert_all_closed_once();
+}
+
+backend_matrix! {
+    /// `Duration::MAX` for every duration a configuration takes (idle timeout, keep-alive,
+    /// connect timeout, close linger, stop timeout) is accepted and works: connections
+    /// echo, close gracefully (the linger deadline), and the loop stops.
+    fn maximal_durations_are_accepted_and_work(backend: Backend) {
+        let event_loop = event_loop_with(backend, |b| {
+            b.threads(1)
+                .close_linger(Duration::MAX)
+                .stop_timeout(Duration::MAX)
+        });
+        let rec = Recorder::shared();
+        let config = server_config()
+            .idle_timeout(Duration::MAX)
+            .keep_alive(Some(Duration::MAX))
+            .try_build()
+            .expect("the maximal durations pass validation");
+        let server = start_server(&event_loop, config, Recording::echo(&rec));
+        let addr = addr_of(&server);
+        let mut plain = connect(addr);
+        round_trip(&mut plain, b"idle timeout of Duration::MAX");
+        // The peer ends its stream: a graceful close, with its linger deadline.
+        shutdown_write(&plain);
+        expect_closed(&mut plain);
+        rec.wait_disconnects(1, WAIT);
+        client_round_trip(
+            &event_loop,
+            addr,
+            TcpClientConfig {
+                connect_timeout: Duration::MAX,
+                idle_timeout: Some(Duration::MAX),
+                keep_alive: Some(Duration::MAX),
+                ..TcpClientConfig::default()
+            },
+        );
+        // A connection still open when the loop stops: the stop deadline.
+        let mut open = connect(addr);
+        round_trip(&mut open, b"open at stop");
+        event_loop.stop();
+        expect_closed(&mut open);
+        rec.wait_disconnects(3, WAIT);
+        rec.assert_all_closed_once();
+    }
+
+    /// Durations just below what `Instant` can add (one nanosecond short of
+    /// `Duration::MAX`, and `u64::MAX` seconds) behave like `Duration::MAX`.
+    fn near_maximal_durations_are_accepted_and_work(backend: Backend) {
+        let near = Duration::MAX - Duration::from_nanos(1);
+        let event_loop = event_loop_with(backend, |b| {
+            b.threads(1)
+                .close_linger(Duration::from_secs(u64::MAX))
+                .stop_timeout(near)
+        });
+        let rec = Recorder::shared();
+        let config = server_config().idle_timeout(near).try_build().expect("valid");
+        let server = start_server(&event_loop, config, Recording::echo(&rec));
+        let mut plain = connect(addr_of(&server));
+        round_trip(&mut plain, b"near the maximum");
+        shutdown_write(&plain);
+        expect_closed(&mut plain);
+        rec.wait_disconnects(1, WAIT);
+        event_loop.stop();
+        rec.assert_all_closed_once();
+    }
+
+    /// Extreme admission rates pass validation and admit (a huge rate and burst) or
+    /// refuse (a tiny rate after its burst of one) without trouble.
+    fn extreme_accept_rates_work(backend: Backend) {
+        let event_loop = event_loop_with(backend, |b| b.threads(1));
+        let rec = Recorder::shared();
+        let config = server_config()
+            .exempt_loopback(false)
+            .accept_rate(f64::MAX, u32::MAX)
+            .accept_rate_per_ip(f64::MIN_POSITIVE, 1)
+            .try_build()
+            .expect("extreme rates pass validation");
+        let server = start_server(&event_loop, config, Recording::echo(&rec));
+        let mut first = connect(addr_of(&server));
+        round_trip(&mut first, b"admitted by the burst");
+        let mut second = connect(addr_of(&server));
+        expect_closed(&mut second);
+        rec.wait_error("AdmissionRefused", WAIT);
+        round_trip(&mut first, b"still served");
+        drop(first);
+        rec.wait_disconnects(1, WAIT);
+        event_loop.stop();
+    }
+
+    /// The framing codecs take their whole parameter range: `LineDelimited::new(usize::MAX)`
+    /// and `LengthPrefixed::new(usize::MAX)` (no cap) frame and echo.
+    fn framing_codecs_without_a_cap_work(backend: Backend) {
+        use ringmill::layer::{LengthPrefixed, LineDelimited};
+        let event_loop = event_loop_with(backend, |b| b.threads(1));
+        let rec = Recorder::shared();
+        let lines = TcpServer::new(server_config().build(), Recording::echo(&rec))
+            .expect("server")
+            .with_layer(|| Box::new(LineDelimited::new(usize::MAX)));
+        lines.start(&event_loop).expect("start");
+        let mut c = connect(addr_of(&lines));
+        c.write_all(b"one\ntwo\r\n").unwrap();
+        let got = read_exact_within(&mut c, 8, WAIT);
+        assert_bytes_eq(&got, b"one\ntwo\n", "lines echoed");
+        drop(c);
+        let prec = Recorder::shared();
+        let prefixed = TcpServer::new(server_config().build(), Recording::echo(&prec))
+            .expect("server")
+            .with_layer(|| Box::new(LengthPrefixed::new(usize::MAX)));
+        prefixed.start(&event_loop).expect("start");
+        let mut c = connect(addr_of(&prefixed));
+        c.write_all(&[0, 0, 0, 3, b'a', b'b', b'c']).unwrap();
+        let got = read_exact_within(&mut c, 7, WAIT);
+        assert_bytes_eq(&got, &[0, 0, 0, 3, b'a', b'b', b'c'], "frame echoed");
+        drop(c);
+        rec.wait_disconnects(1, WAIT);
+        prec.wait_disconnects(1, WAIT);
+        event_loop.stop();
+        rec.assert_all_closed_once();
+        prec.assert_all_closed_once();
+    }
+}
+
+backend_matrix! {
+    /// Driver settings that cannot work are refused by `build()` with a configuration
+    /// error, never a panic; extreme ones that can work build.
+    fn extreme_driver_settings_are_refused_or_work(backend: Backend) {
+        let config = DriverConfig {
+            events_capacity: usize::MAX,
+            ..DriverConfig::default()
+        };
+        let built = EventLoop::builder()
+            .threads(1)
+            .backend(backend)
+            .driver_config(config)
+            .build();
+        match built {
+            Err(e) => assert!(
+                matches!(network_error(e.as_ref()), NetworkError::Configuration(_)),
+                "{backend}: {e}"
+            ),
+            Ok(event_loop) => event_loop.stop(),
+        }
+        let config = DriverConfig {
+            ring_entries: u32::MAX,
+            cq_entries: u32::MAX,
+            read_budget: usize::MAX,
+            ..DriverConfig::default()
+        };
+        let built = EventLoop::builder()
+            .threads(1)
+            .backend(backend)
+            .driver_config(config)
+            .build();
+        if let Ok(event_loop) = built {
+            event_loop.stop();
+        }
     }
 }

@@ -45,7 +45,8 @@ pub struct TcpServerConfig {
     pub max_connections: Option<usize>,
     /// `TCP_NODELAY` on accepted sockets.
     pub no_delay: bool,
-    /// `SO_KEEPALIVE` with this idle time before the first probe; `None` leaves it off.
+    /// `SO_KEEPALIVE` with this idle time before the first probe (at most
+    /// [`MAX_KEEP_ALIVE`]; longer is taken as that); `None` leaves it off.
     pub keep_alive: Option<Duration>,
     /// Queued outbound bytes at or above which sends get `SendError::Backpressure`.
     pub high_watermark: usize,
@@ -268,7 +269,8 @@ pub struct TcpClientConfig {
     pub high_watermark: usize,
     /// Queued outbound bytes at or below which `on_drained` fires after a refused send.
     pub low_watermark: usize,
-    /// `SO_KEEPALIVE` with this idle time before the first probe; `None` leaves it off.
+    /// `SO_KEEPALIVE` with this idle time before the first probe (at most
+    /// [`MAX_KEEP_ALIVE`]; longer is taken as that); `None` leaves it off.
     pub keep_alive: Option<Duration>,
     /// `TCP_NODELAY`.
     pub nodelay: bool,
@@ -362,6 +364,14 @@ impl Watermarks {
     }
 }
 
+/// The longest keep-alive idle time set on a socket: Linux's maximum `TCP_KEEPIDLE`.
+/// A longer `keep_alive` is taken as this.
+pub const MAX_KEEP_ALIVE: Duration = Duration::from_secs(32_767);
+
+/// The most readiness events one wait may fetch ([`DriverConfig::events_capacity`]): the
+/// event array is allocated up front, and more events per wait gain nothing.
+pub const MAX_EVENTS_CAPACITY: usize = 1 << 20;
+
 /// Per-loop settings handed to a driver when it is built.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DriverConfig {
@@ -377,7 +387,7 @@ pub struct DriverConfig {
     pub cq_entries: u32,
     /// Bytes read from one connection per readiness event before others get a turn (mio).
     pub read_budget: usize,
-    /// Readiness events fetched per wait (mio).
+    /// Readiness events fetched per wait (mio; at most [`MAX_EVENTS_CAPACITY`]).
     pub events_capacity: usize,
 }
 
@@ -424,6 +434,15 @@ impl DriverConfig {
         }
         if self.events_capacity == 0 {
             return Err(ConfigError::Zero("events_capacity"));
+        }
+        if self.events_capacity > MAX_EVENTS_CAPACITY {
+            return Err(ConfigError::OutOfRange {
+                option: "events_capacity",
+                reason: format!(
+                    "{} is above the {MAX_EVENTS_CAPACITY} events one wait can fetch",
+                    self.events_capacity
+                ),
+            });
         }
         Ok(())
     }

@@ -19,7 +19,7 @@ mod dead;
 mod layered;
 
 use super::callback::{self, Outcome};
-use super::timer::{TimerKind, Timers};
+use super::timer::{deadline_after, TimerKind, Timers};
 use super::LoopSettings;
 use crate::admission::Ticket;
 use crate::conn::ConnShared;
@@ -433,7 +433,7 @@ impl<D: Driver> Worker<D> {
         for (id, _) in std::mem::take(&mut self.state.listeners) {
             self.driver.unlisten(id);
         }
-        let deadline = self.state.now + self.state.settings.stop_timeout;
+        let deadline = deadline_after(self.state.now, self.state.settings.stop_timeout);
         self.state.timers.add(deadline, TimerKind::Stop);
         for index in 0..self.state.conns.len() {
             if self.state.conns[index].is_some() {
@@ -567,9 +567,10 @@ impl<D: Driver> Worker<D> {
             conn.layers = Some(Layered::new(layers, true));
         }
         self.state.insert(slot, conn);
-        self.state
-            .timers
-            .add(self.state.now + timeout, TimerKind::Connect(slot, id));
+        self.state.timers.add(
+            deadline_after(self.state.now, timeout),
+            TimerKind::Connect(slot, id),
+        );
     }
 }
 
@@ -598,6 +599,7 @@ fn apply_socket_options(stream: &TcpStream, service: &Service) {
         log::debug!("ringmill: TCP_NODELAY: {e}");
     }
     if let Some(idle) = opts.keep_alive {
+        let idle = idle.min(crate::config::MAX_KEEP_ALIVE);
         let keepalive = socket2::TcpKeepalive::new().with_time(idle);
         if let Err(e) = sock.set_tcp_keepalive(&keepalive) {
             log::debug!("ringmill: SO_KEEPALIVE: {e}");
@@ -705,7 +707,8 @@ impl State {
             return;
         }
         if let Some(idle) = service.config.idle_timeout {
-            self.timers.add(self.now + idle, TimerKind::Idle(slot, id));
+            self.timers
+                .add(deadline_after(self.now, idle), TimerKind::Idle(slot, id));
         }
         if !conn.shared.lock().pending.is_empty() {
             self.schedule_flush(slot);
@@ -1155,11 +1158,12 @@ impl State {
             conn.phase = Phase::Closing;
             self.ops.push(Op::Close(slot));
         } else if queued == 0 && !conn.in_flight {
-            self.drained(slot, Some(now + linger));
+            self.drained(slot, Some(deadline_after(now, linger)));
         } else {
             conn.phase = Phase::Draining;
             let id = conn.id();
-            self.timers.add(now + linger, TimerKind::Linger(slot, id));
+            self.timers
+                .add(deadline_after(now, linger), TimerKind::Linger(slot, id));
             self.schedule_flush(slot);
         }
     }
@@ -1248,7 +1252,7 @@ impl State {
                 let Some(idle) = conn.service.config.idle_timeout else {
                     return;
                 };
-                let due = conn.last_active + idle;
+                let due = deadline_after(conn.last_active, idle);
                 if due <= self.now {
                     conn.service.count(Stat::IdleTimeout, 1);
                     self.report(slot, NetworkError::IdleTimeout(id));

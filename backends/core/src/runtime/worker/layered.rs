@@ -20,7 +20,7 @@ use crate::inbox::CloseMode;
 use crate::layer::{panic_of, Frames, Layer, LayerStack, Piece};
 use crate::metrics::Stat;
 use crate::runtime::callback;
-use crate::runtime::timer::TimerKind;
+use crate::runtime::timer::{deadline_after, TimerKind};
 use std::io;
 
 /// The loop's state for a connection with layers.
@@ -187,7 +187,8 @@ impl State {
         // The idle timeout covers the handshake too, so a peer that never finishes it
         // does not hold the connection forever.
         if let Some(idle) = conn.service.config.idle_timeout {
-            self.timers.add(now + idle, TimerKind::Idle(slot, id));
+            self.timers
+                .add(deadline_after(now, idle), TimerKind::Idle(slot, id));
         }
         let layered = conn.layers.as_deref_mut().expect("a layered connection");
         let before = layered.wire.len();

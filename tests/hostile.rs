@@ -464,3 +464,118 @@ backend_matrix! {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// The layer handshake deadline
+// ---------------------------------------------------------------------------------------
+
+/// A layer whose handshake is `need` bytes from the peer; then it passes bytes through.
+struct SlowHello {
+    need: usize,
+    got: usize,
+}
+
+impl Layer for SlowHello {
+    fn decode(&mut self, input: &[u8], up: &mut Vec<u8>, _out: &mut Vec<u8>) -> io::Result<()> {
+        let take = (self.need - self.got).min(input.len());
+        self.got += take;
+        up.extend_from_slice(&input[take..]);
+        Ok(())
+    }
+
+    fn encode(&mut self, frame: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+        out.extend_from_slice(frame);
+        Ok(())
+    }
+
+    fn is_ready(&self) -> bool {
+        self.got == self.need
+    }
+}
+
+/// Writes one byte every `every` until the server closes the connection or `stop` says
+/// so; returns how many bytes it wrote. The pacing is the scenario (a slow-drip peer);
+/// it waits on `stop` with that deadline, never sleeps.
+fn drip(
+    mut stream: TcpStream,
+    every: Duration,
+    stop: std::sync::mpsc::Receiver<()>,
+) -> std::thread::JoinHandle<usize> {
+    std::thread::spawn(move || {
+        let mut sent = 0;
+        loop {
+            if stream.write_all(b"h").is_err() {
+                return sent;
+            }
+            sent += 1;
+            match stop.recv_timeout(every) {
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                _ => return sent,
+            }
+        }
+    })
+}
+
+backend_matrix! {
+    /// A peer that drips its layer handshake one byte every 100 ms (so the idle timeout,
+    /// 1 s, never fires) is closed at the handshake deadline (1.5 s), reported as
+    /// `Io(TimedOut)`, never reaches the handler, and gives back its `max_connections`
+    /// place; a well-behaved peer is served meanwhile and afterwards.
+    fn slow_drip_handshake_is_closed_at_the_handshake_deadline(backend: Backend) {
+        let handshake = Duration::from_millis(1500);
+        let event_loop = event_loop_with(backend, |b| b.threads(1));
+        let rec = Recorder::shared();
+        let config = server_config()
+            .idle_timeout(Duration::from_secs(1))
+            .handshake_timeout(Some(handshake))
+            .max_connections(1)
+            .build();
+        let server = TcpServer::new(config, Recording::echo(&rec))
+            .expect("server")
+            .with_layer(|| Box::new(SlowHello { need: 1000, got: 0 }));
+        server.start(&event_loop).expect("start");
+        let addr = addr_of(&server);
+        let started = std::time::Instant::now();
+        let slow = connect(addr);
+        let mut reader = slow.try_clone().unwrap();
+        let (stop, stopped) = std::sync::mpsc::channel();
+        let dripper = drip(slow, Duration::from_millis(100), stopped);
+        let err = rec.wait_error("Io(TimedOut)", WAIT);
+        let closed_after = started.elapsed();
+        assert!(err.message.contains("handshake"), "{}", err.message);
+        assert!(
+            closed_after >= handshake,
+            "closed after {closed_after:?}, before the {handshake:?} deadline"
+        );
+        expect_closed(&mut reader);
+        let _ = stop.send(());
+        let sent = dripper.join().unwrap();
+        assert!(sent > 10, "the peer kept dripping ({sent} bytes)");
+        assert_eq!(rec.connects(), 0, "the handler never heard of it");
+        assert!(rec.errors().iter().all(|e| e.kind != "IdleTimeout"), "{:?}", rec.errors());
+        // Its place under max_connections is free again.
+        poll_until(WAIT, "the place to be given back", || server.connection_count() == 0);
+        let mut good = connect(addr);
+        good.write_all(&[b'h'; 1000]).unwrap();
+        round_trip(&mut good, b"after the handshake");
+        drop(good);
+        rec.wait_disconnects(1, WAIT);
+        event_loop.stop();
+        rec.assert_all_closed_once();
+    }
+
+    /// `handshake_timeout(Some(ZERO))` is refused by validation; `None` turns the deadline
+    /// off (the idle timeout still covers a silent peer).
+    fn handshake_timeout_is_validated(backend: Backend) {
+        let _ = backend;
+        let zero = server_config().handshake_timeout(Some(Duration::ZERO)).try_build();
+        assert!(matches!(zero, Err(ConfigError::Zero("handshake_timeout"))), "{zero:?}");
+        let off = server_config().handshake_timeout(None).try_build().expect("valid");
+        assert_eq!(off.handshake_timeout, None);
+        assert_eq!(
+            server_config().build().handshake_timeout,
+            Some(Duration::from_secs(10)),
+            "the default"
+        );
+    }
+}

@@ -13,6 +13,8 @@ pub const DEFAULT_LOW_WATERMARK: usize = 256 * 1024;
 pub const DEFAULT_BUFFER_SIZE: usize = 8192;
 /// Default listen backlog.
 pub const DEFAULT_BACKLOG: u32 = 1024;
+/// Default deadline of a server connection's layer handshake.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Configuration for a [`TcpServer`](../../ringmill/tcp/struct.TcpServer.html).
 ///
@@ -30,6 +32,7 @@ pub const DEFAULT_BACKLOG: u32 = 1024;
 /// | `low_watermark` | 256 KiB | `on_drained` once the queue falls to it |
 /// | `max_frame` | none | sends of a larger frame are refused with `FrameTooLarge` |
 /// | `idle_timeout` | none | connections that send nothing for this long are closed |
+/// | `handshake_timeout` | 10 s | connections whose layers' handshake is not done by then are closed |
 /// | `backlog` | 1024 | `listen(2)` backlog |
 /// | `max_connections_per_ip` | unlimited | accept: more from one address are closed at once |
 /// | `accept_rate` | unlimited | accept: token bucket for the whole server |
@@ -56,6 +59,11 @@ pub struct TcpServerConfig {
     pub max_frame: Option<usize>,
     /// Close connections that send nothing for this long (`None`: never).
     pub idle_timeout: Option<Duration>,
+    /// Close a connection whose layers (TLS, ...) have not finished their handshake this
+    /// long after it was accepted, however much the peer trickles in (`None`: no deadline
+    /// but the idle timeout). Reported as `on_error(Io(TimedOut))`. Plain connections
+    /// have no handshake.
+    pub handshake_timeout: Option<Duration>,
     /// `listen(2)` backlog.
     pub backlog: u32,
     /// Per-IP cap, accept rates and their exemptions.
@@ -74,6 +82,7 @@ impl Default for TcpServerConfig {
             low_watermark: DEFAULT_LOW_WATERMARK,
             max_frame: None,
             idle_timeout: None,
+            handshake_timeout: Some(DEFAULT_HANDSHAKE_TIMEOUT),
             backlog: DEFAULT_BACKLOG,
             admission: AdmissionConfig::default(),
         }
@@ -99,6 +108,9 @@ impl TcpServerConfig {
         }
         if self.idle_timeout == Some(Duration::ZERO) {
             return Err(ConfigError::Zero("idle_timeout"));
+        }
+        if self.handshake_timeout == Some(Duration::ZERO) {
+            return Err(ConfigError::Zero("handshake_timeout"));
         }
         if self.keep_alive == Some(Duration::ZERO) {
             return Err(ConfigError::Zero("keep_alive"));
@@ -204,6 +216,13 @@ impl TcpServerConfigBuilder {
     /// Close connections that send nothing for this long.
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
         self.config.idle_timeout = Some(timeout);
+        self
+    }
+
+    /// How long a connection's layers may take to finish their handshake (default 10 s;
+    /// `None`: no deadline of its own). See [`TcpServerConfig::handshake_timeout`].
+    pub fn handshake_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.config.handshake_timeout = timeout;
         self
     }
 

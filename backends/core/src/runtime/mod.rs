@@ -232,6 +232,8 @@ impl ClientConn {
                 chunk: config.buffer_size,
                 max_connections: None,
                 idle_timeout: config.idle_timeout,
+                // The connect timeout covers a client's handshake.
+                handshake_timeout: None,
                 socket: SocketOptions {
                     no_delay: config.nodelay,
                     keep_alive: config.keep_alive,

@@ -32,6 +32,8 @@ pub(crate) enum TimerKind {
     Idle(Slot, ConnectionId),
     /// A graceful close's deadline: close even if output is still queued.
     Linger(Slot, ConnectionId),
+    /// An accepted connection's layer handshake deadline.
+    Handshake(Slot, ConnectionId),
     /// Resume accepting after a resource error.
     ResumeAccept(ListenerId),
     /// The loop's stop deadline.

@@ -1266,6 +1266,7 @@ impl State {
                     self.begin_close(slot, CloseMode::Abort);
                 }
             }
+            TimerKind::Handshake(slot, id) => self.handshake_expired(slot, id),
             TimerKind::ResumeAccept(listener) => self.resume_accepting(listener),
             TimerKind::User(timer) => self.timers.fire_user(timer, self.now, &self.shared),
             TimerKind::Stop => {

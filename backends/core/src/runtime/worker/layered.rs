@@ -190,6 +190,14 @@ impl State {
             self.timers
                 .add(deadline_after(now, idle), TimerKind::Idle(slot, id));
         }
+        // The idle timeout alone does not bound the handshake: a peer that trickles one
+        // byte at a time keeps it from firing. An accepted connection gets a deadline of
+        // its own (a client's connect timeout covers its handshake).
+        let client = conn.layers.as_ref().is_some_and(|l| l.client);
+        if let (false, Some(limit)) = (client, conn.service.config.handshake_timeout) {
+            self.timers
+                .add(deadline_after(now, limit), TimerKind::Handshake(slot, id));
+        }
         let layered = conn.layers.as_deref_mut().expect("a layered connection");
         let before = layered.wire.len();
         let result = layered.stack.advance(&mut layered.wire);
@@ -214,6 +222,23 @@ impl State {
         if ready {
             self.layers_ready(slot);
         }
+    }
+
+    /// An accepted connection's handshake deadline came: if its layers are still
+    /// handshaking, report `Io(TimedOut)` and abort it.
+    pub(super) fn handshake_expired(&mut self, slot: Slot, id: crate::id::ConnectionId) {
+        let Some(conn) = self.conns[slot.index()].as_ref() else {
+            return;
+        };
+        if conn.id() != id || conn.phase != Phase::Open || !self.handshaking(slot) {
+            return;
+        }
+        let limit = conn.service.config.handshake_timeout.unwrap_or_default();
+        let e = io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("the layer handshake did not finish within {limit:?}"),
+        );
+        self.layer_failed(slot, e, CloseMode::Abort);
     }
 
     /// Every layer is ready: `on_connect`, then the frames held meanwhile go out.

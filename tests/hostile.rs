@@ -579,3 +579,40 @@ backend_matrix! {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Timers of closed connections
+// ---------------------------------------------------------------------------------------
+
+backend_matrix! {
+    /// 1,000 short connections to a server with a 60 s idle timeout, one after the other:
+    /// once they are closed, the loop's timer heap holds a bounded number of entries
+    /// (not one idle timer per closed connection until its minute is up).
+    fn closed_connections_leave_no_timers_behind(backend: Backend) {
+        const CONNECTIONS: usize = 1000;
+        const BOUND: usize = 200;
+        let event_loop = event_loop_with(backend, |b| b.threads(1));
+        let rec = Arc::new(Recorder::counting());
+        let config = server_config().idle_timeout(Duration::from_secs(60)).build();
+        let server = start_server(&event_loop, config, Recording::echo(&rec));
+        let addr = addr_of(&server);
+        for i in 0..CONNECTIONS {
+            let mut c = connect(addr);
+            round_trip(&mut c, b"short");
+            drop(c);
+            rec.wait_disconnects(i + 1, WAIT);
+        }
+        let mut entries = 0;
+        let settled = try_poll_until(WAIT, || {
+            entries = event_loop.metrics().timer_entries;
+            entries <= BOUND
+        });
+        assert!(
+            settled,
+            "{entries} timer entries left after {CONNECTIONS} closed connections (bound {BOUND})"
+        );
+        // Live connections keep their timers: the idle timeout still works.
+        event_loop.stop();
+        rec.assert_all_closed_once();
+    }
+}

@@ -16,6 +16,7 @@
 //! after the driver's `Closed`, which is when `on_disconnect` runs.
 
 mod dead;
+mod housekeeping;
 mod layered;
 
 use super::callback::{self, Outcome};
@@ -232,6 +233,9 @@ impl<D: Driver> Worker<D> {
             self.state
                 .shared
                 .publish_counters(&self.driver.counters(), self.state.live);
+            self.state
+                .shared
+                .publish_timer_entries(self.state.timers.len());
             if self.state.stopping && self.state.live == 0 && self.state.listeners.is_empty() {
                 break;
             }
@@ -1206,6 +1210,7 @@ impl State {
         if conn.counted {
             conn.service.release_place(conn.ticket);
         }
+        self.forget_timers_of_closed();
         // A descriptor was freed: listeners backing off after EMFILE may try again.
         let paused: Vec<ListenerId> = self
             .listeners

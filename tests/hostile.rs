@@ -616,3 +616,76 @@ backend_matrix! {
         rec.assert_all_closed_once();
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Paused connections and the receive buffers
+// ---------------------------------------------------------------------------------------
+
+backend_matrix! {
+    /// 32 connections that pause reading on their first bytes, each with 64 KiB sent, on a
+    /// loop with 8 receive buffers of 4 KiB: the paused connections cannot hold the
+    /// buffers (io_uring: what arrives for a paused connection is copied out of the
+    /// provided-buffer ring), so another server on the same loop keeps echoing; once
+    /// resumed, each paused connection gets all its bytes.
+    fn paused_connections_cannot_pin_the_receive_buffers(backend: Backend) {
+        const PAUSED: usize = 32;
+        const EACH: usize = 64 * 1024;
+        let event_loop = event_loop_with(backend, |b| {
+            b.threads(1).buffer_count(8).buffer_size(4096)
+        });
+        let prec = Arc::new(Recorder::counting());
+        let pausing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let senders: Arc<Shared<Vec<ConnSender>>> = Arc::new(Shared::new(Vec::new()));
+        let (p, s) = (Arc::clone(&pausing), Arc::clone(&senders));
+        let pauser = Recording::new(&prec)
+            .on_connect(move |ctx, conn| {
+                let sender = ctx.sender(conn).expect("sender");
+                s.update(|v| v.push(sender));
+                Ok(())
+            })
+            .on_data(move |ctx, conn, _| {
+                if p.load(Ordering::SeqCst) {
+                    ctx.sender(conn).expect("sender").pause_reads();
+                }
+                Ok(())
+            });
+        let paused_server = start_server(&event_loop, server_config().build(), pauser);
+        let erec = Recorder::shared();
+        let echo_server = start_server(&event_loop, server_config().build(), Recording::echo(&erec));
+        let mut clients = Vec::new();
+        for i in 0..PAUSED {
+            let mut c = connect(addr_of(&paused_server));
+            c.write_all(&pattern(i as u64, EACH)).unwrap();
+            clients.push(c);
+        }
+        prec.wait(WAIT, "every paused connection to get its first bytes", |r| {
+            r.conns.len() == PAUSED && r.conns.values().all(|t| t.bytes > 0)
+        });
+        // Nothing is being delivered now: no receive buffer may be out of the ring
+        // (io_uring; mio reads into one loop buffer and reports none out).
+        let mut out = 0;
+        let returned = try_poll_until(WAIT, || {
+            out = event_loop.metrics().driver.recv_buffers_out;
+            out == 0
+        });
+        assert!(returned, "{PAUSED} paused connections hold {out} of the 8 receive buffers");
+        let mut good = connect(addr_of(&echo_server));
+        for round in 0..3u64 {
+            round_trip(&mut good, &pattern(100 + round, 10_000));
+        }
+        pausing.store(false, Ordering::SeqCst);
+        for sender in senders.with(|v| v.clone()) {
+            sender.resume_reads();
+        }
+        prec.wait(WAIT, "every paused connection to get all its bytes", |r| {
+            r.conns.values().all(|t| t.bytes == EACH)
+        });
+        drop(clients);
+        drop(good);
+        prec.wait_disconnects(PAUSED, WAIT);
+        erec.wait_disconnects(1, WAIT);
+        event_loop.stop();
+        prec.assert_all_closed_once();
+        erec.assert_all_closed_once();
+    }
+}

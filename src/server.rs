@@ -121,6 +121,7 @@ impl<H: NetworkHandler> TcpServer<H> {
                 chunk: config.buffer_size,
                 max_connections: config.max_connections,
                 idle_timeout: config.idle_timeout,
+                handshake_timeout: config.handshake_timeout,
                 socket: SocketOptions {
                     no_delay: config.no_delay,
                     keep_alive: config.keep_alive,

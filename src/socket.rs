@@ -46,6 +46,7 @@ pub(crate) fn client_socket(addr: SocketAddr, config: &TcpClientConfig) -> io::R
     socket.set_nonblocking(true)?;
     socket.set_tcp_nodelay(config.nodelay)?;
     if let Some(idle) = config.keep_alive {
+        let idle = idle.min(ringmill_core::config::MAX_KEEP_ALIVE);
         socket.set_tcp_keepalive(&TcpKeepalive::new().with_time(idle))?;
     }
     #[cfg(any(target_os = "macos", target_os = "ios", target_os = "freebsd"))]

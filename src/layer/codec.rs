@@ -278,7 +278,9 @@ impl Layer for LineDelimited {
         // A partial line: one byte over the cap may still be the `\r` of a CRLF.
         let partial = self.buf.len() + input.len();
         let last = input.last().or(self.buf.last());
-        if partial > self.max + 1 || (partial == self.max + 1 && last != Some(&b'\r')) {
+        // (`partial - max`, not `max + 1`: a cap of `usize::MAX` means no cap.)
+        let over = partial.saturating_sub(self.max);
+        if over > 1 || (over == 1 && last != Some(&b'\r')) {
             return Err(too_large(io::ErrorKind::InvalidData, partial, self.max));
         }
         self.buf.extend_from_slice(input);

@@ -13,6 +13,8 @@ pub const DEFAULT_LOW_WATERMARK: usize = 256 * 1024;
 pub const DEFAULT_BUFFER_SIZE: usize = 8192;
 /// Default listen backlog.
 pub const DEFAULT_BACKLOG: u32 = 1024;
+/// Default deadline of a server connection's layer handshake.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Configuration for a `TcpServer` (`ringmill::tcp::TcpServer`).
 ///
@@ -30,6 +32,7 @@ pub const DEFAULT_BACKLOG: u32 = 1024;
 /// | `low_watermark` | 256 KiB | `on_drained` once the queue falls to it |
 /// | `max_frame` | none | sends of a larger frame are refused with `FrameTooLarge` |
 /// | `idle_timeout` | none | connections that send nothing for this long are closed |
+/// | `handshake_timeout` | 10 s | connections whose layers' handshake is not done by then are closed |
 /// | `backlog` | 1024 | `listen(2)` backlog |
 /// | `only_v6` | `true` | an IPv6 address serves IPv6 only (`false`: `[::]` is dual stack) |
 /// | `max_connections_per_ip` | unlimited | accept: more from one address are closed at once |
@@ -46,7 +49,8 @@ pub struct TcpServerConfig {
     pub max_connections: Option<usize>,
     /// `TCP_NODELAY` on accepted sockets.
     pub no_delay: bool,
-    /// `SO_KEEPALIVE` with this idle time before the first probe; `None` leaves it off.
+    /// `SO_KEEPALIVE` with this idle time before the first probe (at most
+    /// [`MAX_KEEP_ALIVE`]; longer is taken as that); `None` leaves it off.
     pub keep_alive: Option<Duration>,
     /// Queued outbound bytes at or above which sends get `SendError::Backpressure`.
     pub high_watermark: usize,
@@ -56,6 +60,11 @@ pub struct TcpServerConfig {
     pub max_frame: Option<usize>,
     /// Close connections that send nothing for this long (`None`: never).
     pub idle_timeout: Option<Duration>,
+    /// Close a connection whose layers (TLS, ...) have not finished their handshake this
+    /// long after it was accepted, however much the peer trickles in (`None`: no deadline
+    /// but the idle timeout). Reported as `on_error(Io(TimedOut))`. Plain connections
+    /// have no handshake.
+    pub handshake_timeout: Option<Duration>,
     /// `listen(2)` backlog.
     pub backlog: u32,
     /// Per-IP cap, accept rates and their exemptions.
@@ -78,6 +87,7 @@ impl Default for TcpServerConfig {
             low_watermark: DEFAULT_LOW_WATERMARK,
             max_frame: None,
             idle_timeout: None,
+            handshake_timeout: Some(DEFAULT_HANDSHAKE_TIMEOUT),
             backlog: DEFAULT_BACKLOG,
             admission: AdmissionConfig::default(),
             only_v6: true,
@@ -104,6 +114,9 @@ impl TcpServerConfig {
         }
         if self.idle_timeout == Some(Duration::ZERO) {
             return Err(ConfigError::Zero("idle_timeout"));
+        }
+        if self.handshake_timeout == Some(Duration::ZERO) {
+            return Err(ConfigError::Zero("handshake_timeout"));
         }
         if self.keep_alive == Some(Duration::ZERO) {
             return Err(ConfigError::Zero("keep_alive"));
@@ -212,6 +225,13 @@ impl TcpServerConfigBuilder {
         self
     }
 
+    /// How long a connection's layers may take to finish their handshake (default 10 s;
+    /// `None`: no deadline of its own). See [`TcpServerConfig::handshake_timeout`].
+    pub fn handshake_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.config.handshake_timeout = timeout;
+        self
+    }
+
     /// `listen(2)` backlog.
     pub fn backlog(mut self, backlog: u32) -> Self {
         self.config.backlog = backlog;
@@ -282,7 +302,8 @@ pub struct TcpClientConfig {
     pub high_watermark: usize,
     /// Queued outbound bytes at or below which `on_drained` fires after a refused send.
     pub low_watermark: usize,
-    /// `SO_KEEPALIVE` with this idle time before the first probe; `None` leaves it off.
+    /// `SO_KEEPALIVE` with this idle time before the first probe (at most
+    /// [`MAX_KEEP_ALIVE`]; longer is taken as that); `None` leaves it off.
     pub keep_alive: Option<Duration>,
     /// `TCP_NODELAY`.
     pub nodelay: bool,
@@ -376,6 +397,14 @@ impl Watermarks {
     }
 }
 
+/// The longest keep-alive idle time set on a socket: Linux's maximum `TCP_KEEPIDLE`.
+/// A longer `keep_alive` is taken as this.
+pub const MAX_KEEP_ALIVE: Duration = Duration::from_secs(32_767);
+
+/// The most readiness events one wait may fetch ([`DriverConfig::events_capacity`]): the
+/// event array is allocated up front, and more events per wait gain nothing.
+pub const MAX_EVENTS_CAPACITY: usize = 1 << 20;
+
 /// Per-loop settings handed to a driver when it is built.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DriverConfig {
@@ -391,7 +420,7 @@ pub struct DriverConfig {
     pub cq_entries: u32,
     /// Bytes read from one connection per readiness event before others get a turn (mio).
     pub read_budget: usize,
-    /// Readiness events fetched per wait (mio).
+    /// Readiness events fetched per wait (mio; at most [`MAX_EVENTS_CAPACITY`]).
     pub events_capacity: usize,
 }
 
@@ -438,6 +467,15 @@ impl DriverConfig {
         }
         if self.events_capacity == 0 {
             return Err(ConfigError::Zero("events_capacity"));
+        }
+        if self.events_capacity > MAX_EVENTS_CAPACITY {
+            return Err(ConfigError::OutOfRange {
+                option: "events_capacity",
+                reason: format!(
+                    "{} is above the {MAX_EVENTS_CAPACITY} events one wait can fetch",
+                    self.events_capacity
+                ),
+            });
         }
         Ok(())
     }

@@ -93,6 +93,7 @@ struct LoopStats {
     task_panics: AtomicU64,
     /// Timers cancelled since the loop last purged its heap.
     cancelled: AtomicUsize,
+    timer_entries: AtomicUsize,
 }
 
 /// The commands, and the waker while the loop runs.
@@ -261,10 +262,16 @@ impl LoopShared {
             timers_fired: s.timers_fired.load(Ordering::Relaxed),
             tasks_run: s.tasks_run.load(Ordering::Relaxed),
             task_panics: s.task_panics.load(Ordering::Relaxed),
+            timer_entries: s.timer_entries.load(Ordering::Relaxed),
         }
     }
 
     /// Publishes the driver's counters and the number of connections the loop holds.
+    /// Publishes how many entries the loop's timer heap holds.
+    pub(crate) fn publish_timer_entries(&self, entries: usize) {
+        self.stats.timer_entries.store(entries, Ordering::Relaxed);
+    }
+
     pub(crate) fn publish_counters(&self, c: &DriverCounters, connections: usize) {
         self.stats.connections.store(connections, Ordering::Relaxed);
         let values = [

@@ -32,7 +32,11 @@
 //!   `on_connect` yet, there is no `on_disconnect`.
 //!
 //! Layer methods run on the loop thread that owns the connection, one at a time, never
-//! under a lock; they must not block. Connections without layers skip all of this.
+//! under a lock; they must not block. A method that panics is caught like a handler
+//! callback: its connection is aborted and the panic reported as
+//! [`NetworkError::HandlerPanic`](crate::NetworkError::HandlerPanic) (then
+//! `on_disconnect`, if `on_connect` ran); no layer method of that connection runs again,
+//! and the loop goes on. Connections without layers skip all of this.
 //!
 //! # Example
 //!
@@ -68,6 +72,10 @@
 //! assert_eq!(out, b"Thi");
 //! ```
 
+mod guard;
+
+pub(crate) use guard::panic_of;
+use guard::LayerPanic;
 use std::io;
 use std::sync::Arc;
 
@@ -330,6 +338,8 @@ pub(crate) struct LayerStack {
     levels: Vec<Level>,
     encode_a: Vec<u8>,
     encode_b: Vec<u8>,
+    /// A layer method panicked: no layer method runs again, every call fails with this.
+    poison: Option<LayerPanic>,
 }
 
 impl LayerStack {
@@ -343,13 +353,50 @@ impl LayerStack {
             levels,
             encode_a: Vec::new(),
             encode_b: Vec::new(),
+            poison: None,
+        }
+    }
+
+    /// The error of a stack whose layer panicked.
+    pub(crate) fn poisoned(&self) -> io::Result<()> {
+        match &self.poison {
+            Some(panic) => Err(panic.clone().into_io()),
+            None => Ok(()),
+        }
+    }
+
+    /// Settles a guarded layer call: a panic poisons the stack.
+    fn settle<T>(&mut self, result: Result<io::Result<T>, LayerPanic>) -> io::Result<T> {
+        match result {
+            Ok(result) => result,
+            Err(panic) => {
+                let e = panic.clone().into_io();
+                self.poison = Some(panic);
+                Err(e)
+            }
+        }
+    }
+
+    /// Layer `index`'s `is_ready`, guarded: a panic poisons the stack and reads as not
+    /// ready.
+    fn layer_ready(&mut self, index: usize) -> bool {
+        if self.poison.is_some() {
+            return false;
+        }
+        let layer = &self.layers[index];
+        match guard::call("is_ready", || layer.is_ready()) {
+            Ok(ready) => ready,
+            Err(panic) => {
+                self.poison = Some(panic);
+                false
+            }
         }
     }
 
     pub(crate) fn is_ready(&mut self) -> bool {
-        if !self.ready {
+        if !self.ready && self.poison.is_none() {
             self.ready = self.started == self.layers.len()
-                && self.layers.iter().all(|layer| layer.is_ready());
+                && (0..self.layers.len()).all(|i| self.layer_ready(i));
         }
         self.ready
     }
@@ -366,17 +413,19 @@ impl LayerStack {
 
     /// Starts every layer whose lower neighbours are ready; their output goes to `wire`.
     pub(crate) fn advance(&mut self, wire: &mut Vec<u8>) -> io::Result<()> {
+        self.poisoned()?;
         while self.started < self.layers.len() {
-            let below_ready = self.layers[..self.started]
-                .iter()
-                .all(|layer| layer.is_ready());
+            let below_ready = (0..self.started).all(|i| self.layer_ready(i));
+            self.poisoned()?;
             if !below_ready {
                 break;
             }
             let index = self.started;
             let mut out = std::mem::take(&mut self.levels[index].out);
             out.clear();
-            let result = self.layers[index].start(&mut out);
+            let layer = &mut self.layers[index];
+            let result = guard::call("start", || layer.start(&mut out));
+            let result = self.settle(result);
             self.started += 1;
             let result = result.and_then(|()| self.encode_below(index, &out, wire));
             out.clear();
@@ -407,6 +456,7 @@ impl LayerStack {
         if input.is_empty() {
             return Ok(());
         }
+        self.poisoned()?;
         if index == self.layers.len() {
             app.push_stream(input);
             return Ok(());
@@ -439,12 +489,16 @@ impl LayerStack {
         let top = index + 1 == self.layers.len();
         let up = if top { &mut *app } else { &mut level.up };
         let before = (up.len(), up.byte_len());
-        let result = self.layers[index].decode_frames(input, up, &mut level.out);
+        let layer = &mut self.layers[index];
+        let out = &mut level.out;
+        let result = guard::call("decode", || layer.decode_frames(input, up, out));
         let passed_up = (up.len(), up.byte_len()) != before;
+        let result = self.settle(result);
         // Bytes a layer produced before an error (a TLS alert) still go to the peer, and
         // what it passed up still goes up.
         self.encode_below(index, &level.out, wire)?;
-        if passed_up && !self.layers[index].is_ready() {
+        if passed_up && !self.layer_ready(index) {
+            self.poisoned()?;
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "layer passed data up before its handshake finished",
@@ -471,8 +525,10 @@ impl LayerStack {
         for index in (0..self.started).rev() {
             let mut out = std::mem::take(&mut self.levels[index].out);
             out.clear();
-            let result = self.layers[index]
-                .finish(&mut out)
+            let layer = &mut self.layers[index];
+            let result = guard::call("finish", || layer.finish(&mut out));
+            let result = self
+                .settle(result)
                 .and_then(|()| self.encode_below(index, &out, wire));
             out.clear();
             self.levels[index].out = out;
@@ -484,11 +540,17 @@ impl LayerStack {
     /// The peer ended the stream: tells every started layer, bottom first, and returns the
     /// first error.
     pub(crate) fn end_of_stream(&mut self) -> io::Result<()> {
+        self.poisoned()?;
         let mut first = Ok(());
-        for layer in &mut self.layers[..self.started] {
-            let result = layer.end_of_stream();
+        for index in 0..self.started {
+            let layer = &mut self.layers[index];
+            let result = guard::call("end_of_stream", || layer.end_of_stream());
+            let result = self.settle(result);
             if first.is_ok() {
                 first = result;
+            }
+            if self.poison.is_some() {
+                break;
             }
         }
         first
@@ -499,17 +561,20 @@ impl LayerStack {
         if bytes.is_empty() {
             return Ok(());
         }
+        self.poisoned()?;
         if top == 0 {
             wire.extend_from_slice(bytes);
             return Ok(());
         }
         if top == 1 {
-            return self.layers[0].encode(bytes, wire);
+            let layer = &mut self.layers[0];
+            let result = guard::call("encode", || layer.encode(bytes, wire));
+            return self.settle(result);
         }
         let mut cur = std::mem::take(&mut self.encode_a);
         let mut next = std::mem::take(&mut self.encode_b);
         cur.clear();
-        let result = (|| {
+        let result = guard::call("encode", || {
             self.layers[top - 1].encode(bytes, &mut cur)?;
             for index in (1..top - 1).rev() {
                 if cur.is_empty() {
@@ -523,12 +588,24 @@ impl LayerStack {
                 return Ok(());
             }
             self.layers[0].encode(&cur, wire)
-        })();
+        });
+        let result = self.settle(result);
         cur.clear();
         next.clear();
         self.encode_a = cur;
         self.encode_b = next;
         result
+    }
+}
+
+impl Drop for LayerStack {
+    /// A layer whose `Drop` panics must not take the loop with it either.
+    fn drop(&mut self) {
+        for layer in self.layers.drain(..) {
+            if let Err(panic) = guard::call("drop", move || drop(layer)) {
+                log::error!("ringmill: {panic}");
+            }
+        }
     }
 }
 

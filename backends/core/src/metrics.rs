@@ -71,6 +71,10 @@ pub struct LoopMetrics {
     pub tasks_run: u64,
     /// Timer and posted closures that panicked (caught and logged; the loop went on).
     pub task_panics: u64,
+    /// Entries in the loops' timer heaps now: connect, idle, handshake and linger
+    /// deadlines, user timers (cancelled ones not yet purged included). Updated once per
+    /// loop iteration.
+    pub timer_entries: usize,
 }
 
 impl Add for DriverCounters {
@@ -103,6 +107,7 @@ impl Add for LoopMetrics {
             timers_fired: self.timers_fired + b.timers_fired,
             tasks_run: self.tasks_run + b.tasks_run,
             task_panics: self.task_panics + b.task_panics,
+            timer_entries: self.timer_entries + b.timer_entries,
         }
     }
 }

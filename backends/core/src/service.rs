@@ -34,6 +34,8 @@ pub struct ServiceConfig {
     pub max_connections: Option<usize>,
     /// Close connections idle for this long.
     pub idle_timeout: Option<Duration>,
+    /// Close accepted connections whose layer handshake is not done by then.
+    pub handshake_timeout: Option<Duration>,
     /// Applied to accepted sockets.
     pub socket: SocketOptions,
     /// Per-IP caps and accept rates.

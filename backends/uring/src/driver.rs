@@ -202,6 +202,10 @@ impl UringDriver {
                     bufs.recycle(bid);
                     flow
                 }
+                Stashed::Copied(bytes) => sink(Completion::Received {
+                    slot: slot_id,
+                    result: Ok(&bytes),
+                }),
                 Stashed::Eof => sink(Completion::Received {
                     slot: slot_id,
                     result: Ok(&[]),
@@ -215,6 +219,9 @@ impl UringDriver {
             if flow == Flow::Pause {
                 Self::pause(ring, slot, gen, conn);
             }
+        }
+        if !conn.recv.active {
+            recv::spill(&mut conn.recv.stash, bufs);
         }
         delivered
     }

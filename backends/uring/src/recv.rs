@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use std::os::fd::RawFd;
 
 /// A receive completion kept for later delivery, in stream order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Stashed {
     /// `len` bytes in ring buffer `bid` (held out of the ring until delivered).
     Data {
@@ -17,6 +17,9 @@ pub(crate) enum Stashed {
         /// Bytes in it.
         len: u32,
     },
+    /// Bytes copied out of a ring buffer, which went back to the ring: what arrived for a
+    /// paused connection (see [`spill`]).
+    Copied(Box<[u8]>),
     /// End of stream.
     Eof,
     /// The receive failed with this errno.
@@ -44,6 +47,19 @@ impl RecvState {
     /// Whether a new multishot receive should be armed now.
     pub(crate) fn should_arm(&self) -> bool {
         self.active && !self.armed && !self.ended && !self.starved
+    }
+}
+
+/// Copies every buffer-backed item of `stash` out of the ring and gives the buffer back:
+/// a paused connection must not hold receive buffers, or a few of them could leave the
+/// ring empty for every other connection of the loop. Memory per paused connection is
+/// bounded by what the kernel delivered before the pause's cancel landed.
+pub(crate) fn spill(stash: &mut VecDeque<Stashed>, bufs: &mut crate::buf_ring::BufRing) {
+    for item in stash.iter_mut() {
+        if let Stashed::Data { bid, len } = *item {
+            *item = Stashed::Copied(bufs.slice(bid, len as usize).into());
+            bufs.recycle(bid);
+        }
     }
 }
 

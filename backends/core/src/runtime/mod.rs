@@ -5,6 +5,7 @@
 //! whether the driver could be built. Everything else here sends commands to loops.
 
 mod callback;
+pub(crate) use callback::panic_message;
 pub(crate) mod timer;
 mod worker;
 
@@ -91,8 +92,18 @@ where
             };
             let shared = LoopShared::new(index, driver.waker());
             let _ = tx.send(Ok((Arc::clone(&shared), driver.describe())));
-            let worker = worker::Worker::new(driver, Arc::clone(&shared), settings);
-            worker.run();
+            let mut worker = worker::Worker::new(driver, Arc::clone(&shared), settings);
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.run()));
+            if let Err(payload) = run {
+                // Something no callback guard covers panicked: the loop cannot go on, but
+                // nothing may go on believing it runs.
+                log::error!(
+                    "ringmill: loop {index} died: {}",
+                    panic_message(payload.as_ref())
+                );
+                worker.died();
+            }
+            drop(worker);
             shared.mark_stopped();
         })
         .unwrap_or_else(|e| panic!("ringmill: cannot spawn a loop thread: {e}"));
@@ -221,6 +232,8 @@ impl ClientConn {
                 chunk: config.buffer_size,
                 max_connections: None,
                 idle_timeout: config.idle_timeout,
+                // The connect timeout covers a client's handshake.
+                handshake_timeout: None,
                 socket: SocketOptions {
                     no_delay: config.nodelay,
                     keep_alive: config.keep_alive,

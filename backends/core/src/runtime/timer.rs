@@ -7,7 +7,9 @@
 //! the loop checks it when the timer comes due and drops a cancelled timer without running
 //! it. Cancelled timers still in the heap are purged in bulk once they make up half of the
 //! user timers, so a program that schedules and cancels many long timers keeps a bounded
-//! heap.
+//! heap. Likewise the deadlines of closed connections are purged in bulk once as many
+//! connections closed since the last purge as are alive
+//! ([`Timers::connection_closed`]).
 
 use super::callback;
 use crate::driver::{ListenerId, Slot};
@@ -32,6 +34,8 @@ pub(crate) enum TimerKind {
     Idle(Slot, ConnectionId),
     /// A graceful close's deadline: close even if output is still queued.
     Linger(Slot, ConnectionId),
+    /// An accepted connection's layer handshake deadline.
+    Handshake(Slot, ConnectionId),
     /// Resume accepting after a resource error.
     ResumeAccept(ListenerId),
     /// The loop's stop deadline.
@@ -78,6 +82,8 @@ pub(crate) struct Timers {
     seq: u64,
     /// User timers in the heap (cancelled or not).
     user: usize,
+    /// Connections closed since the last purge of their deadlines.
+    closed: usize,
 }
 
 impl Timers {
@@ -148,6 +154,36 @@ impl Timers {
         self.heap
             .retain(|e| !matches!(&e.kind, TimerKind::User(t) if t.state.is_cancelled()));
         self.user -= before - self.heap.len();
+    }
+
+    /// A connection closed. Its deadlines (connect, idle, handshake, linger) would stay
+    /// in the heap until due, up to a whole idle timeout; so once as many connections
+    /// closed since the last purge as are alive now (and at least [`PURGE_MIN`]), every
+    /// entry of a connection `is_live` does not know is dropped. The heap then holds at
+    /// most a few entries per connection alive or closed since the purge, and each purge
+    /// is paid for by the closes before it.
+    pub(crate) fn connection_closed(
+        &mut self,
+        live: usize,
+        is_live: impl Fn(Slot, ConnectionId) -> bool,
+    ) {
+        self.closed += 1;
+        if self.closed < PURGE_MIN.max(live) {
+            return;
+        }
+        self.closed = 0;
+        self.heap.retain(|e| match e.kind {
+            TimerKind::Connect(slot, id)
+            | TimerKind::Idle(slot, id)
+            | TimerKind::Linger(slot, id)
+            | TimerKind::Handshake(slot, id) => is_live(slot, id),
+            TimerKind::ResumeAccept(_) | TimerKind::Stop | TimerKind::User(_) => true,
+        });
+    }
+
+    /// Entries in the heap.
+    pub(crate) fn len(&self) -> usize {
+        self.heap.len()
     }
 
     /// User timers in the heap, cancelled ones included.
@@ -601,5 +637,40 @@ mod tests {
         let now = Instant::now();
         assert!(deadline_after(now, Duration::MAX) > now);
         assert!(next_deadline(now, Duration::MAX, now) > now);
+    }
+
+    #[test]
+    fn deadlines_of_closed_connections_are_purged_once_enough_closed() {
+        let now = Instant::now();
+        let mut t = Timers::default();
+        let far = now + Duration::from_secs(60);
+        for i in 0..200u32 {
+            t.add(
+                far,
+                TimerKind::Idle(Slot(i), ConnectionId::new(u64::from(i))),
+            );
+        }
+        t.add(far, TimerKind::Stop);
+        // Slots 0..100 stay alive; 100..200 close one by one.
+        let live = |slot: Slot, _id: ConnectionId| slot.0 < 100;
+        for _ in 0..99 {
+            t.connection_closed(100, live);
+        }
+        assert_eq!(
+            t.len(),
+            201,
+            "fewer closes than live connections: nothing purged"
+        );
+        t.connection_closed(100, live);
+        assert_eq!(
+            t.len(),
+            101,
+            "the closed ones' deadlines are gone, the rest stay"
+        );
+        let mut kept = 0;
+        while t.pop_due(far).is_some() {
+            kept += 1;
+        }
+        assert_eq!(kept, 101);
     }
 }

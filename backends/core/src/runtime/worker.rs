@@ -15,10 +15,12 @@
 //! writing what is queued, reading nothing) → `Closing` (the driver is closing it) → gone,
 //! after the driver's `Closed`, which is when `on_disconnect` runs.
 
+mod dead;
+mod housekeeping;
 mod layered;
 
 use super::callback::{self, Outcome};
-use super::timer::{TimerKind, Timers};
+use super::timer::{deadline_after, TimerKind, Timers};
 use super::LoopSettings;
 use crate::admission::Ticket;
 use crate::conn::ConnShared;
@@ -211,7 +213,7 @@ impl<D: Driver> Worker<D> {
     }
 
     /// Runs until stopped and every connection is closed.
-    pub(crate) fn run(mut self) {
+    pub(crate) fn run(&mut self) {
         self.state.shared.enter();
         loop {
             let timeout = self.state.poll_timeout();
@@ -231,6 +233,9 @@ impl<D: Driver> Worker<D> {
             self.state
                 .shared
                 .publish_counters(&self.driver.counters(), self.state.live);
+            self.state
+                .shared
+                .publish_timer_entries(self.state.timers.len());
             if self.state.stopping && self.state.live == 0 && self.state.listeners.is_empty() {
                 break;
             }
@@ -432,7 +437,7 @@ impl<D: Driver> Worker<D> {
         for (id, _) in std::mem::take(&mut self.state.listeners) {
             self.driver.unlisten(id);
         }
-        let deadline = self.state.now + self.state.settings.stop_timeout;
+        let deadline = deadline_after(self.state.now, self.state.settings.stop_timeout);
         self.state.timers.add(deadline, TimerKind::Stop);
         for index in 0..self.state.conns.len() {
             if self.state.conns[index].is_some() {
@@ -576,9 +581,10 @@ impl<D: Driver> Worker<D> {
             conn.layers = Some(Layered::new(layers, true));
         }
         self.state.insert(slot, conn);
-        self.state
-            .timers
-            .add(self.state.now + timeout, TimerKind::Connect(slot, id));
+        self.state.timers.add(
+            deadline_after(self.state.now, timeout),
+            TimerKind::Connect(slot, id),
+        );
         if connected {
             self.state.on_connected(slot, Ok(()));
         }
@@ -610,6 +616,7 @@ fn apply_socket_options(stream: &TcpStream, service: &Service) {
         log::debug!("ringmill: TCP_NODELAY: {e}");
     }
     if let Some(idle) = opts.keep_alive {
+        let idle = idle.min(crate::config::MAX_KEEP_ALIVE);
         let keepalive = socket2::TcpKeepalive::new().with_time(idle);
         if let Err(e) = sock.set_tcp_keepalive(&keepalive) {
             log::debug!("ringmill: SO_KEEPALIVE: {e}");
@@ -717,7 +724,8 @@ impl State {
             return;
         }
         if let Some(idle) = service.config.idle_timeout {
-            self.timers.add(self.now + idle, TimerKind::Idle(slot, id));
+            self.timers
+                .add(deadline_after(self.now, idle), TimerKind::Idle(slot, id));
         }
         if !conn.shared.lock().pending.is_empty() {
             self.schedule_flush(slot);
@@ -886,7 +894,7 @@ impl State {
                     .and_then(|c| c.layers.as_mut())
                     .map(|l| l.end_of_stream());
                 if let Some(Err(e)) = ended {
-                    self.report(slot, NetworkError::Io(e));
+                    self.end_of_stream_refused(slot, e);
                 }
                 self.begin_close(slot, CloseMode::Flush);
                 Flow::Pause
@@ -1117,7 +1125,7 @@ impl State {
 
     /// Starts closing: refuse new frames; `Flush` writes what is queued first (up to the
     /// linger deadline), `Abort` drops it.
-    fn begin_close(&mut self, slot: Slot, mode: CloseMode) {
+    fn begin_close(&mut self, slot: Slot, mut mode: CloseMode) {
         // During a stop, the stop timeout bounds the drain (its own timer aborts whatever
         // is left); otherwise the close linger does.
         let linger = if self.stopping {
@@ -1157,7 +1165,7 @@ impl State {
             let (now_queued, error) = layered::seal(conn);
             queued = now_queued;
             if let Some(e) = error {
-                self.report(slot, NetworkError::Io(e));
+                mode = self.seal_failed(slot, e, mode);
             }
         }
         let Some(conn) = self.conns[slot.index()].as_mut() else {
@@ -1167,11 +1175,12 @@ impl State {
             conn.phase = Phase::Closing;
             self.ops.push(Op::Close(slot));
         } else if queued == 0 && !conn.in_flight {
-            self.drained(slot, Some(now + linger));
+            self.drained(slot, Some(deadline_after(now, linger)));
         } else {
             conn.phase = Phase::Draining;
             let id = conn.id();
-            self.timers.add(now + linger, TimerKind::Linger(slot, id));
+            self.timers
+                .add(deadline_after(now, linger), TimerKind::Linger(slot, id));
             self.schedule_flush(slot);
         }
     }
@@ -1214,6 +1223,7 @@ impl State {
         if conn.counted {
             conn.service.release_place(conn.ticket);
         }
+        self.forget_timers_of_closed();
         // A descriptor was freed: listeners backing off after EMFILE may try again.
         let paused: Vec<ListenerId> = self
             .listeners
@@ -1260,7 +1270,7 @@ impl State {
                 let Some(idle) = conn.service.config.idle_timeout else {
                     return;
                 };
-                let due = conn.last_active + idle;
+                let due = deadline_after(conn.last_active, idle);
                 if due <= self.now {
                     conn.service.count(Stat::IdleTimeout, 1);
                     self.report(slot, NetworkError::IdleTimeout(id));
@@ -1274,6 +1284,7 @@ impl State {
                     self.begin_close(slot, CloseMode::Abort);
                 }
             }
+            TimerKind::Handshake(slot, id) => self.handshake_expired(slot, id),
             TimerKind::ResumeAccept(listener) => self.resume_accepting(listener),
             TimerKind::User(timer) => self.timers.fire_user(timer, self.now, &self.shared),
             TimerKind::Stop => {

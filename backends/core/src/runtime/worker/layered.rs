@@ -17,9 +17,10 @@ use super::{Conn, Phase, State};
 use crate::driver::{Flow, Slot};
 use crate::error::NetworkError;
 use crate::inbox::CloseMode;
-use crate::layer::{Frames, Layer, LayerStack, Piece};
+use crate::layer::{panic_of, Frames, Layer, LayerStack, Piece};
+use crate::metrics::Stat;
 use crate::runtime::callback;
-use crate::runtime::timer::TimerKind;
+use crate::runtime::timer::{deadline_after, TimerKind};
 use std::io;
 
 /// The loop's state for a connection with layers.
@@ -72,7 +73,7 @@ impl Layered {
 
     /// Whether frames can be encoded now.
     fn ready(&mut self) -> bool {
-        !self.failed && self.stack.is_ready()
+        !self.failed && self.stack.is_ready() && self.stack.poisoned().is_ok()
     }
 
     /// Takes the raw frames queued in `conn`'s shared queue and encodes them into `wire`,
@@ -186,13 +187,24 @@ impl State {
         // The idle timeout covers the handshake too, so a peer that never finishes it
         // does not hold the connection forever.
         if let Some(idle) = conn.service.config.idle_timeout {
-            self.timers.add(now + idle, TimerKind::Idle(slot, id));
+            self.timers
+                .add(deadline_after(now, idle), TimerKind::Idle(slot, id));
+        }
+        // The idle timeout alone does not bound the handshake: a peer that trickles one
+        // byte at a time keeps it from firing. An accepted connection gets a deadline of
+        // its own (a client's connect timeout covers its handshake).
+        let client = conn.layers.as_ref().is_some_and(|l| l.client);
+        if let (false, Some(limit)) = (client, conn.service.config.handshake_timeout) {
+            self.timers
+                .add(deadline_after(now, limit), TimerKind::Handshake(slot, id));
         }
         let layered = conn.layers.as_deref_mut().expect("a layered connection");
         let before = layered.wire.len();
         let result = layered.stack.advance(&mut layered.wire);
         let added = layered.wire.len() - before;
         let ready = result.is_ok() && layered.stack.take_ready();
+        // `is_ready` may have panicked.
+        let result = result.and_then(|()| layered.stack.poisoned());
         account(&conn.shared, added, 0);
         if added > 0 {
             self.schedule_flush(slot);
@@ -210,6 +222,23 @@ impl State {
         if ready {
             self.layers_ready(slot);
         }
+    }
+
+    /// An accepted connection's handshake deadline came: if its layers are still
+    /// handshaking, report `Io(TimedOut)` and abort it.
+    pub(super) fn handshake_expired(&mut self, slot: Slot, id: crate::id::ConnectionId) {
+        let Some(conn) = self.conns[slot.index()].as_ref() else {
+            return;
+        };
+        if conn.id() != id || conn.phase != Phase::Open || !self.handshaking(slot) {
+            return;
+        }
+        let limit = conn.service.config.handshake_timeout.unwrap_or_default();
+        let e = io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("the layer handshake did not finish within {limit:?}"),
+        );
+        self.layer_failed(slot, e, CloseMode::Abort);
     }
 
     /// Every layer is ready: `on_connect`, then the frames held meanwhile go out.
@@ -249,6 +278,8 @@ impl State {
             .decode(data, &mut layered.app, &mut layered.wire);
         let added = layered.wire.len() - before;
         let ready = layered.stack.take_ready();
+        // `is_ready` may have panicked.
+        let result = result.and_then(|()| layered.stack.poisoned());
         account(&conn.shared, added, 0);
         if added > 0 {
             self.schedule_flush(slot);
@@ -330,6 +361,16 @@ impl State {
         // Frames queued before the failure are still encoded and written (unless it was
         // the encoding that failed), but nothing more is decoded.
         layered.broken = true;
+        if let Some(panic) = panic_of(&error) {
+            // A panicking layer is treated like a panicking handler: nothing more of the
+            // stack runs, the connection is aborted.
+            let message = panic.to_string();
+            layered.failed = true;
+            conn.service.count(Stat::HandlerPanic, 1);
+            self.report(slot, NetworkError::HandlerPanic(message));
+            self.begin_close(slot, CloseMode::Abort);
+            return;
+        }
         let error = if layered.client && !conn.established {
             NetworkError::Connect(error)
         } else {
@@ -337,6 +378,47 @@ impl State {
         };
         self.report(slot, error);
         self.begin_close(slot, mode);
+    }
+}
+
+/// How an error of a layer stack is reported: a panic as `HandlerPanic`, the rest as `Io`.
+pub(super) fn network_error(error: io::Error) -> NetworkError {
+    match panic_of(&error) {
+        Some(panic) => NetworkError::HandlerPanic(panic.to_string()),
+        None => NetworkError::Io(error),
+    }
+}
+
+impl State {
+    /// A layer refused the peer's end of stream ([`Layer::end_of_stream`]): report it. A
+    /// panic aborts the connection; an error lets it close as it would anyway.
+    pub(super) fn end_of_stream_refused(&mut self, slot: Slot, error: io::Error) {
+        if panic_of(&error).is_some() {
+            self.layer_failed(slot, error, CloseMode::Abort);
+        } else {
+            self.report(slot, NetworkError::Io(error));
+        }
+    }
+
+    /// The graceful close's `seal` failed: report it; a panic turns the close into an
+    /// abort (returned).
+    pub(super) fn seal_failed(
+        &mut self,
+        slot: Slot,
+        error: io::Error,
+        mode: CloseMode,
+    ) -> CloseMode {
+        let mode = match panic_of(&error) {
+            Some(_) => {
+                if let Some(conn) = self.conns[slot.index()].as_ref() {
+                    conn.service.count(Stat::HandlerPanic, 1);
+                }
+                CloseMode::Abort
+            }
+            None => mode,
+        };
+        self.report(slot, network_error(error));
+        mode
     }
 }
 

@@ -192,7 +192,7 @@ impl Handler {
                 Err(len) => {
                     let reply = format!("error frame of {len} bytes over the limit");
                     let _ = ctx.send_to(conn, &encode(reply.as_bytes()));
-                    ctx.close_connection(conn)?;
+                    ctx.close_connection_gracefully(conn)?;
                     return Ok((input.len(), false));
                 }
             }

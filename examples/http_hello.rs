@@ -180,7 +180,7 @@ fn serve(ctx: &ServerContext, conn: ConnectionId, input: &[u8]) -> Result<Served
         },
     }
     if close {
-        ctx.close_connection(conn)?;
+        ctx.close_connection_gracefully(conn)?;
     }
     Ok(Served {
         consumed,

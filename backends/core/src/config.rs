@@ -21,7 +21,8 @@ pub const DEFAULT_BACKLOG: u32 = 1024;
 ///
 /// | option | default | applied to |
 /// |---|---|---|
-/// | `address` | `127.0.0.1:8080` | `bind` (one `SO_REUSEPORT` listener per loop) |
+/// | `address` | `127.0.0.1:8080` | `bind` (one listener, shared by the loops) |
+/// | `reuse_port` | `false` | `SO_REUSEPORT`: one listener per loop, the port shared with other sockets |
 /// | `buffer_size` | 8 KiB | the largest chunk one `on_data` call receives |
 /// | `max_connections` | unlimited | accept: extra connections are closed at once and reported |
 /// | `no_delay` | `true` | `TCP_NODELAY` on every accepted socket |
@@ -59,6 +60,11 @@ pub struct TcpServerConfig {
     pub backlog: u32,
     /// Per-IP cap, accept rates and their exemptions.
     pub admission: AdmissionConfig,
+    /// Bind with `SO_REUSEPORT`: each loop gets its own listener and the kernel spreads
+    /// connections over them, but any other socket of the same user that sets it too may
+    /// bind the same address and take a share of the connections. Off by default: the
+    /// address is then the server's alone (a second bind gets `AddrInUse`).
+    pub reuse_port: bool,
 }
 
 impl Default for TcpServerConfig {
@@ -75,6 +81,7 @@ impl Default for TcpServerConfig {
             idle_timeout: None,
             backlog: DEFAULT_BACKLOG,
             admission: AdmissionConfig::default(),
+            reuse_port: false,
         }
     }
 }
@@ -99,9 +106,7 @@ impl TcpServerConfig {
         if self.idle_timeout == Some(Duration::ZERO) {
             return Err(ConfigError::Zero("idle_timeout"));
         }
-        if self.keep_alive == Some(Duration::ZERO) {
-            return Err(ConfigError::Zero("keep_alive"));
-        }
+        check_keep_alive(self.keep_alive)?;
         if self.backlog > i32::MAX as u32 {
             return Err(ConfigError::OutOfRange {
                 option: "backlog",
@@ -185,6 +190,13 @@ impl TcpServerConfigBuilder {
     /// Outbound queue's high watermark, in bytes.
     pub fn high_watermark(mut self, bytes: usize) -> Self {
         self.config.high_watermark = bytes;
+        self
+    }
+
+    /// Opt into sharing the port with other sockets (`SO_REUSEPORT`); see
+    /// [`TcpServerConfig::reuse_port`].
+    pub fn reuse_port(mut self, enabled: bool) -> Self {
+        self.config.reuse_port = enabled;
         self
     }
 
@@ -307,9 +319,7 @@ impl TcpClientConfig {
         if self.idle_timeout == Some(Duration::ZERO) {
             return Err(ConfigError::Zero("idle_timeout"));
         }
-        if self.keep_alive == Some(Duration::ZERO) {
-            return Err(ConfigError::Zero("keep_alive"));
-        }
+        check_keep_alive(self.keep_alive)?;
         Watermarks::new(self.high_watermark, self.low_watermark, self.max_frame).map(|_| ())
     }
 
@@ -427,4 +437,32 @@ impl DriverConfig {
         }
         Ok(())
     }
+}
+
+/// The longest keep-alive idle time the system takes (`TCP_KEEPIDLE` is an `int` of
+/// seconds; Linux caps it at `MAX_TCP_KEEPIDLE`).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const MAX_KEEP_ALIVE_SECS: u64 = 32_767;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const MAX_KEEP_ALIVE_SECS: u64 = i32::MAX as u64;
+
+/// A keep-alive idle time the system can take: whole seconds (a sub-second value would be
+/// set as 0, which is refused), at most [`MAX_KEEP_ALIVE_SECS`].
+fn check_keep_alive(keep_alive: Option<Duration>) -> Result<(), ConfigError> {
+    let Some(idle) = keep_alive else {
+        return Ok(());
+    };
+    if idle.is_zero() {
+        return Err(ConfigError::Zero("keep_alive"));
+    }
+    if idle < Duration::from_secs(1) || idle.as_secs() > MAX_KEEP_ALIVE_SECS {
+        return Err(ConfigError::OutOfRange {
+            option: "keep_alive",
+            reason: format!(
+                "{idle:?}: the idle time before the first probe is set in whole seconds, \
+                 from 1 to {MAX_KEEP_ALIVE_SECS}"
+            ),
+        });
+    }
+    Ok(())
 }

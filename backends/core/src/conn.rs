@@ -195,8 +195,14 @@ impl ConnShared {
     pub(crate) fn request_close(self: &Arc<Self>, mode: CloseMode) {
         // Refuse new frames at once; the owning loop does the rest (a client not started
         // yet is dropped when its connect command finds it closed).
-        self.lock().closed = true;
-        if let Some(owner) = self.owner.get() {
+        let owner = {
+            // The owner is read under the lock: the loop attaches a client only after it
+            // checked `closed` under the same lock (see the worker's `connect`).
+            let mut q = self.lock();
+            q.closed = true;
+            self.owner.get()
+        };
+        if let Some(owner) = owner {
             if !owner.push(Command::Close(Arc::clone(self), mode)) {
                 // The loop is gone; it closed everything it held on its way out.
                 self.set_finished();

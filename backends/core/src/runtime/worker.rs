@@ -581,14 +581,22 @@ impl<D: Driver> Worker<D> {
             shared.set_finished();
             return;
         }
-        if shared.lock().closed {
-            // Disconnected before it was started.
-            service.conns.remove(shared.id);
-            shared.set_finished();
-            return;
-        }
         let slot = self.state.alloc();
-        shared.attach(&self.state.shared, slot);
+        {
+            // Checked and attached under the queue's lock, which `request_close` takes to
+            // mark the connection closed before it looks for an owner to tell: a close
+            // either is seen here, or finds the owner and reaches this loop.
+            let q = shared.lock();
+            if q.closed {
+                drop(q);
+                // Disconnected before it was started.
+                self.state.free_slot(slot);
+                service.conns.remove(shared.id);
+                shared.set_finished();
+                return;
+            }
+            shared.attach(&self.state.shared, slot);
+        }
         if let Err(e) = self.driver.connect(slot, socket, addr) {
             self.state.free_slot(slot);
             shared.lock().closed = true;

@@ -176,7 +176,7 @@ fn too_long(ctx: &ServerContext, conn: ConnectionId) -> Result<()> {
         conn,
         format!("* line over {MAX_LINE} bytes, bye\n").as_bytes(),
     );
-    ctx.close_connection(conn)
+    ctx.close_connection_gracefully(conn)
 }
 
 #[allow(dead_code)] // The smoke test includes this file for its handler only.

@@ -18,8 +18,9 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 /// and written then. A refused or timed-out connect is reported through
 /// `on_error(Some(id), NetworkError::Connect(..))`, without `on_connect` or
 /// `on_disconnect`. Dropping the client closes the connection, as
-/// [`disconnect`](Self::disconnect) does: keep it for as long as the connection should
-/// live.
+/// [`disconnect`](Self::disconnect) does (and, like it, has run `on_disconnect` when it
+/// returns, unless dropped on a loop thread): keep it for as long as the connection
+/// should live.
 #[must_use = "dropping a TcpClient closes its connection"]
 pub struct TcpClient<H: NetworkHandler> {
     conn: ClientConn,
@@ -84,9 +85,9 @@ impl<H: NetworkHandler> TcpClient<H> {
     /// connect timeout then covers every layer's handshake too, and `on_connect` fires once
     /// all are done; see [`crate::layer`].
     ///
-    /// Fails with [`NetworkError::InvalidState`] after [`start`](Self::start) or the first
-    /// send, which the new layer would have missed (the client is then dropped, which
-    /// closes it).
+    /// Fails with [`NetworkError::Configuration`] after [`start`](Self::start) or the
+    /// first send, which the new layer would have missed (the client is then dropped,
+    /// which closes it).
     ///
     /// ```no_run
     /// use ringmill::layer::{LengthPrefixed, Socks5};
@@ -141,8 +142,13 @@ impl<H: NetworkHandler> TcpClient<H> {
         self.conn.sender().send(data)
     }
 
-    /// Closes the connection after writing what is queued; same as
-    /// `self.sender().close()`.
+    /// Closes the connection now; same as `self.sender().close()`: what the socket takes
+    /// at once of what is queued is written, the rest dropped.
+    ///
+    /// Called from a thread that runs no event loop, it returns once `on_disconnect` has
+    /// run (when `on_connect` had). Called on a loop thread (inside a callback) it cannot
+    /// wait, since that loop may be the one that must run it: `on_disconnect` follows.
+    /// To write everything queued first, use `self.sender().close_gracefully()`.
     pub fn disconnect(&self) -> Result<()> {
         self.conn.sender().close();
         Ok(())

@@ -22,8 +22,11 @@ enum State {
     Stopped,
 }
 
-/// A TCP server: one listener per loop thread (sharing the port through `SO_REUSEPORT`
-/// where the OS has it), each connection served on the loop that accepted it.
+/// A TCP server: one listening socket that every loop thread accepts from (or, with
+/// [`reuse_port`](ringmill_core::config::TcpServerConfigBuilder::reuse_port), one
+/// `SO_REUSEPORT` listener per loop), each connection served on the loop that accepted it.
+/// The address is the server's alone unless `reuse_port` opts into sharing it: binding it
+/// again, from this process or another, fails with `AddrInUse`.
 ///
 /// A started server runs until [`stop`](Self::stop) or until its event loop stops;
 /// dropping the `TcpServer` does not stop it.
@@ -48,7 +51,12 @@ impl<H: NetworkHandler> TcpServer<H> {
     /// I/O error of `bind`/`listen`.
     pub fn new(config: TcpServerConfig, handler: H) -> Result<Self> {
         config.validate().map_err(NetworkError::Configuration)?;
-        let listener = socket::bind_listener(config.address, config.backlog, config.only_v6)?;
+        let listener = socket::bind_listener(
+            config.address,
+            config.backlog,
+            config.only_v6,
+            config.reuse_port,
+        )?;
         Self::serving(listener, config, handler, false)
     }
 
@@ -197,17 +205,18 @@ impl<H: NetworkHandler> TcpServer<H> {
         self.service.set_layers(self.layers.clone());
         let loops = event_loop.loops();
         let mut listeners = Vec::with_capacity(loops.len());
-        if self.adopted {
-            for _ in 1..loops.len() {
-                listeners.push(first.try_clone()?);
-            }
-        } else if socket::SHARED_PORT {
-            for _ in 1..loops.len() {
+        for _ in 1..loops.len() {
+            if !self.adopted && self.config.reuse_port && socket::SHARED_PORT {
                 listeners.push(socket::bind_listener(
                     self.local_addr,
                     self.config.backlog,
                     self.config.only_v6,
+                    true,
                 )?);
+            } else if cfg!(unix) {
+                // The same listening socket, through a descriptor of the loop's own: every
+                // loop accepts from one queue, and the address stays the server's alone.
+                listeners.push(first.try_clone()?);
             }
         }
         listeners.insert(0, first);
@@ -226,9 +235,14 @@ impl<H: NetworkHandler> TcpServer<H> {
     }
 
     /// Stops accepting, closes the listening sockets, and closes every connection (after
-    /// writing what is queued, up to the loop's linger deadline), firing `on_disconnect`
-    /// for each. Called from outside the loop threads, it returns once no loop accepts any
-    /// more. Later calls do nothing.
+    /// writing what is queued, up to the loop's close linger, without waiting for peers),
+    /// firing `on_disconnect` for each. Later calls do nothing.
+    ///
+    /// Called from a thread that runs no event loop, it returns once every connection of
+    /// the server is closed and its `on_disconnect` has returned: `connection_count()` is
+    /// then 0. Called on a loop thread (inside a callback) it cannot wait, since that loop
+    /// delivers some of those disconnects itself: the server then stops accepting at once
+    /// on that loop, and the closes and `on_disconnect`s follow once the callback returns.
     pub fn stop(&self) -> Result<()> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if let State::Started(loops) = std::mem::replace(&mut *state, State::Stopped) {

@@ -1,12 +1,18 @@
-//! Socket setup: listeners (one per loop with `SO_REUSEPORT` where the OS has it) and
-//! unconnected client sockets. Options on accepted sockets are applied by the core.
+//! Socket setup: listeners and unconnected client sockets. Options on accepted sockets are
+//! applied by the core.
+//!
+//! A server binds one listener, without `SO_REUSEPORT`, so its address is its own: a second
+//! server, another process, or a std listener binding it gets `AddrInUse`, as with std and
+//! mill-net. Every loop accepts from that one socket (a duplicate of its descriptor each).
+//! With `reuse_port(true)` the server opts into `SO_REUSEPORT` instead: one listener per
+//! loop, and other sockets of the same user that set it too may share the port.
 
 use ringmill_core::config::TcpClientConfig;
 use socket2::{Domain, Protocol, SockAddr, Socket, TcpKeepalive, Type};
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 
-/// Whether several listeners can share one port, so each loop can own one.
+/// Whether several listeners can share one port through `SO_REUSEPORT`.
 pub(crate) const SHARED_PORT: bool = cfg!(all(
     unix,
     not(any(
@@ -16,21 +22,33 @@ pub(crate) const SHARED_PORT: bool = cfg!(all(
     ))
 ));
 
-/// Binds one non-blocking listener on `addr`, ready to share its port with the loops'
-/// other listeners where the OS allows it; an IPv6 one accepts IPv6 only if `only_v6`.
+/// Binds one non-blocking listener on `addr`. With `reuse_port` (where the OS has it) the
+/// port may be shared with other sockets that set `SO_REUSEPORT` too; without it, nobody
+/// else can bind the address while the listener lives. An IPv6 listener accepts IPv6
+/// only if `only_v6`.
 pub(crate) fn bind_listener(
     addr: SocketAddr,
     backlog: u32,
     only_v6: bool,
+    reuse_port: bool,
 ) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // On Unix this only lets a restarted server bind over connections in TIME_WAIT (as
+    // std does); it never lets two listeners share an address.
     #[cfg(unix)]
     socket.set_reuse_address(true)?;
     #[cfg(all(
         unix,
         not(any(target_os = "solaris", target_os = "illumos", target_os = "cygwin"))
     ))]
-    socket.set_reuse_port(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    #[cfg(not(all(
+        unix,
+        not(any(target_os = "solaris", target_os = "illumos", target_os = "cygwin"))
+    )))]
+    let _ = reuse_port;
     if addr.is_ipv6() {
         socket.set_only_v6(only_v6)?;
     }
@@ -46,7 +64,6 @@ pub(crate) fn client_socket(addr: SocketAddr, config: &TcpClientConfig) -> io::R
     socket.set_nonblocking(true)?;
     socket.set_tcp_nodelay(config.nodelay)?;
     if let Some(idle) = config.keep_alive {
-        let idle = idle.min(ringmill_core::config::MAX_KEEP_ALIVE);
         socket.set_tcp_keepalive(&TcpKeepalive::new().with_time(idle))?;
     }
     #[cfg(any(target_os = "macos", target_os = "ios", target_os = "freebsd"))]

@@ -2,6 +2,8 @@
 //! closes; the peer must receive every byte of that answer and then a clean end of stream,
 //! not a reset that throws away the answer's tail.
 //!
+//! (`close_connection_gracefully`; `close_connection` discards, as mill-net's does.)
+//!
 //! A plain `close(2)` of a socket with unread input makes the kernel send RST and discard
 //! what is still in the send buffer. So a graceful close shuts the write side down (FIN
 //! after the last byte), then keeps reading and discarding until the peer's end of stream
@@ -51,7 +53,7 @@ backend_matrix! {
         let handler = Recording::new(&rec).on_data(move |ctx, id, _| {
             if !answered.swap(true, Ordering::SeqCst) {
                 ctx.send_to(id, &to_send)?;
-                ctx.close_connection(id)?;
+                ctx.close_connection_gracefully(id)?;
             }
             Ok(())
         });
@@ -106,7 +108,7 @@ backend_matrix! {
         let rec = Recorder::shared();
         let handler = Recording::new(&rec).on_data(|ctx, id, _| {
             ctx.send_to(id, b"bye")?;
-            ctx.close_connection(id)
+            ctx.close_connection_gracefully(id)
         });
         let server = start_server(&event_loop, server_config().build(), handler);
         let mut stream = connect(addr_of(&server));

@@ -300,7 +300,7 @@ backend_matrix! {
         let refused = |result: Result<TcpClient<Silent>>| match result {
             Ok(_) => panic!("a layer was added too late"),
             Err(e) => assert!(
-                matches!(network_error(e.as_ref()), NetworkError::InvalidState(_)),
+                matches!(network_error(e.as_ref()), NetworkError::Configuration(_)),
                 "unexpected error: {e}"
             ),
         };
@@ -325,8 +325,8 @@ backend_matrix! {
         settle(event_loop);
     }
 
-    /// The peer leaving during the handshake is an error on both sides (a client's is a
-    /// connect error), with no `on_connect` and so no `on_disconnect`; the connection is
+    /// The peer leaving during the handshake is an `Io` error on both sides (as mill-net
+    /// reports it), with no `on_connect` and so no `on_disconnect`; the connection is
     /// cleaned up.
     fn peer_close_during_the_handshake_is_reported(backend: Backend) {
         let event_loop = event_loop(backend);
@@ -337,7 +337,7 @@ backend_matrix! {
             client_to_listener(TcpClientConfig::default(), &crec, XorLayer::new(0x33));
         client.start(&event_loop).unwrap();
         drop(listener.accept().unwrap());
-        let e = crec.wait_error("Connect(", WAIT);
+        let e = crec.wait_error("Io(", WAIT);
         assert_eq!(e.conn, Some(client.id()));
         assert!(
             ["UnexpectedEof", "ConnectionReset", "ConnectionAborted", "BrokenPipe"]

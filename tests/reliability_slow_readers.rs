@@ -145,7 +145,7 @@ backend_matrix! {
 
         // Now the clients read: each gets exactly its accepted frames, in order, then EOF.
         for s in &senders {
-            s.close();
+            s.close_gracefully();
         }
         let readers: Vec<_> = clients
             .into_iter()

@@ -466,8 +466,11 @@ const BURST: usize = 64 * 1024;
 enum CloseMode {
     /// `ConnSender::abort()` on the server; the client waits for the server to be done.
     ServerAbort,
-    /// `ConnSender::close()` on the server; the client reads until end of stream.
+    /// `ConnSender::close_gracefully()` on the server; the client reads until end of stream.
     ServerClose,
+    /// `ConnSender::close()` on the server (what the socket takes at once is written, the
+    /// rest dropped); the client reads until end of stream (or a reset).
+    ServerDiscard,
     /// The client closes with `SO_LINGER` 0 (an RST).
     ClientReset,
     /// The client closes its socket (with unread bytes in it, the kernel sends an RST;
@@ -475,9 +478,10 @@ enum CloseMode {
     ClientClose,
 }
 
-const MODES: [CloseMode; 4] = [
+const MODES: [CloseMode; 5] = [
     CloseMode::ServerAbort,
     CloseMode::ServerClose,
+    CloseMode::ServerDiscard,
     CloseMode::ClientReset,
     CloseMode::ClientClose,
 ];
@@ -608,7 +612,7 @@ backend_matrix! {
     /// the server streams a response (256 KiB; every 7th one 8 MiB, more than the kernel
     /// takes, so its send is still pending: checked through `queued_bytes() > 0` before
     /// the close), and then the connection is closed by one of: server `abort()`, server
-    /// `close()`, client RST, client close. Half the connections read some response bytes
+    /// `close_gracefully()`, server `close()`, client RST, client close. Half the connections read some response bytes
     /// first; the other half are closed as soon as they are connected. The client writes
     /// more right before each close, so receives are completing while it runs. Server-side
     /// closes come from the test thread, from inside `on_data`, or from the test thread
@@ -662,8 +666,11 @@ backend_matrix! {
                                 sender.abort();
                             }
                         }
-                        Some(Trigger::Close(_)) => {
+                        Some(Trigger::Close(CloseMode::ServerDiscard)) => {
                             let _ = ctx.close_connection(id);
+                        }
+                        Some(Trigger::Close(_)) => {
+                            let _ = ctx.close_connection_gracefully(id);
                         }
                         Some(Trigger::Pause) => {
                             if let Some(sender) = ctx.sender(id) {
@@ -749,7 +756,10 @@ backend_matrix! {
             let mut close_once_paused = Vec::new();
             for (k, (i, mut s, local)) in clients.into_iter().enumerate() {
                 let mode = MODES[i % MODES.len()];
-                let server_side = matches!(mode, CloseMode::ServerAbort | CloseMode::ServerClose);
+                let server_side = matches!(
+                    mode,
+                    CloseMode::ServerAbort | CloseMode::ServerClose | CloseMode::ServerDiscard
+                );
                 let in_callback = server_side && (i / (2 * MODES.len())) % 2 == 1;
                 if in_callback {
                     let trigger = if (i / (4 * MODES.len())) % 2 == 0 {
@@ -775,6 +785,12 @@ backend_matrix! {
                     }
                     CloseMode::ServerClose => {
                         if !in_callback {
+                            senders[k].close_gracefully();
+                        }
+                        read_to_end.push((i, s, local));
+                    }
+                    CloseMode::ServerDiscard => {
+                        if !in_callback {
                             senders[k].close();
                         }
                         read_to_end.push((i, s, local));
@@ -793,7 +809,8 @@ backend_matrix! {
             for k in close_once_paused {
                 match MODES[(first + k) % MODES.len()] {
                     CloseMode::ServerAbort => senders[k].abort(),
-                    CloseMode::ServerClose => senders[k].close(),
+                    CloseMode::ServerClose => senders[k].close_gracefully(),
+                    CloseMode::ServerDiscard => senders[k].close(),
                     other => unreachable!("{other:?} is not closed by the server"),
                 }
             }

@@ -192,7 +192,7 @@ fn serve(ctx: &ServerContext, conn: ConnectionId, input: &[u8]) -> Result<Served
         Err(e) => return Err(e.into()),
     }
     if close {
-        ctx.close_connection(conn)?;
+        ctx.close_connection_gracefully(conn)?;
     }
     Ok(Served {
         consumed,

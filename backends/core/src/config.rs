@@ -23,7 +23,8 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 ///
 /// | option | default | applied to |
 /// |---|---|---|
-/// | `address` | `127.0.0.1:8080` | `bind` (one `SO_REUSEPORT` listener per loop) |
+/// | `address` | `127.0.0.1:8080` | `bind` (one listener, shared by the loops) |
+/// | `reuse_port` | `false` | `SO_REUSEPORT`: one listener per loop, the port shared with other sockets |
 /// | `buffer_size` | 8 KiB | the largest chunk one `on_data` call receives |
 /// | `max_connections` | unlimited | accept: extra connections are closed at once and reported |
 /// | `no_delay` | `true` | `TCP_NODELAY` on every accepted socket |
@@ -49,8 +50,10 @@ pub struct TcpServerConfig {
     pub max_connections: Option<usize>,
     /// `TCP_NODELAY` on accepted sockets.
     pub no_delay: bool,
-    /// `SO_KEEPALIVE` with this idle time before the first probe (at most
-    /// [`MAX_KEEP_ALIVE`]; longer is taken as that); `None` leaves it off.
+    /// `SO_KEEPALIVE` with this idle time before the first probe; `None` leaves it off.
+    /// Whole seconds, at least one (validation refuses less). A value the system refuses
+    /// (on Linux, more than 32,767 s) is reported per connection as
+    /// `on_error(Some(id), Configuration(..))` and the connection goes on without it.
     pub keep_alive: Option<Duration>,
     /// Queued outbound bytes at or above which sends get `SendError::Backpressure`.
     pub high_watermark: usize,
@@ -73,6 +76,11 @@ pub struct TcpServerConfig {
     /// IPv4-mapped addresses (`false`: binding `[::]` is then dual stack). Ignored for an
     /// IPv4 address. The same on every OS, whatever its own default.
     pub only_v6: bool,
+    /// Bind with `SO_REUSEPORT`: each loop gets its own listener and the kernel spreads
+    /// connections over them, but any other socket of the same user that sets it too may
+    /// bind the same address and take a share of the connections. Off by default: the
+    /// address is then the server's alone (a second bind gets `AddrInUse`).
+    pub reuse_port: bool,
 }
 
 impl Default for TcpServerConfig {
@@ -91,6 +99,7 @@ impl Default for TcpServerConfig {
             backlog: DEFAULT_BACKLOG,
             admission: AdmissionConfig::default(),
             only_v6: true,
+            reuse_port: false,
         }
     }
 }
@@ -118,9 +127,7 @@ impl TcpServerConfig {
         if self.handshake_timeout == Some(Duration::ZERO) {
             return Err(ConfigError::Zero("handshake_timeout"));
         }
-        if self.keep_alive == Some(Duration::ZERO) {
-            return Err(ConfigError::Zero("keep_alive"));
-        }
+        check_keep_alive(self.keep_alive)?;
         if self.backlog > i32::MAX as u32 {
             return Err(ConfigError::OutOfRange {
                 option: "backlog",
@@ -204,6 +211,13 @@ impl TcpServerConfigBuilder {
     /// Outbound queue's high watermark, in bytes.
     pub fn high_watermark(mut self, bytes: usize) -> Self {
         self.config.high_watermark = bytes;
+        self
+    }
+
+    /// Opt into sharing the port with other sockets (`SO_REUSEPORT`); see
+    /// [`TcpServerConfig::reuse_port`].
+    pub fn reuse_port(mut self, enabled: bool) -> Self {
+        self.config.reuse_port = enabled;
         self
     }
 
@@ -302,8 +316,10 @@ pub struct TcpClientConfig {
     pub high_watermark: usize,
     /// Queued outbound bytes at or below which `on_drained` fires after a refused send.
     pub low_watermark: usize,
-    /// `SO_KEEPALIVE` with this idle time before the first probe (at most
-    /// [`MAX_KEEP_ALIVE`]; longer is taken as that); `None` leaves it off.
+    /// `SO_KEEPALIVE` with this idle time before the first probe; `None` leaves it off.
+    /// Whole seconds, at least one (validation refuses less). A value the system refuses
+    /// (on Linux, more than 32,767 s) is reported per connection as
+    /// `on_error(Some(id), Configuration(..))` and the connection goes on without it.
     pub keep_alive: Option<Duration>,
     /// `TCP_NODELAY`.
     pub nodelay: bool,
@@ -342,9 +358,7 @@ impl TcpClientConfig {
         if self.idle_timeout == Some(Duration::ZERO) {
             return Err(ConfigError::Zero("idle_timeout"));
         }
-        if self.keep_alive == Some(Duration::ZERO) {
-            return Err(ConfigError::Zero("keep_alive"));
-        }
+        check_keep_alive(self.keep_alive)?;
         Watermarks::new(self.high_watermark, self.low_watermark, self.max_frame).map(|_| ())
     }
 
@@ -396,10 +410,6 @@ impl Watermarks {
         })
     }
 }
-
-/// The longest keep-alive idle time set on a socket: Linux's maximum `TCP_KEEPIDLE`.
-/// A longer `keep_alive` is taken as this.
-pub const MAX_KEEP_ALIVE: Duration = Duration::from_secs(32_767);
 
 /// The most readiness events one wait may fetch ([`DriverConfig::events_capacity`]): the
 /// event array is allocated up front, and more events per wait gain nothing.
@@ -479,4 +489,26 @@ impl DriverConfig {
         }
         Ok(())
     }
+}
+
+/// A keep-alive idle time that can work somewhere: whole seconds, at least one (a
+/// sub-second value would be set as 0, which no system takes). An upper bound is the
+/// system's to enforce: it is reported per connection, as mill-net does.
+fn check_keep_alive(keep_alive: Option<Duration>) -> Result<(), ConfigError> {
+    let Some(idle) = keep_alive else {
+        return Ok(());
+    };
+    if idle.is_zero() {
+        return Err(ConfigError::Zero("keep_alive"));
+    }
+    if idle < Duration::from_secs(1) {
+        return Err(ConfigError::OutOfRange {
+            option: "keep_alive",
+            reason: format!(
+                "{idle:?}: the idle time before the first probe is set in whole seconds, \
+                 at least one"
+            ),
+        });
+    }
+    Ok(())
 }

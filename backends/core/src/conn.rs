@@ -12,7 +12,8 @@ use crate::inbox::{CloseMode, Command, LoopShared};
 use crate::metrics::{ServiceStats, Stat};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
 
 const NO_SLOT: u32 = u32::MAX;
 
@@ -35,6 +36,9 @@ pub(crate) struct OutQueue {
     pub(crate) layered: bool,
     /// With layers, the length of each raw frame in `pending`, in order.
     pub(crate) frames: Vec<usize>,
+    /// The loop is done with the connection: it is out of the map and its
+    /// `on_disconnect` (if owed) has returned. Waiters on `ended` watch this.
+    pub(crate) finished: bool,
 }
 
 /// One connection's shared state.
@@ -47,6 +51,8 @@ pub struct ConnShared {
     slot: AtomicU32,
     read_paused: AtomicBool,
     out: Mutex<OutQueue>,
+    /// Signalled when `finished` is set.
+    ended: Condvar,
     /// The service's counters (backpressure refusals are counted here, on any thread).
     stats: Arc<ServiceStats>,
 }
@@ -75,7 +81,9 @@ impl ConnShared {
                 peak: 0,
                 layered: false,
                 frames: Vec::new(),
+                finished: false,
             }),
+            ended: Condvar::new(),
             stats,
         })
     }
@@ -139,7 +147,12 @@ impl ConnShared {
     /// Queues `frame` whole, or refuses it whole. See `ConnSender::send`.
     pub(crate) fn send(self: &Arc<Self>, frame: &[u8]) -> Result<(), SendError> {
         if frame.is_empty() {
-            return Ok(());
+            // Writes nothing, but a closed connection still says so.
+            return if self.lock().closed {
+                Err(SendError::Closed)
+            } else {
+                Ok(())
+            };
         }
         if frame.len() > self.marks.max_frame {
             return Err(SendError::FrameTooLarge {
@@ -197,10 +210,53 @@ impl ConnShared {
     pub(crate) fn request_close(self: &Arc<Self>, mode: CloseMode) {
         // Refuse new frames at once; the owning loop does the rest (a client not started
         // yet is dropped when its connect command finds it closed).
-        self.lock().closed = true;
-        if let Some(owner) = self.owner.get() {
-            owner.push(Command::Close(Arc::clone(self), mode));
+        let owner = {
+            // The owner is read under the lock: the loop attaches a client only after it
+            // checked `closed` under the same lock (see the worker's `connect`).
+            let mut q = self.lock();
+            q.closed = true;
+            self.owner.get()
+        };
+        if let Some(owner) = owner {
+            if !owner.push(Command::Close(Arc::clone(self), mode)) {
+                // The loop is gone; it closed everything it held on its way out.
+                self.set_finished();
+            }
         }
+    }
+
+    /// The loop is done with the connection (its `on_disconnect` has returned), or it
+    /// never reached a loop: wakes whoever waits in [`wait_finished`](Self::wait_finished).
+    pub(crate) fn set_finished(&self) {
+        let mut q = self.lock();
+        q.closed = true;
+        q.finished = true;
+        drop(q);
+        self.ended.notify_all();
+    }
+
+    /// Waits, up to `timeout`, until the owning loop is done with the connection (see
+    /// [`set_finished`](Self::set_finished)). Returns at once for a connection that never
+    /// reached a loop, or when called on a loop thread, which must never block (the loop
+    /// that owns the connection may be the caller's own). Returns whether it finished.
+    pub(crate) fn wait_finished(&self, timeout: Duration) -> bool {
+        if self.owner.get().is_none() || LoopShared::on_any_loop() {
+            return self.lock().finished;
+        }
+        let deadline = Instant::now() + timeout;
+        let mut q = self.lock();
+        while !q.finished {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            q = self
+                .ended
+                .wait_timeout(q, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        true
     }
 
     /// Whether the user asked to stop reading.

@@ -11,6 +11,10 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How long [`ConnSender::close`] waits for the loop to deliver `on_disconnect`; only
+/// reached when the loop is stuck (a callback that does not return).
+pub(crate) const CLOSE_WAIT: Duration = Duration::from_secs(30);
+
 /// Context for handlers to act on the server or client that called them.
 ///
 /// It can be cloned and used from any thread.
@@ -78,18 +82,33 @@ impl ServerContext {
         Ok(())
     }
 
-    /// Closes one connection after writing what is already queued to it; see
-    /// [`ConnSender::close`]. Closing an id that is not open does nothing.
+    /// Closes one connection now, as mill-net does: what the socket takes at once of
+    /// what is queued is written, the rest is dropped; see [`ConnSender::close`]. Closing
+    /// an id that is not open does nothing.
     pub fn close_connection(&self, conn_id: ConnectionId) -> Result<()> {
+        if let Some(conn) = self.service.conns.get(conn_id) {
+            ConnSender::new(conn).close();
+        }
+        Ok(())
+    }
+
+    /// Closes one connection after writing everything queued to it (up to the loop's
+    /// close linger); see [`ConnSender::close_gracefully`].
+    pub fn close_connection_gracefully(&self, conn_id: ConnectionId) -> Result<()> {
         if let Some(conn) = self.service.conns.get(conn_id) {
             conn.request_close(CloseMode::Flush);
         }
         Ok(())
     }
 
-    /// A sender for `conn`, usable from any thread; `None` if it is not open.
+    /// A sender for `conn`, usable from any thread; `None` if it is not open (closing or
+    /// closed, or never existed).
     pub fn sender(&self, conn: ConnectionId) -> Option<ConnSender> {
-        self.service.conns.get(conn).map(ConnSender::new)
+        self.service
+            .conns
+            .get(conn)
+            .filter(|c| !c.is_closed())
+            .map(ConnSender::new)
     }
 
     /// Connections open now.
@@ -212,9 +231,30 @@ impl ConnSender {
         self.conn.send(frame)
     }
 
-    /// Stops accepting frames, writes what is queued (up to the loop's linger deadline),
-    /// closes the socket and fires `on_disconnect` once. Later calls do nothing.
+    /// Closes the connection now, as mill-net's `close` does: stops accepting frames,
+    /// writes what the socket takes at once of what is queued and drops the rest, closes
+    /// the socket (no linger, no waiting for the peer) and fires `on_disconnect` once.
+    /// Later calls do nothing.
+    ///
+    /// Called from a thread that runs no event loop, it returns once `on_disconnect` has
+    /// run (bounded by a generous deadline, in case the loop is stuck in a callback).
+    /// Called on a loop thread (inside a callback) it cannot wait, since that loop may be
+    /// the one that must deliver the disconnect: the close is under way when it returns,
+    /// the connection already refuses frames and has no sender, and `on_disconnect`
+    /// follows.
+    ///
+    /// To deliver everything queued first, use [`close_gracefully`](Self::close_gracefully).
     pub fn close(&self) {
+        self.conn.request_close(CloseMode::Discard);
+        self.conn.wait_finished(CLOSE_WAIT);
+    }
+
+    /// Stops accepting frames, writes everything queued (up to the loop's close linger,
+    /// `EventLoopBuilder::close_linger`, 5 s by default), shuts the write side down and
+    /// reads on until the peer's end of stream (so a peer still sending does not reset
+    /// the connection and lose the tail of what was written), then closes and fires
+    /// `on_disconnect` once. Returns at once. Later calls do nothing.
+    pub fn close_gracefully(&self) {
         self.conn.request_close(CloseMode::Flush);
     }
 

@@ -55,7 +55,8 @@ impl std::error::Error for SendError {
     }
 }
 
-/// A configuration that cannot work, found before anything was started.
+/// A configuration that cannot work: found before anything was started, or (`Rejected`)
+/// when the system or the object's state refused it.
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConfigError {
@@ -83,6 +84,14 @@ pub enum ConfigError {
         /// Why.
         reason: String,
     },
+    /// An option or call was refused where it was applied: a socket option the system
+    /// rejected on one connection, or a layer added to a client already started.
+    Rejected {
+        /// Which option or call.
+        option: &'static str,
+        /// Why.
+        reason: String,
+    },
 }
 
 impl fmt::Display for ConfigError {
@@ -97,7 +106,10 @@ impl fmt::Display for ConfigError {
                 f,
                 "max_frame ({max_frame} bytes) is above the high watermark ({high} bytes)"
             ),
-            ConfigError::OutOfRange { option, reason } => write!(f, "{option}: {reason}"),
+            ConfigError::OutOfRange { option, reason }
+            | ConfigError::Rejected { option, reason } => {
+                write!(f, "{option}: {reason}")
+            }
         }
     }
 }

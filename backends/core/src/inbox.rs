@@ -29,6 +29,9 @@ pub enum CloseMode {
     Flush,
     /// Drop what is queued and close now.
     Abort,
+    /// Write what the socket takes at once of what is queued, drop the rest and close
+    /// now: mill-net's `close`. No linger, no waiting for the peer.
+    Discard,
 }
 
 /// Work for a loop.

@@ -168,7 +168,10 @@ pub fn listen(
 }
 
 /// Stops `service` on `loops`: no more accepts, its connections closed (after writing what
-/// is queued). Waits until every loop stopped accepting, unless called from a loop thread.
+/// is queued, up to the close linger, without waiting for peers). Waits until no loop
+/// accepts for it any more and every one of its connections is closed, its
+/// `on_disconnect` delivered; unless called from a loop thread, which must never block
+/// (its own loop delivers those disconnects): then the close is only under way.
 pub fn stop_service(loops: &[Arc<LoopShared>], service: &Arc<Service>) {
     service
         .stopped
@@ -254,13 +257,16 @@ impl ClientConn {
 
     /// Adds a layer above those added before.
     ///
-    /// Fails with [`NetworkError::InvalidState`] once the client was started or a frame
-    /// was sent (that frame would have bypassed the new layer).
+    /// Fails with [`NetworkError::Configuration`] once the client was started or a frame
+    /// was sent (that frame would have bypassed the new layer), as mill-net does.
     pub fn add_layer(&self, layer: Box<dyn Layer>) -> Result<()> {
         let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         if pending.is_none() || !self.conn.set_layered() {
-            return Err(Box::new(NetworkError::InvalidState(
-                "layers must be added before start() and the first send",
+            return Err(Box::new(NetworkError::Configuration(
+                crate::error::ConfigError::Rejected {
+                    option: "with_layer",
+                    reason: "layers must be added before start() and the first send".into(),
+                },
             )));
         }
         self.layers

@@ -26,7 +26,7 @@ use crate::admission::Ticket;
 use crate::conn::ConnShared;
 use crate::context::ServerContext;
 use crate::driver::{Completion, Driver, Flow, ListenerId, Slot};
-use crate::error::{NetworkError, NetworkEvent};
+use crate::error::{ConfigError, NetworkError, NetworkEvent};
 use crate::id::ConnectionId;
 use crate::inbox::{CloseMode, Command, LoopShared};
 use crate::layer::Layer;
@@ -157,6 +157,8 @@ enum Op {
     PauseRecv(Slot),
     ShutdownWrite(Slot),
     Close(Slot),
+    /// Write what the socket takes at once of what is queued, then close (`CloseMode::Discard`).
+    Discard(Slot),
     ResumeAccept(ListenerId),
 }
 
@@ -179,6 +181,9 @@ pub(crate) struct State {
     stopping: bool,
     accept_backoff: Duration,
     accept_error_reported: bool,
+    /// `TcpServer::stop` callers waiting until none of their service's connections is
+    /// left on this loop (each `on_disconnect` delivered).
+    stop_acks: Vec<(Arc<Service>, std::sync::mpsc::SyncSender<()>)>,
 }
 
 /// A loop thread's state and its driver.
@@ -208,6 +213,7 @@ impl<D: Driver> Worker<D> {
                 stopping: false,
                 accept_backoff: ACCEPT_BACKOFF_MIN,
                 accept_error_reported: false,
+                stop_acks: Vec::new(),
             },
         }
     }
@@ -270,6 +276,25 @@ impl<D: Driver> Worker<D> {
         self.flush();
         // Flushing can finish a drain (nothing left to write) and queue closes.
         self.apply_ops();
+        self.ack_stops();
+    }
+
+    /// Answers the `TcpServer::stop` callers whose service has no connection left here.
+    fn ack_stops(&mut self) {
+        if self.state.stop_acks.is_empty() {
+            return;
+        }
+        let conns = &self.state.conns;
+        self.state.stop_acks.retain(|(service, ack)| {
+            let left = conns
+                .iter()
+                .flatten()
+                .any(|c| Arc::ptr_eq(&c.service, service));
+            if !left {
+                let _ = ack.send(());
+            }
+            left
+        });
     }
 
     fn apply_ops(&mut self) {
@@ -279,6 +304,10 @@ impl<D: Driver> Worker<D> {
                 Op::PauseRecv(slot) => self.driver.pause_recv(slot),
                 Op::ShutdownWrite(slot) => self.driver.shutdown_write(slot),
                 Op::Close(slot) => self.driver.close(slot),
+                Op::Discard(slot) => {
+                    self.write_now(slot);
+                    self.driver.close(slot);
+                }
                 Op::ResumeAccept(id) => self.driver.resume_accept(id),
             }
         }
@@ -295,24 +324,11 @@ impl<D: Driver> Worker<D> {
             if conn.in_flight || !matches!(conn.phase, Phase::Open | Phase::Draining) {
                 continue;
             }
-            if conn.sent == conn.sending.len() && conn.layers.is_some() {
-                conn.sending.clear();
-                conn.sent = 0;
-                if let Err(e) = layered::refill(conn) {
-                    failed.push((slot, e));
-                }
-                if conn.sending.is_empty() {
-                    continue;
-                }
-            } else if conn.sent == conn.sending.len() {
-                conn.sending.clear();
-                conn.sent = 0;
-                let mut q = conn.shared.lock();
-                q.scheduled = false;
-                if q.pending.is_empty() {
-                    continue;
-                }
-                std::mem::swap(&mut q.pending, &mut conn.sending);
+            if let Err(e) = refill_sending(conn) {
+                failed.push((slot, e));
+            }
+            if conn.sent == conn.sending.len() {
+                continue;
             }
             let bufs = [IoSlice::new(&conn.sending[conn.sent..])];
             conn.in_flight = true;
@@ -332,6 +348,28 @@ impl<D: Driver> Worker<D> {
         if self.state.flush.is_empty() {
             self.state.flush = list;
         }
+    }
+
+    /// One last send of what is queued, just before a discarding close: what the socket
+    /// takes at once is written, the driver's close cancels the rest.
+    fn write_now(&mut self, slot: Slot) {
+        let Some(conn) = self.state.conns[slot.index()].as_mut() else {
+            return;
+        };
+        if conn.in_flight {
+            return;
+        }
+        // An encoding failure here only loses what was being dropped anyway.
+        let _ = refill_sending(conn);
+        if conn.sent == conn.sending.len() {
+            return;
+        }
+        let bufs = [IoSlice::new(&conn.sending[conn.sent..])];
+        conn.in_flight = true;
+        // SAFETY: as in `flush`: `conn.sending` stays in the connection's entry, unmoved
+        // and unwritten, until the driver reports `Sent` or `Closed` for the slot, and no
+        // other send is in flight on it (`in_flight` was clear).
+        unsafe { self.driver.send(slot, &bufs) };
     }
 
     fn command(&mut self, command: Command) {
@@ -370,7 +408,8 @@ impl<D: Driver> Worker<D> {
             }
             Command::StopService { service, ack } => {
                 self.stop_service(&service);
-                let _ = ack.send(());
+                // Answered once its last connection here is gone (see `ack_stops`).
+                self.state.stop_acks.push((service, ack));
             }
             Command::Connect {
                 service,
@@ -475,7 +514,7 @@ impl<D: Driver> Worker<D> {
                 return;
             }
         };
-        apply_socket_options(&stream, &service);
+        let option_errors = apply_socket_options(&stream, &service);
         let layers = match build_layers(&service) {
             Ok(layers) => layers,
             Err(error) => {
@@ -488,6 +527,12 @@ impl<D: Driver> Worker<D> {
             }
         };
         let id = ConnectionId::next();
+        if !option_errors.is_empty() {
+            let ctx = ServerContext::new(Arc::clone(&service));
+            for error in option_errors {
+                callback::call_quiet(|| service.handler.on_error(&ctx, Some(id), error));
+            }
+        }
         let shared = ConnShared::new(id, service.config.marks, Arc::clone(&service.stats));
         shared.set_peer(peer);
         if layers.is_some() {
@@ -539,11 +584,7 @@ impl<D: Driver> Worker<D> {
                     .handler
                     .on_error(&ctx, Some(shared.id), NetworkError::EventLoopGone)
             });
-            return;
-        }
-        if shared.lock().closed {
-            // Disconnected before it was started.
-            service.conns.remove(shared.id);
+            shared.set_finished();
             return;
         }
         shared.set_peer(addr);
@@ -551,7 +592,21 @@ impl<D: Driver> Worker<D> {
         // and established at once (its layers' handshakes still run, under the timeout).
         let connected = socket.peer_addr().is_ok();
         let slot = self.state.alloc();
-        shared.attach(&self.state.shared, slot);
+        {
+            // Checked and attached under the queue's lock, which `request_close` takes to
+            // mark the connection closed before it looks for an owner to tell: a close
+            // either is seen here, or finds the owner and reaches this loop.
+            let q = shared.lock();
+            if q.closed {
+                drop(q);
+                // Disconnected before it was started.
+                self.state.free_slot(slot);
+                service.conns.remove(shared.id);
+                shared.set_finished();
+                return;
+            }
+            shared.attach(&self.state.shared, slot);
+        }
         let taken = if connected {
             self.driver.register(slot, socket.into())
         } else {
@@ -566,6 +621,7 @@ impl<D: Driver> Worker<D> {
                     .handler
                     .on_error(&ctx, Some(shared.id), NetworkError::Connect(e))
             });
+            shared.set_finished();
             return;
         }
         let id = shared.id;
@@ -591,6 +647,26 @@ impl<D: Driver> Worker<D> {
     }
 }
 
+/// Once everything in `conn.sending` was written, moves what is queued into it (encoding
+/// it first, with layers). Returns a layer's encoding error, after which what it encoded
+/// before is still in `sending`.
+fn refill_sending(conn: &mut Conn) -> io::Result<()> {
+    if conn.sent < conn.sending.len() {
+        return Ok(());
+    }
+    conn.sending.clear();
+    conn.sent = 0;
+    if conn.layers.is_some() {
+        return layered::refill(conn);
+    }
+    let mut q = conn.shared.lock();
+    q.scheduled = false;
+    if !q.pending.is_empty() {
+        std::mem::swap(&mut q.pending, &mut conn.sending);
+    }
+    Ok(())
+}
+
 /// Builds an accepted connection's layers (`None` for a service without layers). A
 /// factory that panics refuses the connection.
 fn build_layers(service: &Service) -> Result<Option<Vec<Box<dyn Layer>>>, NetworkError> {
@@ -609,31 +685,29 @@ fn build_layers(service: &Service) -> Result<Option<Vec<Box<dyn Layer>>>, Networ
     }
 }
 
-fn apply_socket_options(stream: &TcpStream, service: &Service) {
+/// Applies the service's socket options to an accepted socket; what the system refused,
+/// as `Configuration` errors for `on_error` (the connection goes on without the option,
+/// as mill-net's does).
+fn apply_socket_options(stream: &TcpStream, service: &Service) -> Vec<NetworkError> {
     let sock = socket2::SockRef::from(stream);
     let opts = service.config.socket;
+    let mut errors = Vec::new();
+    let refused = |option: &'static str, e: io::Error| {
+        NetworkError::Configuration(ConfigError::Rejected {
+            option,
+            reason: format!("the system refused it on an accepted socket: {e}"),
+        })
+    };
     if let Err(e) = sock.set_tcp_nodelay(opts.no_delay) {
-        log::debug!("ringmill: TCP_NODELAY: {e}");
+        errors.push(refused("TCP_NODELAY", e));
     }
     if let Some(idle) = opts.keep_alive {
-        let idle = idle.min(crate::config::MAX_KEEP_ALIVE);
         let keepalive = socket2::TcpKeepalive::new().with_time(idle);
         if let Err(e) = sock.set_tcp_keepalive(&keepalive) {
-            log::debug!("ringmill: SO_KEEPALIVE: {e}");
+            errors.push(refused("SO_KEEPALIVE", e));
         }
     }
-}
-
-/// Errors that end one connection in the ordinary way (the peer went away): reported as a
-/// disconnect, not through `on_error`.
-fn is_peer_gone(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionReset
-            | io::ErrorKind::BrokenPipe
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::UnexpectedEof
-    )
+    errors
 }
 
 /// Accept errors that concern one connection only: skip it and go on accepting.
@@ -886,7 +960,7 @@ impl State {
                         io::ErrorKind::UnexpectedEof,
                         "peer closed during the layer handshake",
                     );
-                    self.layer_failed(slot, e, CloseMode::Flush);
+                    self.peer_left_handshake(slot, e, CloseMode::Flush);
                     return Flow::Pause;
                 }
                 let ended = self.conns[slot.index()]
@@ -903,13 +977,12 @@ impl State {
                 conn.read_done = true;
                 conn.receiving = false;
                 if self.handshaking(slot) {
-                    // No `on_disconnect` will tell: report even a reset.
-                    self.layer_failed(slot, e, CloseMode::Abort);
+                    self.peer_left_handshake(slot, e, CloseMode::Abort);
                     return Flow::Pause;
                 }
-                if !is_peer_gone(&e) {
-                    self.report(slot, NetworkError::Io(e));
-                }
+                // A reset is reported too (mill-net's `Io(ConnectionReset)`), before the
+                // `on_disconnect` that follows.
+                self.report(slot, NetworkError::Io(e));
                 self.begin_close(slot, CloseMode::Abort);
                 Flow::Pause
             }
@@ -1019,9 +1092,9 @@ impl State {
                 if conn.phase == Phase::Closing {
                     return;
                 }
-                if !is_peer_gone(&e) {
-                    self.report(slot, NetworkError::Io(e));
-                }
+                // Reported even when the peer went away (a reset, a broken pipe), as
+                // mill-net does: before `on_disconnect`, which follows.
+                self.report(slot, NetworkError::Io(e));
                 self.begin_close(slot, CloseMode::Abort);
                 return;
             }
@@ -1150,6 +1223,8 @@ impl State {
                 return;
             }
             Phase::Draining if mode == CloseMode::Flush => return,
+            // A discarding close of a connection that is already lingering (all written):
+            // close it now.
             // A stop does not wait for peers: a lingering connection closes now.
             Phase::Lingering if mode == CloseMode::Flush && conn.linger && !self.stopping => return,
             Phase::Open | Phase::Draining | Phase::Lingering => {}
@@ -1159,6 +1234,11 @@ impl State {
             self.ops.push(Op::PauseRecv(slot));
         }
         conn.stash = Vec::new();
+        if mode == CloseMode::Discard {
+            conn.phase = Phase::Closing;
+            self.ops.push(Op::Discard(slot));
+            return;
+        }
         let mut queued = queued;
         if mode == CloseMode::Flush && conn.layers.is_some() && conn.phase == Phase::Open {
             // Encode what is queued and let the layers say goodbye (TLS close_notify).
@@ -1217,6 +1297,7 @@ impl State {
                     .on_event(&conn.ctx, NetworkEvent::ConnectionClosed(id))
             });
         }
+        conn.shared.set_finished();
         // The place under `max_connections` is given back only now: until its
         // `on_disconnect` has returned the connection is alive as far as the handler can
         // tell, and another loop must not admit a replacement meanwhile.
@@ -1319,11 +1400,10 @@ impl State {
                         .handler
                         .on_error(&ctx, Some(conn.id), NetworkError::EventLoopGone)
                 });
+                conn.set_finished();
             }
-            Command::Flush(conn)
-            | Command::Close(conn, _)
-            | Command::Pause(conn)
-            | Command::Resume(conn) => {
+            Command::Close(conn, _) => conn.set_finished(),
+            Command::Flush(conn) | Command::Pause(conn) | Command::Resume(conn) => {
                 conn.lock().closed = true;
             }
             // Dropping a timer marks it done; a posted closure is dropped unrun.

@@ -419,6 +419,20 @@ impl State {
         };
         self.report(slot, network_error(error));
         mode
+
+    }
+    /// The peer left (end of stream, or a read error) before every layer was ready: no
+    /// `on_connect` ran, so no `on_disconnect` will tell; report it as `Io(e)` (an
+    /// `UnexpectedEof` for an end of stream), client or server alike, then close.
+    pub(super) fn peer_left_handshake(&mut self, slot: Slot, error: io::Error, mode: CloseMode) {
+        if let Some(layered) = self.conns[slot.index()]
+            .as_mut()
+            .and_then(|c| c.layers.as_deref_mut())
+        {
+            layered.broken = true;
+        }
+        self.report(slot, NetworkError::Io(error));
+        self.begin_close(slot, mode);
     }
 }
 

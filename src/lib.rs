@@ -45,6 +45,8 @@ mod socket;
 
 pub mod errors;
 pub mod tcp;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use event_loop::{EventLoop, EventLoopBuilder};
 pub use ringmill_core::driver::DriverCounters;

@@ -4,9 +4,9 @@
 // docs/MIGRATING.md, nothing else. Do not edit; edit the script.
 
 use ringmill::errors::Result;
-use ringmill::EventLoop;
 use ringmill::errors::{NetworkError, NetworkEvent};
 use ringmill::tcp::{config::TcpServerConfig, traits::*, ConnectionId, ServerContext, TcpServer};
+use ringmill::EventLoop;
 use std::sync::Arc;
 
 /// a simple handler that echoes data back to the client.

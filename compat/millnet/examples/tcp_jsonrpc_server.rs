@@ -7,9 +7,9 @@
 
 use lock_freedom::map::Map;
 use ringmill::errors::Result;
-use ringmill::EventLoop;
 use ringmill::errors::{NetworkError, NetworkEvent};
 use ringmill::tcp::{config::TcpServerConfig, traits::*, ConnectionId, ServerContext, TcpServer};
+use ringmill::EventLoop;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 

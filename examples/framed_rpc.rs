@@ -240,10 +240,12 @@ impl Handler {
         };
         match ctx.send_to(conn, &encode(&reply)) {
             Ok(()) => {}
-            Err(e) => match e.downcast_ref::<NetworkError>() {
-                Some(NetworkError::Send(SendError::Backpressure)) => return Ok(Answer::Blocked),
-                Some(NetworkError::Send(SendError::Closed))
-                | Some(NetworkError::ConnectionNotFound(_)) => {}
+            Err(e) => match (
+                e.downcast_ref::<SendError>(),
+                e.downcast_ref::<NetworkError>(),
+            ) {
+                (Some(SendError::Backpressure), _) => return Ok(Answer::Blocked),
+                (Some(SendError::Closed), _) | (_, Some(NetworkError::ConnectionNotFound(_))) => {}
                 _ => return Err(e),
             },
         }

@@ -166,16 +166,18 @@ fn serve(ctx: &ServerContext, conn: ConnectionId, input: &[u8]) -> Result<Served
     }
     match ctx.send_to(conn, &out) {
         Ok(()) => {}
-        Err(e) => match e.downcast_ref::<NetworkError>() {
-            Some(NetworkError::Send(SendError::Backpressure)) => {
+        Err(e) => match (
+            e.downcast_ref::<SendError>(),
+            e.downcast_ref::<NetworkError>(),
+        ) {
+            (Some(SendError::Backpressure), _) => {
                 return Ok(Served {
                     consumed: 0,
                     blocked: true,
                 })
             }
             // Closing already: nothing more to answer.
-            Some(NetworkError::Send(SendError::Closed))
-            | Some(NetworkError::ConnectionNotFound(_)) => {}
+            (Some(SendError::Closed), _) | (_, Some(NetworkError::ConnectionNotFound(_))) => {}
             _ => return Err(e),
         },
     }

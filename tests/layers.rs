@@ -447,7 +447,7 @@ backend_matrix! {
             &event_loop,
             server_config().build(),
             Recording::echo(&srec).on_error(|_, _, e| {
-                if let NetworkError::Io(e) = e {
+                if let Some(e) = e.io_error() {
                     let inner = e.get_ref().and_then(|e| e.downcast_ref::<FrameTooLarge>());
                     assert_eq!(inner, Some(&FrameTooLarge { len: 17, max: 16 }));
                 }

@@ -83,10 +83,10 @@ backend_matrix! {
                 match ctx.send_to(conn, &frame) {
                     Ok(()) => continue,
                     Err(e) => {
-                        assert!(matches!(
-                            network_error(e.as_ref()),
-                            NetworkError::Send(SendError::Backpressure)
-                        ));
+                        assert!(
+                            matches!(e.downcast_ref::<SendError>(), Some(SendError::Backpressure)),
+                            "{e:?}"
+                        );
                         r.update(|n| *n += 1);
                         return Ok(());
                     }

@@ -497,7 +497,7 @@ impl<D: Driver> Worker<D> {
             callback::call_quiet(|| {
                 service
                     .handler
-                    .on_error(&ctx, None, NetworkError::Accept(e))
+                    .on_error(&ctx, None, NetworkError::Accept(e.into()))
             });
             return;
         }
@@ -549,7 +549,7 @@ impl<D: Driver> Worker<D> {
             callback::call_quiet(|| {
                 service
                     .handler
-                    .on_error(&ctx, Some(shared.id), NetworkError::Connect(e))
+                    .on_error(&ctx, Some(shared.id), NetworkError::Connect(e.into()))
             });
             return;
         }
@@ -803,7 +803,9 @@ impl State {
                     log::warn!("ringmill: accept failed, backing off: {e}");
                     let (service, ctx) = (&l.service, &l.ctx);
                     callback::call_quiet(|| {
-                        service.handler.on_error(ctx, None, NetworkError::Accept(e))
+                        service
+                            .handler
+                            .on_error(ctx, None, NetworkError::Accept(e.into()))
                     });
                 }
                 Flow::Pause
@@ -839,7 +841,7 @@ impl State {
             Err(e) => {
                 conn.shared.lock().closed = true;
                 conn.phase = Phase::Closing;
-                self.report(slot, NetworkError::Connect(e));
+                self.report(slot, NetworkError::Connect(e.into()));
                 self.ops.push(Op::Close(slot));
             }
         }
@@ -873,7 +875,7 @@ impl State {
                     .and_then(|c| c.layers.as_mut())
                     .map(|l| l.end_of_stream());
                 if let Some(Err(e)) = ended {
-                    self.report(slot, NetworkError::Io(e));
+                    self.report(slot, NetworkError::Io(e.into()));
                 }
                 self.begin_close(slot, CloseMode::Flush);
                 Flow::Pause
@@ -887,7 +889,7 @@ impl State {
                     return Flow::Pause;
                 }
                 if !is_peer_gone(&e) {
-                    self.report(slot, NetworkError::Io(e));
+                    self.report(slot, NetworkError::Io(e.into()));
                 }
                 self.begin_close(slot, CloseMode::Abort);
                 Flow::Pause
@@ -999,7 +1001,7 @@ impl State {
                     return;
                 }
                 if !is_peer_gone(&e) {
-                    self.report(slot, NetworkError::Io(e));
+                    self.report(slot, NetworkError::Io(e.into()));
                 }
                 self.begin_close(slot, CloseMode::Abort);
                 return;
@@ -1144,7 +1146,7 @@ impl State {
             let (now_queued, error) = layered::seal(conn);
             queued = now_queued;
             if let Some(e) = error {
-                self.report(slot, NetworkError::Io(e));
+                self.report(slot, NetworkError::Io(e.into()));
             }
         }
         let Some(conn) = self.conns[slot.index()].as_mut() else {
@@ -1222,15 +1224,14 @@ impl State {
                         io::ErrorKind::TimedOut,
                         "connect timed out during the layer handshake",
                     );
-                    self.report(slot, NetworkError::Connect(e));
+                    self.report(slot, NetworkError::Connect(e.into()));
                     self.begin_close(slot, CloseMode::Abort);
                 } else if self.is(slot, id, Phase::Connecting) {
                     self.report(
                         slot,
-                        NetworkError::Connect(io::Error::new(
-                            io::ErrorKind::TimedOut,
-                            "connect timed out",
-                        )),
+                        NetworkError::Connect(
+                            io::Error::new(io::ErrorKind::TimedOut, "connect timed out").into(),
+                        ),
                     );
                     if let Some(conn) = self.conns[slot.index()].as_mut() {
                         conn.shared.lock().closed = true;

@@ -331,9 +331,9 @@ impl State {
         // the encoding that failed), but nothing more is decoded.
         layered.broken = true;
         let error = if layered.client && !conn.established {
-            NetworkError::Connect(error)
+            NetworkError::Connect(error.into())
         } else {
-            NetworkError::Io(error)
+            NetworkError::Io(error.into())
         };
         self.report(slot, error);
         self.begin_close(slot, mode);

@@ -37,6 +37,7 @@
 #![warn(missing_docs)]
 
 mod client;
+mod compute;
 mod event_loop;
 pub mod layer;
 mod select;
@@ -48,6 +49,7 @@ pub mod tcp;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use compute::{ComputePoolMetrics, TaskPriority};
 pub use event_loop::{EventLoop, EventLoopBuilder};
 pub use ringmill_core::driver::DriverCounters;
 pub use ringmill_core::error::Backend;

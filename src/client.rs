@@ -41,8 +41,8 @@ impl<H: NetworkHandler> TcpClient<H> {
     /// connect timeout then covers every layer's handshake too, and `on_connect` fires once
     /// all are done; see [`crate::layer`].
     ///
-    /// Fails with [`NetworkError::InvalidState`] after [`start`](Self::start) or the first
-    /// send, which the new layer would have missed (the client is then dropped, which
+    /// Fails with [`NetworkError::Configuration`] (`ConfigError::TooLate`) after
+    /// [`start`](Self::start) or the first send, which the new layer would have missed (the client is then dropped, which
     /// closes it).
     ///
     /// ```no_run

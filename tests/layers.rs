@@ -300,7 +300,10 @@ backend_matrix! {
         let refused = |result: Result<TcpClient<Silent>>| match result {
             Ok(_) => panic!("a layer was added too late"),
             Err(e) => assert!(
-                matches!(network_error(e.as_ref()), NetworkError::InvalidState(_)),
+                matches!(
+                    network_error(e.as_ref()),
+                    NetworkError::Configuration(ConfigError::TooLate("with_layer"))
+                ),
                 "unexpected error: {e}"
             ),
         };

@@ -76,6 +76,9 @@ pub enum ConfigError {
         /// The high watermark.
         high: usize,
     },
+    /// A setting made too late: after `start` or the first send (for example a layer
+    /// added then, which would have missed what went before).
+    TooLate(&'static str),
     /// A value is outside what the platform or the library supports.
     OutOfRange {
         /// Which option.
@@ -98,6 +101,9 @@ impl fmt::Display for ConfigError {
                 "max_frame ({max_frame} bytes) is above the high watermark ({high} bytes)"
             ),
             ConfigError::OutOfRange { option, reason } => write!(f, "{option}: {reason}"),
+            ConfigError::TooLate(what) => {
+                write!(f, "{what} must come before start() and the first send")
+            }
         }
     }
 }

@@ -229,6 +229,10 @@ backend_matrix! {
             matches!(sender.send(b"more"), Err(SendError::Closed)),
             "send after close must be refused with Closed"
         );
+        assert!(
+            matches!(sender.send(b""), Err(SendError::Closed)),
+            "an empty send after close must be refused with Closed too, as in mill-net"
+        );
         assert_eq!(read_to_eof(&mut client, WAIT), b"last");
         rec.wait_closed(id, WAIT);
         assert!(matches!(sender.send(b"more"), Err(SendError::Closed)));

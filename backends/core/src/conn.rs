@@ -124,7 +124,12 @@ impl ConnShared {
     /// Queues `frame` whole, or refuses it whole. See `ConnSender::send`.
     pub(crate) fn send(self: &Arc<Self>, frame: &[u8]) -> Result<(), SendError> {
         if frame.is_empty() {
-            return Ok(());
+            // Nothing to queue, but a closed connection still says so (as mill-net does).
+            return if self.is_closed() {
+                Err(SendError::Closed)
+            } else {
+                Ok(())
+            };
         }
         if frame.len() > self.marks.max_frame {
             return Err(SendError::FrameTooLarge {

@@ -182,7 +182,8 @@ impl ConnSender {
     /// the queue past it (so the queue never exceeds the high watermark plus one frame).
     /// Otherwise refused whole with [`SendError::Backpressure`], and
     /// [`on_drained`](crate::NetworkHandler::on_drained) fires once the queue falls to the
-    /// low watermark. An empty frame is a no-op. A frame over `max_frame` is refused with
+    /// low watermark. An empty frame queues nothing (`Ok`, or `Closed` once the connection
+    /// is closed). A frame over `max_frame` is refused with
     /// [`SendError::FrameTooLarge`]; a closed connection refuses with [`SendError::Closed`].
     pub fn send(&self, frame: &[u8]) -> std::result::Result<(), SendError> {
         self.conn.send(frame)

@@ -24,7 +24,7 @@ use crate::admission::Ticket;
 use crate::conn::ConnShared;
 use crate::context::ServerContext;
 use crate::driver::{Completion, Driver, Flow, ListenerId, Slot};
-use crate::error::{NetworkError, NetworkEvent};
+use crate::error::{ConfigError, NetworkError, NetworkEvent};
 use crate::id::ConnectionId;
 use crate::inbox::{CloseMode, Command, LoopShared};
 use crate::layer::Layer;
@@ -470,7 +470,7 @@ impl<D: Driver> Worker<D> {
                 return;
             }
         };
-        apply_socket_options(&stream, &service);
+        let refused = apply_socket_options(&stream, &service);
         let layers = match build_layers(&service) {
             Ok(layers) => layers,
             Err(error) => {
@@ -503,6 +503,9 @@ impl<D: Driver> Worker<D> {
         }
         service.conns.insert(id, Arc::clone(&shared));
         let ctx = ServerContext::new(Arc::clone(&service));
+        for error in refused {
+            callback::call_quiet(|| service.handler.on_error(&ctx, Some(id), error));
+        }
         let conn = Conn::new(shared, service, ctx, Phase::Open, peer, self.state.now);
         self.state.insert(
             slot,
@@ -590,18 +593,28 @@ fn build_layers(service: &Service) -> Result<Option<Vec<Box<dyn Layer>>>, Networ
     }
 }
 
-fn apply_socket_options(stream: &TcpStream, service: &Service) {
+/// Sets the server's socket options on an accepted connection; what the kernel refused,
+/// as errors to report for the connection (which is served anyway, as in mill-net).
+fn apply_socket_options(stream: &TcpStream, service: &Service) -> Vec<NetworkError> {
     let sock = socket2::SockRef::from(stream);
     let opts = service.config.socket;
+    let mut refused = Vec::new();
+    let mut refuse = |option, e: io::Error| {
+        refused.push(NetworkError::Configuration(ConfigError::OutOfRange {
+            option,
+            reason: format!("refused on an accepted connection: {e}"),
+        }));
+    };
     if let Err(e) = sock.set_tcp_nodelay(opts.no_delay) {
-        log::debug!("ringmill: TCP_NODELAY: {e}");
+        refuse("no_delay", e);
     }
     if let Some(idle) = opts.keep_alive {
         let keepalive = socket2::TcpKeepalive::new().with_time(idle);
         if let Err(e) = sock.set_tcp_keepalive(&keepalive) {
-            log::debug!("ringmill: SO_KEEPALIVE: {e}");
+            refuse("keep_alive", e);
         }
     }
+    refused
 }
 
 /// Errors that end one connection in the ordinary way (the peer went away): reported as a

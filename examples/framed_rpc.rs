@@ -452,7 +452,7 @@ impl Daemon {
             .collect::<std::io::Result<Vec<_>>>()?;
         server.start(event_loop)?;
         let (s, srv, print) = (Arc::clone(&state), Arc::clone(&server), settings.verbose);
-        let status = event_loop.schedule_repeating(settings.status_every, move || {
+        let status = event_loop.try_schedule_repeating(settings.status_every, move || {
             let tick = s.ticks.fetch_add(1, Ordering::Relaxed) + 1;
             if print {
                 let m = srv.metrics();
@@ -585,7 +585,7 @@ fn daemon(addr: Option<&str>) -> Result<()> {
         settings.max_per_ip
     );
     let (stop_tx, stop_rx) = mpsc::channel();
-    let watch = event_loop.schedule_repeating(Duration::from_millis(100), move || {
+    let watch = event_loop.try_schedule_repeating(Duration::from_millis(100), move || {
         if stop.load(Ordering::SeqCst) {
             let _ = stop_tx.send(());
         }

@@ -85,9 +85,9 @@ impl<H: NetworkHandler> TcpClient<H> {
     /// connect timeout then covers every layer's handshake too, and `on_connect` fires once
     /// all are done; see [`crate::layer`].
     ///
-    /// Fails with [`NetworkError::Configuration`] after [`start`](Self::start) or the
-    /// first send, which the new layer would have missed (the client is then dropped,
-    /// which closes it).
+    /// Fails with [`NetworkError::Configuration`] (`ConfigError::TooLate`) after
+    /// [`start`](Self::start) or the first send, which the new layer would have missed
+    /// (the client is then dropped, which closes it).
     ///
     /// ```no_run
     /// use ringmill::layer::{LengthPrefixed, Socks5};

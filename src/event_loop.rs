@@ -1,5 +1,6 @@
 //! The event loop: N loop threads, each with its own io_uring ring or `mio::Poll`.
 
+use crate::compute::{ComputePool, ComputePoolMetrics, TaskPriority};
 use crate::select;
 use ringmill_core::driver::DriverCounters;
 use ringmill_core::error::{Backend, ConfigError, NetworkError, Result};
@@ -16,6 +17,7 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct EventLoopBuilder {
     threads: usize,
+    compute_threads: usize,
     backend: Backend,
     driver: DriverConfig,
     settings: LoopSettings,
@@ -23,10 +25,12 @@ pub struct EventLoopBuilder {
 
 impl Default for EventLoopBuilder {
     fn default() -> Self {
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
         Self {
-            threads: std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1),
+            threads: cores,
+            compute_threads: cores,
             backend: Backend::Auto,
             driver: DriverConfig::default(),
             settings: LoopSettings::default(),
@@ -38,6 +42,20 @@ impl EventLoopBuilder {
     /// Loop threads to run (default: the number of available cores).
     pub fn threads(mut self, threads: usize) -> Self {
         self.threads = threads;
+        self
+    }
+
+    /// Threads of the compute pool behind [`EventLoop::spawn_compute`] (default: the number
+    /// of available cores). They start on the first task.
+    pub fn compute_threads(mut self, threads: usize) -> Self {
+        self.compute_threads = threads;
+        self
+    }
+
+    /// Readiness events fetched per wait (mio; default 1024). io_uring loops take every
+    /// completion waiting, so this changes nothing there.
+    pub fn events_capacity(mut self, events: usize) -> Self {
+        self.driver.events_capacity = events;
         self
     }
 
@@ -94,6 +112,11 @@ impl EventLoopBuilder {
                 "threads",
             ))));
         }
+        if self.compute_threads == 0 {
+            return Err(Box::new(NetworkError::Configuration(ConfigError::Zero(
+                "compute_threads",
+            ))));
+        }
         self.driver
             .validate()
             .map_err(NetworkError::Configuration)?;
@@ -111,6 +134,7 @@ impl EventLoopBuilder {
             stopped: Mutex::new(false),
             stopped_cond: Condvar::new(),
             next: AtomicUsize::new(0),
+            compute: ComputePool::new(self.compute_threads),
         })
     }
 }
@@ -131,10 +155,11 @@ impl EventLoopBuilder {
 ///
 /// # fn main() -> ringmill::errors::Result<()> {
 /// let event_loop = EventLoop::builder().threads(2).build()?;
-/// let tick = event_loop.schedule_repeating(Duration::from_secs(1), || println!("tick"))?;
+/// let tick = event_loop.schedule_repeating(Duration::from_secs(1), || println!("tick"));
 /// event_loop.schedule_once(Duration::from_secs(5), move || {
 ///     tick.cancel();
-/// })?;
+/// });
+/// event_loop.spawn_compute(|| println!("on a compute thread"));
 /// let first = event_loop.handle(0).expect("a loop thread");
 /// std::thread::spawn(move || first.post(|| println!("on ringmill-loop-0")));
 /// println!("{:?}", event_loop.metrics());
@@ -154,6 +179,7 @@ pub struct EventLoop {
     stopped: Mutex<bool>,
     stopped_cond: Condvar,
     next: AtomicUsize,
+    compute: ComputePool,
 }
 
 impl Default for EventLoop {
@@ -177,6 +203,41 @@ impl EventLoop {
         EventLoopBuilder::default()
     }
 
+    /// mill-io's constructor: an event loop whose callbacks run on `workers` threads.
+    ///
+    /// The arguments map onto the builder as follows:
+    ///
+    /// - `workers`: mill-io's pool of threads that run the handlers' callbacks. ringmill
+    ///   runs callbacks on its loop threads, so this is the number of loop threads
+    ///   ([`EventLoopBuilder::threads`]). mill-io sizes its compute pool by the number of
+    ///   cores, not by `workers`, and so does this ([`EventLoopBuilder::compute_threads`]).
+    /// - `events_capacity`: readiness events taken per wait
+    ///   ([`EventLoopBuilder::events_capacity`]; mio only, io_uring takes every completion
+    ///   waiting).
+    /// - `poll_timeout_ms`: accepted and unused. mill-io's reactor wakes up at least this
+    ///   often; a ringmill loop sleeps until there is something to do (I/O, a timer coming
+    ///   due, or a wake-up from `send`, `post` or `stop` on another thread), so nothing
+    ///   waits for a poll timeout and there is nothing for it to bound.
+    ///
+    /// The backend is `Auto` (`RINGMILL_BACKEND` applies). Fails as
+    /// [`EventLoopBuilder::build`] does, including for `workers` or `events_capacity` of
+    /// zero.
+    pub fn new(workers: usize, events_capacity: usize, poll_timeout_ms: u64) -> Result<Self> {
+        let _ = poll_timeout_ms;
+        Self::builder()
+            .threads(workers)
+            .events_capacity(events_capacity)
+            .build()
+    }
+
+    /// mill-io's low-latency constructor: callbacks run on the thread that does the I/O,
+    /// with no hand-off to a pool. That is how every ringmill loop works, so this is one
+    /// loop thread (mill-io's mode has one reactor thread); `events_capacity` and
+    /// `poll_timeout_ms` as in [`new`](Self::new).
+    pub fn new_low_latency(events_capacity: usize, poll_timeout_ms: u64) -> Result<Self> {
+        Self::new(1, events_capacity, poll_timeout_ms)
+    }
+
     /// Blocks until [`stop`](Self::stop) is called (from any thread, before or during
     /// `run`), then waits for the loop threads to finish.
     pub fn run(&self) -> Result<()> {
@@ -188,6 +249,7 @@ impl EventLoop {
                 .unwrap_or_else(|e| e.into_inner());
         }
         drop(stopped);
+        self.compute.stop(!LoopShared::on_any_loop());
         self.join()
     }
 
@@ -206,7 +268,11 @@ impl EventLoop {
             }
             self.stopped_cond.notify_all();
         }
-        if !LoopShared::on_any_loop() {
+        let off_loop = !LoopShared::on_any_loop();
+        // Tasks already queued still run; the threads are joined unless this is one of
+        // them or a loop thread (a loop thread must not wait for compute tasks).
+        self.compute.stop(off_loop);
+        if off_loop {
             let _ = self.join();
         }
     }
@@ -279,8 +345,36 @@ impl EventLoop {
     }
 
     /// Runs `f` once, `delay` from now, on the next loop thread (round robin); see
-    /// [`LoopHandle::schedule_once`].
-    pub fn schedule_once(
+    /// [`LoopHandle::schedule_once`]. mill-io's shape: it returns the [`TimerId`] and has
+    /// no error; once the loop has stopped, the timer it returns is already over (it never
+    /// runs, and [`cancel_timer`](Self::cancel_timer) returns `false`). Use
+    /// [`try_schedule_once`](Self::try_schedule_once) to be told.
+    pub fn schedule_once(&self, delay: Duration, f: impl FnOnce() + Send + 'static) -> TimerId {
+        let handle = self.next_handle();
+        handle
+            .schedule_once(delay, f)
+            .unwrap_or_else(|_| TimerId::over(&handle))
+    }
+
+    /// Runs `f` every `interval` on the next loop thread (round robin), first `interval`
+    /// from now, until cancelled; see [`LoopHandle::schedule_repeating`]. mill-io's shape:
+    /// an `interval` below 1 ms (zero included) is taken as 1 ms, and once the loop has
+    /// stopped the timer it returns is already over. Use
+    /// [`try_schedule_repeating`](Self::try_schedule_repeating) to be told.
+    pub fn schedule_repeating(
+        &self,
+        interval: Duration,
+        f: impl FnMut() + Send + 'static,
+    ) -> TimerId {
+        let handle = self.next_handle();
+        handle
+            .schedule_repeating(interval.max(Duration::from_millis(1)), f)
+            .unwrap_or_else(|_| TimerId::over(&handle))
+    }
+
+    /// [`schedule_once`](Self::schedule_once) that fails with
+    /// [`NetworkError::EventLoopGone`] once the loop has stopped.
+    pub fn try_schedule_once(
         &self,
         delay: Duration,
         f: impl FnOnce() + Send + 'static,
@@ -288,14 +382,63 @@ impl EventLoop {
         self.next_handle().schedule_once(delay, f)
     }
 
-    /// Runs `f` every `period` on the next loop thread (round robin), until cancelled;
-    /// see [`LoopHandle::schedule_repeating`].
-    pub fn schedule_repeating(
+    /// [`schedule_repeating`](Self::schedule_repeating) that fails with
+    /// [`NetworkError::Configuration`] for a zero `period` and with
+    /// [`NetworkError::EventLoopGone`] once the loop has stopped.
+    pub fn try_schedule_repeating(
         &self,
         period: Duration,
         f: impl FnMut() + Send + 'static,
     ) -> Result<TimerId> {
         self.next_handle().schedule_repeating(period, f)
+    }
+
+    /// Cancels a timer (mill-io's name; the same as [`TimerId::cancel`]): `true` if it
+    /// was pending and now never runs (again).
+    pub fn cancel_timer(&self, timer: TimerId) -> bool {
+        timer.cancel()
+    }
+
+    /// User timers scheduled on this loop's threads (from here, a [`LoopHandle`] or a
+    /// handler) that may still run: one-shot timers not yet started, repeating timers not
+    /// cancelled. A timer leaves the count when it starts (one-shot), is cancelled, or is
+    /// dropped because the loop stopped. The loop's own deadlines (connect and idle
+    /// timeouts, close lingers) are not counted.
+    pub fn pending_timers(&self) -> usize {
+        self.shared.iter().map(|l| l.pending_timers()).sum()
+    }
+
+    /// Runs `task` on the compute pool with [`TaskPriority::Normal`]: for CPU-heavy work
+    /// that must not hold up a loop thread. See
+    /// [`spawn_compute_with_priority`](Self::spawn_compute_with_priority).
+    pub fn spawn_compute(&self, task: impl FnOnce() + Send + 'static) {
+        self.spawn_compute_with_priority(task, TaskPriority::Normal);
+    }
+
+    /// Runs `task` on the compute pool: [`EventLoopBuilder::compute_threads`] threads
+    /// (default: one per core), started on first use. Queued tasks run highest priority
+    /// first, then in the order they came. A task that panics is caught and counted
+    /// ([`ComputePoolMetrics::tasks_failed`]). When the loop stops, the tasks already
+    /// queued still run, and the threads are joined; a task spawned after that does not
+    /// run (it is counted in [`ComputePoolMetrics::tasks_rejected`] and logged).
+    pub fn spawn_compute_with_priority(
+        &self,
+        task: impl FnOnce() + Send + 'static,
+        priority: TaskPriority,
+    ) {
+        if !self.compute.spawn(Box::new(task), priority) {
+            log::warn!("ringmill: spawn_compute after the event loop stopped: task dropped");
+        }
+    }
+
+    /// The compute pool's counters (mill-io's name).
+    pub fn get_compute_metrics(&self) -> Arc<ComputePoolMetrics> {
+        self.compute.metrics()
+    }
+
+    /// Threads of the compute pool (started on its first task).
+    pub fn compute_threads(&self) -> usize {
+        self.compute.size()
     }
 
     /// Runs `f` on the next loop thread (round robin) as soon as it gets to it; see

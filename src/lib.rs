@@ -38,6 +38,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod client;
+mod compute;
 mod event_loop;
 pub mod layer;
 mod select;
@@ -46,7 +47,10 @@ mod socket;
 
 pub mod errors;
 pub mod tcp;
+#[cfg(feature = "testing")]
+pub mod testing;
 
+pub use compute::{ComputePoolMetrics, TaskPriority};
 pub use event_loop::{EventLoop, EventLoopBuilder};
 pub use ringmill_core::driver::DriverCounters;
 pub use ringmill_core::error::Backend;

@@ -224,7 +224,7 @@ impl<H: NetworkHandler> TcpServer<H> {
         for (shared, listener) in loops.iter().zip(listeners) {
             if let Err(e) = runtime::listen(shared, &self.service, listener) {
                 runtime::stop_service(&started, &self.service);
-                return Err(Box::new(NetworkError::Io(e)));
+                return Err(Box::new(NetworkError::Io(e.into())));
             }
             started.push(Arc::clone(shared));
         }

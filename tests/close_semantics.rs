@@ -35,7 +35,7 @@ fn io_kind(e: &(dyn std::error::Error + Send + Sync + 'static)) -> std::io::Erro
         return e.kind();
     }
     match network_error(e) {
-        NetworkError::Io(e) => e.kind(),
+        err @ NetworkError::Io(_) => err.io_error().expect("an io::Error").kind(),
         other => panic!("expected Io(..), got {other:?}"),
     }
 }
@@ -163,7 +163,7 @@ backend_matrix! {
         });
         let closer = sender.clone();
         event_loop
-            .schedule_once(Duration::from_millis(50), move || closer.close())
+            .try_schedule_once(Duration::from_millis(50), move || closer.close())
             .expect("timer");
         // The linger is 60 s: only a discarding close gets here within WAIT.
         rec.wait_closed(id, WAIT);
@@ -184,7 +184,7 @@ backend_matrix! {
         });
         let closer = server.context();
         event_loop
-            .schedule_once(Duration::from_millis(50), move || {
+            .try_schedule_once(Duration::from_millis(50), move || {
                 closer.close_connection(id).expect("close_connection");
             })
             .expect("timer");

@@ -75,9 +75,9 @@ impl NetworkHandler for Recorder {
 
     fn on_error(&self, _ctx: &ServerContext, conn: Option<ConnectionId>, error: NetworkError) {
         if let Some(conn) = conn {
-            let class = match error {
-                NetworkError::Io(e) => format!("io:{:?}", e.kind()),
-                other => format!("{other:?}").split('(').next().unwrap().to_string(),
+            let class = match (&error, error.io_error()) {
+                (NetworkError::Io(_), Some(io)) => format!("io:{:?}", io.kind()),
+                (other, _) => format!("{other:?}").split('(').next().unwrap().to_string(),
             };
             self.push(conn, Event::Error(class));
         }

@@ -207,3 +207,31 @@ backend_matrix! {
         rec.assert_all_closed_once();
     }
 }
+
+backend_matrix! {
+    /// A socket option the kernel refuses on an accepted connection (Linux refuses a
+    /// TCP_KEEPIDLE above 32767 s) is reported to `on_error` with the connection's id,
+    /// before `on_connect`, and the connection is served anyway, as in mill-net.
+    fn refused_socket_option_is_reported_with_the_connection(backend: Backend) {
+        if !cfg!(target_os = "linux") {
+            println!("skipped: only Linux is known to refuse this keep-alive time");
+            return;
+        }
+        let event_loop = event_loop(backend);
+        let rec = Recorder::shared();
+        let idle = std::time::Duration::from_secs(1 << 20);
+        let config = server_config().keep_alive(Some(idle)).build();
+        let server = start_server(&event_loop, config, Recording::echo(&rec));
+        let mut client = connect(addr_of(&server));
+        let id = rec.wait_peer(client.local_addr().unwrap(), WAIT);
+        client.write_all(b"ping").unwrap();
+        assert_eq!(read_exact_within(&mut client, 4, WAIT), b"ping");
+        let events = rec.trace(id).events;
+        assert!(
+            matches!(events.first(), Some(Ev::Error(kind)) if kind == "Configuration"),
+            "the refused option first, as an error of this connection: {events:?}"
+        );
+        assert_eq!(events.get(1), Some(&Ev::Connect), "{events:?}");
+        event_loop.stop();
+    }
+}

@@ -11,6 +11,7 @@ mod layer_support;
 
 use common::*;
 use layer_support::*;
+use ringmill::errors::ConfigError;
 use ringmill::layer::{FrameTooLarge, Layer, LengthPrefixed, LineDelimited};
 use std::io::{self, Write};
 use std::net::TcpListener;
@@ -300,7 +301,10 @@ backend_matrix! {
         let refused = |result: Result<TcpClient<Silent>>| match result {
             Ok(_) => panic!("a layer was added too late"),
             Err(e) => assert!(
-                matches!(network_error(e.as_ref()), NetworkError::Configuration(_)),
+                matches!(
+                    network_error(e.as_ref()),
+                    NetworkError::Configuration(ConfigError::TooLate("with_layer"))
+                ),
                 "unexpected error: {e}"
             ),
         };
@@ -447,7 +451,7 @@ backend_matrix! {
             &event_loop,
             server_config().build(),
             Recording::echo(&srec).on_error(|_, _, e| {
-                if let NetworkError::Io(e) = e {
+                if let Some(e) = e.io_error() {
                     let inner = e.get_ref().and_then(|e| e.downcast_ref::<FrameTooLarge>());
                     assert_eq!(inner, Some(&FrameTooLarge { len: 17, max: 16 }));
                 }

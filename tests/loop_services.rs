@@ -48,7 +48,7 @@ backend_matrix! {
         let (tx, rx) = mpsc::channel();
         let scheduled = std::time::Instant::now();
         let timer = event_loop
-            .schedule_once(Duration::from_millis(20), move || {
+            .try_schedule_once(Duration::from_millis(20), move || {
                 tx.send((thread_name(), std::time::Instant::now())).unwrap();
             })
             .expect("schedule_once");
@@ -96,7 +96,7 @@ backend_matrix! {
         let c = Arc::clone(&count);
         let period = Duration::from_millis(5);
         let timer = event_loop
-            .schedule_repeating(period, move || c.update(|n| *n += 1))
+            .try_schedule_repeating(period, move || c.update(|n| *n += 1))
             .expect("schedule_repeating");
         count.wait_until(WAIT, "five ticks", |n| *n >= 5);
         assert!(timer.is_pending());

@@ -83,10 +83,10 @@ backend_matrix! {
                 match ctx.send_to(conn, &frame) {
                     Ok(()) => continue,
                     Err(e) => {
-                        assert!(matches!(
-                            network_error(e.as_ref()),
-                            NetworkError::Send(SendError::Backpressure)
-                        ));
+                        assert!(
+                            matches!(e.downcast_ref::<SendError>(), Some(SendError::Backpressure)),
+                            "{e:?}"
+                        );
                         r.update(|n| *n += 1);
                         return Ok(());
                     }
@@ -130,7 +130,7 @@ backend_matrix! {
         poll_until(WAIT, "5 connections held", || event_loop.metrics().connections == 5);
         let (tx, rx) = std::sync::mpsc::channel();
         let tx2 = tx.clone();
-        event_loop.schedule_once(Duration::ZERO, move || tx.send(()).unwrap()).unwrap();
+        event_loop.try_schedule_once(Duration::ZERO, move || tx.send(()).unwrap()).unwrap();
         event_loop.post(move || tx2.send(()).unwrap()).unwrap();
         for _ in 0..2 {
             rx.recv_timeout(WAIT).expect("ran");

@@ -57,9 +57,10 @@ backend_matrix! {
             let (s1, s2) = (Arc::clone(&seq), Arc::clone(&seq));
             let handler = Recording::echo(&rec)
                 .on_error(move |_, conn, e| {
-                    if let NetworkError::Accept(io) = e {
+                    if let NetworkError::Accept(_) = e {
                         assert!(conn.is_none());
-                        s1.update(|v| v.push(('E', io.raw_os_error())));
+                        let errno = e.io_error().and_then(std::io::Error::raw_os_error);
+                        s1.update(|v| v.push(('E', errno)));
                     }
                 })
                 .on_connect(move |_, _| {

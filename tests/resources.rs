@@ -199,9 +199,9 @@ backend_matrix! {
             let accept_errors: Arc<Shared<Vec<Option<i32>>>> = Arc::default();
             let errs = Arc::clone(&accept_errors);
             let handler = Recording::echo(&rec).on_error(move |_, conn, e| {
-                if let NetworkError::Accept(io) = e {
+                if let NetworkError::Accept(_) = e {
                     assert!(conn.is_none(), "Accept errors are server-level");
-                    errs.update(|v| v.push(io.raw_os_error()));
+                    errs.update(|v| v.push(e.io_error().and_then(std::io::Error::raw_os_error)));
                 }
             });
             let server = TcpServer::new(server_config().build(), handler).unwrap();

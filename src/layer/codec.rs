@@ -19,14 +19,14 @@ const KEEP_CAPACITY: usize = 64 * 1024;
 ///
 /// fn too_large(e: &NetworkError) -> Option<&FrameTooLarge> {
 ///     match e {
-///         NetworkError::Io(e) => e.get_ref()?.downcast_ref::<FrameTooLarge>(),
+///         NetworkError::Io(_) => e.io_error()?.get_ref()?.downcast_ref::<FrameTooLarge>(),
 ///         _ => None,
 ///     }
 /// }
-/// # let e = NetworkError::Io(std::io::Error::new(
+/// # let e = NetworkError::Io(Box::new(std::io::Error::new(
 /// #     std::io::ErrorKind::InvalidData,
 /// #     FrameTooLarge { len: 11, max: 10 },
-/// # ));
+/// # )));
 /// # assert_eq!(too_large(&e).map(|f| f.len), Some(11));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

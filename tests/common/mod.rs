@@ -362,13 +362,21 @@ pub enum Ev {
     Disconnect,
 }
 
+/// The [`io::ErrorKind`] inside `e`, or what `e` holds if it is not an [`io::Error`].
+fn io_kind(e: &NetworkError) -> String {
+    match e.io_error() {
+        Some(io) => format!("{:?}", io.kind()),
+        None => format!("{e:?}"),
+    }
+}
+
 /// The variant name of a [`NetworkError`] (`"HandlerError"`, `"Io"`, ...). For `Io`,
 /// `Accept` and `Connect` the [`io::ErrorKind`] follows, as in `"Connect(TimedOut)"`.
 pub fn error_kind(e: &NetworkError) -> String {
     match e {
-        NetworkError::Io(e) => format!("Io({:?})", e.kind()),
-        NetworkError::Accept(e) => format!("Accept({:?})", e.kind()),
-        NetworkError::Connect(e) => format!("Connect({:?})", e.kind()),
+        NetworkError::Io(_) => format!("Io({})", io_kind(e)),
+        NetworkError::Accept(_) => format!("Accept({})", io_kind(e)),
+        NetworkError::Connect(_) => format!("Connect({})", io_kind(e)),
         NetworkError::MaxConnectionsReached(_) => "MaxConnectionsReached".into(),
         NetworkError::Configuration(_) => "Configuration".into(),
         NetworkError::HandlerError(_) => "HandlerError".into(),
@@ -812,8 +820,8 @@ impl EchoState {
         }
         match ctx.send_to(conn, data) {
             Ok(()) => Ok(()),
-            Err(e) => match e.downcast_ref::<NetworkError>() {
-                Some(NetworkError::Send(SendError::Backpressure)) => {
+            Err(e) => match e.downcast_ref::<SendError>() {
+                Some(SendError::Backpressure) => {
                     stash.insert(conn, data.to_vec());
                     if let Some(sender) = ctx.sender(conn) {
                         sender.pause_reads();
@@ -835,8 +843,8 @@ impl EchoState {
                         sender.resume_reads();
                     }
                 }
-                Err(e) => match e.downcast_ref::<NetworkError>() {
-                    Some(NetworkError::Send(SendError::Backpressure)) => {
+                Err(e) => match e.downcast_ref::<SendError>() {
+                    Some(SendError::Backpressure) => {
                         stash.insert(conn, pending);
                     }
                     _ => return Err(e),

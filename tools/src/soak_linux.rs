@@ -129,7 +129,10 @@ impl NetworkHandler for SoakEcho {
 
     fn on_error(&self, _: &ServerContext, _: Option<ConnectionId>, error: NetworkError) {
         let kind = match &error {
-            NetworkError::Io(e) => format!("Io({:?})", e.kind()),
+            NetworkError::Io(_) => match error.io_error() {
+                Some(e) => format!("Io({:?})", e.kind()),
+                None => format!("{error:?}").chars().take(40).collect(),
+            },
             other => format!("{other:?}").chars().take(40).collect(),
         };
         *self.0.errors.lock().unwrap().entry(kind).or_default() += 1;
@@ -137,10 +140,7 @@ impl NetworkHandler for SoakEcho {
 }
 
 fn is_backpressure(e: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
-    matches!(
-        e.downcast_ref::<NetworkError>(),
-        Some(NetworkError::Send(SendError::Backpressure))
-    )
+    matches!(e.downcast_ref::<SendError>(), Some(SendError::Backpressure))
 }
 
 /// Runs the server and two load rounds (warm-up, then the soak); prints the summary and

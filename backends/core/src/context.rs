@@ -31,13 +31,11 @@ impl ServerContext {
     /// Sends `data` to one connection; see [`ConnSender::send`].
     ///
     /// Fails with [`NetworkError::ConnectionNotFound`] for an id that is not open (closed,
-    /// or never existed: a stale id never reaches a newer connection), or with
-    /// [`NetworkError::Send`] carrying the [`SendError`].
+    /// or never existed: a stale id never reaches a newer connection), or with the
+    /// [`SendError`] itself, as mill-net does: `e.downcast_ref::<SendError>()`.
     pub fn send_to(&self, conn_id: ConnectionId, data: &[u8]) -> Result<()> {
         match self.service.conns.get(conn_id) {
-            Some(conn) => conn
-                .send(data)
-                .map_err(|e| Box::new(NetworkError::Send(e)) as _),
+            Some(conn) => conn.send(data).map_err(|e| Box::new(e) as _),
             None => Err(Box::new(NetworkError::ConnectionNotFound(conn_id))),
         }
     }
@@ -225,7 +223,8 @@ impl ConnSender {
     /// the queue past it (so the queue never exceeds the high watermark plus one frame).
     /// Otherwise refused whole with [`SendError::Backpressure`], and
     /// [`on_drained`](crate::NetworkHandler::on_drained) fires once the queue falls to the
-    /// low watermark. An empty frame is a no-op. A frame over `max_frame` is refused with
+    /// low watermark. An empty frame queues nothing (`Ok`, or `Closed` once the connection
+    /// is closed). A frame over `max_frame` is refused with
     /// [`SendError::FrameTooLarge`]; a closed connection refuses with [`SendError::Closed`].
     pub fn send(&self, frame: &[u8]) -> std::result::Result<(), SendError> {
         self.conn.send(frame)

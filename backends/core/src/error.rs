@@ -77,6 +77,9 @@ pub enum ConfigError {
         /// The high watermark.
         high: usize,
     },
+    /// A setting made too late: after `start` or the first send (for example a layer
+    /// added then, which would have missed what went before).
+    TooLate(&'static str),
     /// A value is outside what the platform or the library supports.
     OutOfRange {
         /// Which option.
@@ -110,6 +113,9 @@ impl fmt::Display for ConfigError {
             | ConfigError::Rejected { option, reason } => {
                 write!(f, "{option}: {reason}")
             }
+            ConfigError::TooLate(what) => {
+                write!(f, "{what} must come before start() and the first send")
+            }
         }
     }
 }
@@ -142,12 +148,16 @@ impl fmt::Display for Backend {
 #[non_exhaustive]
 #[derive(Debug)]
 pub enum NetworkError {
-    /// An I/O error on a connection or socket.
-    Io(io::Error),
-    /// Accepting a connection failed.
-    Accept(io::Error),
-    /// An outbound connect failed; a connect timeout has kind [`io::ErrorKind::TimedOut`].
-    Connect(io::Error),
+    /// An I/O error on a connection or socket: an [`io::Error`] (downcast it, or use
+    /// [`io_error`](Self::io_error)), or a layer's own error type.
+    Io(Box<dyn std::error::Error + Send + Sync>),
+    /// Accepting a connection failed (an [`io::Error`]).
+    Accept(Box<dyn std::error::Error + Send + Sync>),
+    /// An outbound connect failed; a connect timeout is an [`io::Error`] of kind
+    /// [`io::ErrorKind::TimedOut`].
+    Connect(Box<dyn std::error::Error + Send + Sync>),
+    /// A lock was poisoned by a panicking thread.
+    PoisonedLock(String),
     /// A connection was refused because `max_connections` connections are open.
     MaxConnectionsReached(SocketAddr),
     /// A connection was refused by the admission rules (per-IP cap, accept rate).
@@ -181,6 +191,20 @@ pub enum NetworkError {
     /// The server or client is in a state where this call cannot work (for example,
     /// started twice, or started after `stop`).
     InvalidState(&'static str),
+    /// Any other error, described.
+    Other(String),
+}
+
+impl NetworkError {
+    /// The [`io::Error`] inside `Io`, `Accept` or `Connect`, if that is what it holds.
+    pub fn io_error(&self) -> Option<&io::Error> {
+        match self {
+            NetworkError::Io(e) | NetworkError::Accept(e) | NetworkError::Connect(e) => {
+                e.downcast_ref::<io::Error>()
+            }
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for NetworkError {
@@ -206,6 +230,8 @@ impl fmt::Display for NetworkError {
                 write!(f, "backend {backend} unavailable: {reason}")
             }
             NetworkError::InvalidState(what) => write!(f, "invalid state: {what}"),
+            NetworkError::PoisonedLock(what) => write!(f, "lock poisoned: {what}"),
+            NetworkError::Other(what) => write!(f, "{what}"),
         }
     }
 }
@@ -213,7 +239,9 @@ impl fmt::Display for NetworkError {
 impl std::error::Error for NetworkError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            NetworkError::Io(e) | NetworkError::Accept(e) | NetworkError::Connect(e) => Some(e),
+            NetworkError::Io(e) | NetworkError::Accept(e) | NetworkError::Connect(e) => {
+                Some(e.as_ref())
+            }
             NetworkError::Configuration(e) => Some(e),
             NetworkError::Send(e) => Some(e),
             _ => None,
@@ -223,7 +251,7 @@ impl std::error::Error for NetworkError {
 
 impl From<io::Error> for NetworkError {
     fn from(err: io::Error) -> Self {
-        NetworkError::Io(err)
+        NetworkError::Io(Box::new(err))
     }
 }
 
@@ -240,7 +268,9 @@ impl From<ConfigError> for NetworkError {
 }
 
 /// A non-error event, reported to [`on_event`](crate::NetworkHandler::on_event).
-#[non_exhaustive]
+///
+/// Exhaustive, as mill-net's is, so that code matching its three variants without a
+/// wildcard compiles; events of ringmill's own go elsewhere, not into new variants.
 #[derive(Debug, Clone)]
 pub enum NetworkEvent {
     /// A connection was accepted or established.

@@ -97,6 +97,8 @@ struct LoopStats {
     /// Timers cancelled since the loop last purged its heap.
     cancelled: AtomicUsize,
     timer_entries: AtomicUsize,
+    /// User timers scheduled and not yet over (fired once, cancelled, or dropped).
+    pending_timers: AtomicUsize,
 }
 
 /// The commands, and the waker while the loop runs.
@@ -241,6 +243,24 @@ impl LoopShared {
         if panicked {
             bump(&self.stats.task_panics);
         }
+    }
+
+    /// Counts a new user timer as pending.
+    pub(crate) fn timer_started(&self) {
+        self.stats.pending_timers.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Ends a user timer's count as pending (a one-shot timer started, a timer was
+    /// cancelled, or it was dropped unfired).
+    pub(crate) fn timer_finished(&self) {
+        self.stats.pending_timers.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// User timers of this loop scheduled and not over yet: one-shot timers that have not
+    /// started, repeating timers not cancelled. A timer leaves the count when it starts
+    /// (one-shot), is cancelled, or is dropped because the loop stopped.
+    pub fn pending_timers(&self) -> usize {
+        self.stats.pending_timers.load(Ordering::Relaxed)
     }
 
     pub(crate) fn note_timer_cancelled(&self) {

@@ -140,6 +140,12 @@ impl LoopHandle {
         timer.cancel()
     }
 
+    /// This loop's user timers that may still run: see
+    /// [`LoopShared::pending_timers`].
+    pub fn pending_timers(&self) -> usize {
+        self.shared.pending_timers()
+    }
+
     /// This loop's counters.
     pub fn metrics(&self) -> LoopMetrics {
         self.shared.loop_counters()
@@ -185,6 +191,15 @@ pub struct TimerId {
 }
 
 impl TimerId {
+    /// A timer of `on`'s loop that is over already: it never runs, is not pending, and
+    /// `cancel` returns `false`. What an infallible scheduling call (such as mill-io's
+    /// `EventLoop::schedule_once` shape) returns once the loop has stopped.
+    pub fn over(on: &LoopHandle) -> TimerId {
+        TimerId {
+            state: TimerState::over(Arc::clone(&on.shared)),
+        }
+    }
+
     /// Cancels the timer, from any thread, in O(1).
     ///
     /// Returns `true` if the timer was waiting (or, for a repeating timer, waiting or

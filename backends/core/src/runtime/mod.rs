@@ -14,7 +14,7 @@ use crate::config::TcpClientConfig;
 use crate::conn::ConnShared;
 use crate::context::{ConnSender, ServerContext};
 use crate::driver::Driver;
-use crate::error::{NetworkError, NetworkEvent, Result};
+use crate::error::{ConfigError, NetworkError, NetworkEvent, Result};
 use crate::handler::NetworkHandler;
 use crate::id::ConnectionId;
 use crate::inbox::{Command, LoopShared};
@@ -257,17 +257,15 @@ impl ClientConn {
 
     /// Adds a layer above those added before.
     ///
-    /// Fails with [`NetworkError::Configuration`] once the client was started or a frame
-    /// was sent (that frame would have bypassed the new layer), as mill-net does.
+    /// Fails with [`NetworkError::Configuration`] ([`ConfigError::TooLate`], as mill-net
+    /// reports it) once the client was started or a frame was sent (that frame would have
+    /// bypassed the new layer).
     pub fn add_layer(&self, layer: Box<dyn Layer>) -> Result<()> {
         let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         if pending.is_none() || !self.conn.set_layered() {
-            return Err(Box::new(NetworkError::Configuration(
-                crate::error::ConfigError::Rejected {
-                    option: "with_layer",
-                    reason: "layers must be added before start() and the first send".into(),
-                },
-            )));
+            return Err(Box::new(NetworkError::Configuration(ConfigError::TooLate(
+                "with_layer",
+            ))));
         }
         self.layers
             .lock()

@@ -218,10 +218,21 @@ pub(crate) struct TimerState {
 }
 
 impl TimerState {
+    /// A pending timer of `owner`, counted in its pending timers until it is over.
     pub(crate) fn new(owner: Arc<LoopShared>) -> Arc<Self> {
+        owner.timer_started();
         Arc::new(Self {
             id: NEXT_TIMER.fetch_add(1, Ordering::Relaxed),
             state: AtomicU8::new(PENDING),
+            owner,
+        })
+    }
+
+    /// A timer that is over already (never counted, never runs).
+    pub(crate) fn over(owner: Arc<LoopShared>) -> Arc<Self> {
+        Arc::new(Self {
+            id: NEXT_TIMER.fetch_add(1, Ordering::Relaxed),
+            state: AtomicU8::new(DONE),
             owner,
         })
     }
@@ -247,6 +258,7 @@ impl TimerState {
             .is_ok();
         if cancelled {
             self.owner.note_timer_cancelled();
+            self.owner.timer_finished();
         }
         cancelled
     }
@@ -260,11 +272,18 @@ impl TimerState {
         self.state.load(Ordering::Acquire) == CANCELLED
     }
 
-    /// Moves `from` to `to`; `false` if the state was something else (cancelled).
+    /// Moves `from` to `to`; `false` if the state was something else (cancelled). Moving
+    /// to `DONE` ends the timer's count as pending (each timer reaches `DONE` or
+    /// `CANCELLED` once, and only from a live state).
     fn step(&self, from: u8, to: u8) -> bool {
-        self.state
+        let moved = self
+            .state
             .compare_exchange(from, to, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
+            .is_ok();
+        if moved && to == DONE {
+            self.owner.timer_finished();
+        }
+        moved
     }
 }
 
@@ -502,6 +521,80 @@ mod tests {
         assert!(!state.is_pending());
         assert!(!state.cancel(), "a timer that ran cannot be cancelled");
         assert_eq!(shared.loop_counters().timers_fired, 1);
+    }
+
+    /// The loop's pending count: +1 per timer scheduled, -1 when a one-shot starts, when a
+    /// timer is cancelled (running or not), when one is dropped unfired or panics; a
+    /// repeating timer stays counted across its runs.
+    #[test]
+    fn pending_count_follows_each_timer_to_its_end() {
+        let shared = shared();
+        let mut t = Timers::default();
+        let now = Instant::now();
+        let period = Duration::from_millis(10);
+        let once = TimerState::new(Arc::clone(&shared));
+        t.add_user(
+            UserTimer::once(Arc::clone(&once), now, Box::new(|| {})),
+            &shared,
+        );
+        let every = TimerState::new(Arc::clone(&shared));
+        let (ticks, f) = counter();
+        t.add_user(
+            UserTimer::repeating(Arc::clone(&every), now + period, period, Box::new(f)),
+            &shared,
+        );
+        let later = TimerState::new(Arc::clone(&shared));
+        t.add_user(
+            UserTimer::once(
+                Arc::clone(&later),
+                now + Duration::from_secs(60),
+                Box::new(|| {}),
+            ),
+            &shared,
+        );
+        let dropped = TimerState::new(Arc::clone(&shared));
+        drop(UserTimer::once(Arc::clone(&dropped), now, Box::new(|| {})));
+        let panics = TimerState::new(Arc::clone(&shared));
+        t.add_user(
+            UserTimer::repeating(
+                Arc::clone(&panics),
+                now + period,
+                period,
+                Box::new(|| panic!("boom")),
+            ),
+            &shared,
+        );
+        assert_eq!(shared.pending_timers(), 4, "the dropped one is over");
+        run_due(&mut t, now, &shared);
+        assert_eq!(shared.pending_timers(), 3, "the one-shot started");
+        run_due(&mut t, now + period * 3, &shared);
+        assert_eq!(ticks.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            shared.pending_timers(),
+            2,
+            "repeating stays, the panicking one is over"
+        );
+        assert!(later.cancel());
+        assert!(!later.cancel());
+        assert_eq!(shared.pending_timers(), 1);
+        assert!(every.cancel());
+        assert_eq!(shared.pending_timers(), 0);
+        run_due(&mut t, now + Duration::from_secs(120), &shared);
+        assert_eq!(
+            shared.pending_timers(),
+            0,
+            "cancelled entries leaving the heap"
+        );
+        let over = TimerState::over(Arc::clone(&shared));
+        assert!(!over.is_pending() && !over.cancel());
+        assert_eq!(shared.pending_timers(), 0);
+        let left = TimerState::new(Arc::clone(&shared));
+        t.add_user(
+            UserTimer::once(Arc::clone(&left), now, Box::new(|| {})),
+            &shared,
+        );
+        drop(t);
+        assert_eq!(shared.pending_timers(), 0, "dropped with the heap");
     }
 
     #[test]

@@ -548,7 +548,7 @@ impl<D: Driver> Worker<D> {
             callback::call_quiet(|| {
                 service
                     .handler
-                    .on_error(&ctx, None, NetworkError::Accept(e))
+                    .on_error(&ctx, None, NetworkError::Accept(e.into()))
             });
             return;
         }
@@ -619,7 +619,7 @@ impl<D: Driver> Worker<D> {
             callback::call_quiet(|| {
                 service
                     .handler
-                    .on_error(&ctx, Some(shared.id), NetworkError::Connect(e))
+                    .on_error(&ctx, Some(shared.id), NetworkError::Connect(e.into()))
             });
             shared.set_finished();
             return;
@@ -898,7 +898,9 @@ impl State {
                     log::warn!("ringmill: accept failed, backing off: {e}");
                     let (service, ctx) = (&l.service, &l.ctx);
                     callback::call_quiet(|| {
-                        service.handler.on_error(ctx, None, NetworkError::Accept(e))
+                        service
+                            .handler
+                            .on_error(ctx, None, NetworkError::Accept(e.into()))
                     });
                 }
                 Flow::Pause
@@ -934,7 +936,7 @@ impl State {
             Err(e) => {
                 conn.shared.lock().closed = true;
                 conn.phase = Phase::Closing;
-                self.report(slot, NetworkError::Connect(e));
+                self.report(slot, NetworkError::Connect(e.into()));
                 self.ops.push(Op::Close(slot));
             }
         }
@@ -982,7 +984,7 @@ impl State {
                 }
                 // A reset is reported too (mill-net's `Io(ConnectionReset)`), before the
                 // `on_disconnect` that follows.
-                self.report(slot, NetworkError::Io(e));
+                self.report(slot, NetworkError::Io(e.into()));
                 self.begin_close(slot, CloseMode::Abort);
                 Flow::Pause
             }
@@ -1094,7 +1096,7 @@ impl State {
                 }
                 // Reported even when the peer went away (a reset, a broken pipe), as
                 // mill-net does: before `on_disconnect`, which follows.
-                self.report(slot, NetworkError::Io(e));
+                self.report(slot, NetworkError::Io(e.into()));
                 self.begin_close(slot, CloseMode::Abort);
                 return;
             }
@@ -1326,15 +1328,14 @@ impl State {
                         io::ErrorKind::TimedOut,
                         "connect timed out during the layer handshake",
                     );
-                    self.report(slot, NetworkError::Connect(e));
+                    self.report(slot, NetworkError::Connect(e.into()));
                     self.begin_close(slot, CloseMode::Abort);
                 } else if self.is(slot, id, Phase::Connecting) {
                     self.report(
                         slot,
-                        NetworkError::Connect(io::Error::new(
-                            io::ErrorKind::TimedOut,
-                            "connect timed out",
-                        )),
+                        NetworkError::Connect(
+                            io::Error::new(io::ErrorKind::TimedOut, "connect timed out").into(),
+                        ),
                     );
                     if let Some(conn) = self.conns[slot.index()].as_mut() {
                         conn.shared.lock().closed = true;

@@ -372,9 +372,9 @@ impl State {
             return;
         }
         let error = if layered.client && !conn.established {
-            NetworkError::Connect(error)
+            NetworkError::Connect(error.into())
         } else {
-            NetworkError::Io(error)
+            NetworkError::Io(error.into())
         };
         self.report(slot, error);
         self.begin_close(slot, mode);
@@ -385,7 +385,7 @@ impl State {
 pub(super) fn network_error(error: io::Error) -> NetworkError {
     match panic_of(&error) {
         Some(panic) => NetworkError::HandlerPanic(panic.to_string()),
-        None => NetworkError::Io(error),
+        None => NetworkError::Io(error.into()),
     }
 }
 
@@ -396,7 +396,7 @@ impl State {
         if panic_of(&error).is_some() {
             self.layer_failed(slot, error, CloseMode::Abort);
         } else {
-            self.report(slot, NetworkError::Io(error));
+            self.report(slot, NetworkError::Io(error.into()));
         }
     }
 
@@ -431,7 +431,7 @@ impl State {
         {
             layered.broken = true;
         }
-        self.report(slot, NetworkError::Io(error));
+        self.report(slot, NetworkError::Io(error.into()));
         self.begin_close(slot, mode);
     }
 }

@@ -1,0 +1,1 @@
+//! The ported suite lives in tests/ and examples/.

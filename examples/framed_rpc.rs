@@ -242,8 +242,8 @@ impl Handler {
             Ok(()) => {}
             Err(e) => match e.downcast_ref::<NetworkError>() {
                 Some(NetworkError::Send(SendError::Backpressure)) => return Ok(Answer::Blocked),
-                Some(NetworkError::Send(SendError::Closed))
-                | Some(NetworkError::ConnectionNotFound(_)) => {}
+                // Closing or closed already.
+                Some(NetworkError::ConnectionNotFound(_)) => {}
                 _ => return Err(e),
             },
         }

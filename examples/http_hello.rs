@@ -174,8 +174,7 @@ fn serve(ctx: &ServerContext, conn: ConnectionId, input: &[u8]) -> Result<Served
                 })
             }
             // Closing already: nothing more to answer.
-            Some(NetworkError::Send(SendError::Closed))
-            | Some(NetworkError::ConnectionNotFound(_)) => {}
+            Some(NetworkError::ConnectionNotFound(_)) => {}
             _ => return Err(e),
         },
     }

@@ -92,8 +92,9 @@ backend_matrix! {
         rec.assert_no_violations();
     }
 
-    /// Once a connection was closed, `ctx.sender(conn)` is `None` and a sender taken before
-    /// refuses even an empty frame with `Closed`.
+    /// Once a connection was closed, `ctx.sender(conn)` is `None`, `send_to` says
+    /// `ConnectionNotFound`, and a sender taken before refuses even an empty frame with
+    /// `Closed`.
     fn closed_connection_has_no_sender(backend: Backend) {
         let event_loop = event_loop(backend);
         let rec = Recorder::shared();
@@ -112,6 +113,10 @@ backend_matrix! {
                     Err(SendError::Closed) => {}
                     other => found.push(format!("send({frame:?}) after close: {other:?}")),
                 }
+            }
+            match ctx.send_to(conn, b"late") {
+                Err(e) if matches!(network_error(&*e), NetworkError::ConnectionNotFound(c) if *c == conn) => {}
+                other => found.push(format!("send_to after close: {other:?}")),
             }
             out.update(|v| {
                 v.extend(found);

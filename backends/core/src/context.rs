@@ -30,14 +30,18 @@ impl ServerContext {
 
     /// Sends `data` to one connection; see [`ConnSender::send`].
     ///
-    /// Fails with [`NetworkError::ConnectionNotFound`] for an id that is not open (closed,
-    /// or never existed: a stale id never reaches a newer connection), or with
+    /// Fails with [`NetworkError::ConnectionNotFound`] for an id that is not open (closing
+    /// or closed, as with mill-net, where a closed connection leaves the map at once; or
+    /// never existed: a stale id never reaches a newer connection), or with
     /// [`NetworkError::Send`] carrying the [`SendError`].
     pub fn send_to(&self, conn_id: ConnectionId, data: &[u8]) -> Result<()> {
         match self.service.conns.get(conn_id) {
-            Some(conn) => conn
-                .send(data)
-                .map_err(|e| Box::new(NetworkError::Send(e)) as _),
+            Some(conn) => conn.send(data).map_err(|e| {
+                Box::new(match e {
+                    SendError::Closed => NetworkError::ConnectionNotFound(conn_id),
+                    e => NetworkError::Send(e),
+                }) as _
+            }),
             None => Err(Box::new(NetworkError::ConnectionNotFound(conn_id))),
         }
     }

@@ -244,8 +244,13 @@ impl<H: NetworkHandler> TcpServer<H> {
     /// delivers some of those disconnects itself: the server then stops accepting at once
     /// on that loop, and the closes and `on_disconnect`s follow once the callback returns.
     pub fn stop(&self) -> Result<()> {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if let State::Started(loops) = std::mem::replace(&mut *state, State::Stopped) {
+        let previous = {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            std::mem::replace(&mut *state, State::Stopped)
+        };
+        // Waited on without the lock: a callback of this server may call `stop` (or
+        // `start`) while the loops close its connections, and must not block on it.
+        if let State::Started(loops) = previous {
             runtime::stop_service(&loops, &self.service);
         }
         Ok(())

@@ -92,8 +92,38 @@ backend_matrix! {
         rec.assert_no_violations();
     }
 
-    /// Once a connection was closed, `ctx.sender(conn)` is `None` and a sender taken before
-    /// refuses even an empty frame with `Closed`.
+    /// A callback that calls `stop()` on its own server while another thread's `stop()`
+    /// waits for the disconnects neither blocks nor holds that wait up.
+    fn stop_from_on_disconnect_during_a_stop(backend: Backend) {
+        let event_loop = event_loop(backend);
+        let rec = Recorder::shared();
+        let slot: Arc<OnceLock<TcpServer<Recording>>> = Arc::new(OnceLock::new());
+        let inner = Arc::clone(&slot);
+        let handler = Recording::new(&rec).on_disconnect(move |_, _| {
+            inner.get().expect("server set").stop()
+        });
+        let server = TcpServer::new(server_config().build(), handler).expect("server");
+        server.start(&event_loop).expect("start");
+        let addr = addr_of(&server);
+        let _ = slot.set(server);
+        let _peers: Vec<_> = (0..3).map(|_| connect(addr)).collect();
+        rec.wait_connects(3, WAIT);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stopper = Arc::clone(&slot);
+        std::thread::spawn(move || {
+            stopper.get().unwrap().stop().expect("stop");
+            let _ = tx.send(stopper.get().unwrap().connection_count());
+        });
+        let left = rx
+            .recv_timeout(WAIT)
+            .expect("stop() did not return while a callback called stop() too");
+        assert_eq!(left, 0);
+        assert_eq!(rec.disconnects(), 3);
+    }
+
+    /// Once a connection was closed, `ctx.sender(conn)` is `None`, `send_to` says
+    /// `ConnectionNotFound`, and a sender taken before refuses even an empty frame with
+    /// `Closed`.
     fn closed_connection_has_no_sender(backend: Backend) {
         let event_loop = event_loop(backend);
         let rec = Recorder::shared();
@@ -112,6 +142,10 @@ backend_matrix! {
                     Err(SendError::Closed) => {}
                     other => found.push(format!("send({frame:?}) after close: {other:?}")),
                 }
+            }
+            match ctx.send_to(conn, b"late") {
+                Err(e) if matches!(network_error(&*e), NetworkError::ConnectionNotFound(c) if *c == conn) => {}
+                other => found.push(format!("send_to after close: {other:?}")),
             }
             out.update(|v| {
                 v.extend(found);

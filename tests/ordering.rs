@@ -127,8 +127,9 @@ backend_matrix! {
         }
     }
 
-    /// `close_connection` from outside the loop: what was queued before it is written,
-    /// then the client sees EOF; one `on_disconnect` each; the id is gone afterwards.
+    /// `close_connection` from outside the loop: what was queued before it is written (the
+    /// sockets have room, so the close's one last send takes it all), then the client sees
+    /// EOF; one `on_disconnect` each; the id is gone afterwards.
     fn server_close_connection(backend: Backend) {
         let event_loop = event_loop(backend);
         let rec = Recorder::shared();

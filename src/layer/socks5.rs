@@ -156,7 +156,8 @@ enum Step {
 /// `on_connect` fires once the proxy reports the target connected. A failure (refused
 /// credentials, the proxy's error reply, a connect timeout) is reported as
 /// `on_error(Some(id), NetworkError::Connect(e))`, with a [`Socks5Error`] inside `e` for
-/// the proxy's answers, and no `on_connect` or `on_disconnect`.
+/// the proxy's answers, and no `on_connect` or `on_disconnect`; the proxy closing the
+/// connection before it answered is `Io(e)` (`UnexpectedEof`), as for any layer.
 #[derive(Debug, Clone)]
 pub struct Socks5 {
     target: Socks5Target,

@@ -30,12 +30,16 @@ impl ServerContext {
 
     /// Sends `data` to one connection; see [`ConnSender::send`].
     ///
-    /// Fails with [`NetworkError::ConnectionNotFound`] for an id that is not open (closed,
-    /// or never existed: a stale id never reaches a newer connection), or with the
+    /// Fails with [`NetworkError::ConnectionNotFound`] for an id that is not open (closing
+    /// or closed, as with mill-net, where a closed connection leaves the map at once; or
+    /// never existed: a stale id never reaches a newer connection), or with the
     /// [`SendError`] itself, as mill-net does: `e.downcast_ref::<SendError>()`.
     pub fn send_to(&self, conn_id: ConnectionId, data: &[u8]) -> Result<()> {
         match self.service.conns.get(conn_id) {
-            Some(conn) => conn.send(data).map_err(|e| Box::new(e) as _),
+            Some(conn) => conn.send(data).map_err(|e| match e {
+                SendError::Closed => Box::new(NetworkError::ConnectionNotFound(conn_id)) as _,
+                e => Box::new(e) as _,
+            }),
             None => Err(Box::new(NetworkError::ConnectionNotFound(conn_id))),
         }
     }

@@ -20,15 +20,16 @@
 //!   (raw, and counted against the watermarks), then encoded once `on_connect` is due.
 //!   Bytes a layer emits on its own (handshake messages, replies) are encoded by the
 //!   layers below it only.
-//! - **Graceful close.** When a connection closes gracefully, after the last frame was
-//!   encoded, each started layer's [`Layer::finish`] runs, top first (TLS sends its
-//!   `close_notify` there).
+//! - **Close.** When a connection closes gracefully (or with `close()`, which makes one
+//!   last send before closing), after the last frame was encoded, each started layer's
+//!   [`Layer::finish`] runs, top first (TLS sends its `close_notify` there).
 //! - **Errors.** An error from any method closes the connection (what was already encoded
 //!   is still written, and what was decoded before the error is still delivered, so a bad
 //!   frame costs nothing that came before it) and is reported through `on_error`: as
 //!   [`NetworkError::Connect`](crate::NetworkError::Connect) for a client whose handshake
-//!   had not finished, as [`NetworkError::Io`](crate::NetworkError::Io) otherwise. So is
-//!   the peer closing before the handshake finished (`UnexpectedEof`). With no
+//!   had not finished, as [`NetworkError::Io`](crate::NetworkError::Io) otherwise. The
+//!   peer leaving before the handshake finished is `Io` on both sides, as mill-net
+//!   reports it: `UnexpectedEof` for its end of stream, or the read error. With no
 //!   `on_connect` yet, there is no `on_disconnect`.
 //!
 //! Layer methods run on the loop thread that owns the connection, one at a time, never

@@ -1236,14 +1236,10 @@ impl State {
             self.ops.push(Op::PauseRecv(slot));
         }
         conn.stash = Vec::new();
-        if mode == CloseMode::Discard {
-            conn.phase = Phase::Closing;
-            self.ops.push(Op::Discard(slot));
-            return;
-        }
         let mut queued = queued;
-        if mode == CloseMode::Flush && conn.layers.is_some() && conn.phase == Phase::Open {
-            // Encode what is queued and let the layers say goodbye (TLS close_notify).
+        if mode != CloseMode::Abort && conn.layers.is_some() && conn.phase == Phase::Open {
+            // Encode what is queued and let the layers say goodbye (TLS close_notify); a
+            // discarding close sends that too, if the socket takes it at once.
             let (now_queued, error) = layered::seal(conn);
             queued = now_queued;
             if let Some(e) = error {
@@ -1253,6 +1249,11 @@ impl State {
         let Some(conn) = self.conns[slot.index()].as_mut() else {
             return;
         };
+        if mode == CloseMode::Discard {
+            conn.phase = Phase::Closing;
+            self.ops.push(Op::Discard(slot));
+            return;
+        }
         if mode == CloseMode::Abort {
             conn.phase = Phase::Closing;
             self.ops.push(Op::Close(slot));

@@ -311,7 +311,10 @@ fn client_round_trip(event_loop: &EventLoop, addr: std::net::SocketAddr, config:
 backend_matrix! {
     /// `Duration::MAX` for every duration a configuration takes (idle timeout, keep-alive,
     /// connect timeout, close linger, stop timeout) is accepted and works: connections
-    /// echo, close gracefully (the linger deadline), and the loop stops.
+    /// echo, close gracefully (the linger deadline), and the loop stops. A server keep-alive
+    /// the system refuses (Linux takes at most 32,767 s) is reported per connection as
+    /// `Configuration`, as mill-net does, and the connection is served without it; a
+    /// client's fails its `connect` with the system's error.
     fn maximal_durations_are_accepted_and_work(backend: Backend) {
         let event_loop = event_loop_with(backend, |b| {
             b.threads(1)
@@ -328,6 +331,13 @@ backend_matrix! {
         let addr = addr_of(&server);
         let mut plain = connect(addr);
         round_trip(&mut plain, b"idle timeout of Duration::MAX");
+        let id = rec.wait_conn(0, WAIT);
+        #[cfg(target_os = "linux")]
+        rec.wait(WAIT, "the refused keep-alive reported for the connection", |r| {
+            r.trace(id).errors().iter().any(|e| e == "Configuration")
+        });
+        #[cfg(not(target_os = "linux"))]
+        let _ = id;
         // The peer ends its stream: a graceful close, with its linger deadline.
         shutdown_write(&plain);
         expect_closed(&mut plain);
@@ -338,10 +348,26 @@ backend_matrix! {
             TcpClientConfig {
                 connect_timeout: Duration::MAX,
                 idle_timeout: Some(Duration::MAX),
-                keep_alive: Some(Duration::MAX),
                 ..TcpClientConfig::default()
             },
         );
+        #[cfg(target_os = "linux")]
+        {
+            let refused = TcpClient::connect(
+                addr,
+                TcpClientConfig {
+                    keep_alive: Some(Duration::MAX),
+                    ..TcpClientConfig::default()
+                },
+                Silent,
+            );
+            let e = refused.err().expect("a keep-alive Linux refuses fails connect");
+            assert!(
+                e.downcast_ref::<std::io::Error>()
+                    .is_some_and(|e| e.kind() == std::io::ErrorKind::InvalidInput),
+                "client keep-alive refused: {e:?}"
+            );
+        }
         // A connection still open when the loop stops: the stop deadline.
         let mut open = connect(addr);
         round_trip(&mut open, b"open at stop");

@@ -61,14 +61,7 @@ pub(crate) fn bind_listener(
 /// A non-blocking, unconnected socket for a client, with the client's options applied.
 pub(crate) fn client_socket(addr: SocketAddr, config: &TcpClientConfig) -> io::Result<Socket> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_nonblocking(true)?;
-    socket.set_tcp_nodelay(config.nodelay)?;
-    if let Some(idle) = config.keep_alive {
-        socket.set_tcp_keepalive(&TcpKeepalive::new().with_time(idle))?;
-    }
-    #[cfg(any(target_os = "macos", target_os = "ios", target_os = "freebsd"))]
-    socket.set_nosigpipe(true)?;
-    Ok(socket)
+    prepare_client(socket, config)
 }
 
 /// A connected `stream` made ready for a client: non-blocking, with the client's options.
@@ -76,7 +69,11 @@ pub(crate) fn adopt_client_stream(
     stream: std::net::TcpStream,
     config: &TcpClientConfig,
 ) -> io::Result<Socket> {
-    let socket = Socket::from(stream);
+    prepare_client(Socket::from(stream), config)
+}
+
+/// Makes a client's socket non-blocking and applies the client's options.
+fn prepare_client(socket: Socket, config: &TcpClientConfig) -> io::Result<Socket> {
     socket.set_nonblocking(true)?;
     socket.set_tcp_nodelay(config.nodelay)?;
     if let Some(idle) = config.keep_alive {

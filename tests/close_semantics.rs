@@ -9,6 +9,8 @@
 //! bound by anyone else unless `reuse_port(true)` asks to share it.
 
 mod common;
+#[cfg(target_os = "linux")]
+mod seccomp;
 
 use common::*;
 use ringmill::layer::Socks5;
@@ -459,28 +461,7 @@ fn refuse_tcp_keepidle() -> std::io::Result<()> {
         insn(RET_K, 0, 0, libc::SECCOMP_RET_ERRNO | libc::EINVAL as u32),
         insn(RET_K, 0, 0, libc::SECCOMP_RET_ALLOW),
     ];
-    let program = libc::sock_fprog {
-        len: filter.len() as u16,
-        filter: filter.as_ptr() as *mut libc::sock_filter,
-    };
-    // SAFETY: PR_SET_NO_NEW_PRIVS takes integer arguments only; it applies to this thread.
-    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: `program` points to `filter`; both outlive the call, and the kernel copies
-    // the filter before prctl returns. Without TSYNC it applies to this thread only (and
-    // to the threads it starts).
-    let rc = unsafe {
-        libc::prctl(
-            libc::PR_SET_SECCOMP,
-            libc::SECCOMP_MODE_FILTER,
-            &program as *const libc::sock_fprog,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+    seccomp::install(&filter)
 }
 
 #[cfg(all(target_os = "linux", target_endian = "little"))]

@@ -2,6 +2,7 @@
 //! (`EPERM`) or a kernel without io_uring (`ENOSYS`) does. Shared by the fallback tests and
 //! the `no_uring` tool (`tools/src/no_uring.rs`).
 #![cfg(target_os = "linux")]
+#![allow(dead_code)] // each includer uses part of it
 
 /// Installs, for the rest of this process and whatever it `exec`s, a filter under which
 /// `io_uring_setup` fails with `errno` and every other system call is allowed.
@@ -36,8 +37,15 @@ pub fn deny_io_uring_setup(errno: i32) -> std::io::Result<()> {
             k: libc::SECCOMP_RET_ALLOW,
         },
     ];
+    install(&filter)
+}
+
+/// Installs `filter` (classic BPF over `struct seccomp_data`) on the calling thread, for the
+/// threads it starts from now on and whatever it `exec`s. Without `SECCOMP_FILTER_FLAG_TSYNC`
+/// threads already running keep their old filter.
+pub fn install(filter: &[libc::sock_filter]) -> std::io::Result<()> {
     let program = libc::sock_fprog {
-        len: filter.len() as u16,
+        len: u16::try_from(filter.len()).expect("a seccomp filter has at most 65535 instructions"),
         filter: filter.as_ptr() as *mut libc::sock_filter,
     };
     // SAFETY: PR_SET_NO_NEW_PRIVS takes integer arguments only.

@@ -4,6 +4,7 @@
 //! connections leave no timers behind; paused connections cannot pin the receive buffers.
 
 mod common;
+mod common_child;
 
 use common::*;
 use ringmill::layer::Layer;
@@ -687,5 +688,69 @@ backend_matrix! {
         event_loop.stop();
         prec.assert_all_closed_once();
         erec.assert_all_closed_once();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// A loop thread that cannot be started
+// ---------------------------------------------------------------------------------------
+
+/// This process's address space in use now, in bytes (`VmSize`).
+fn address_space_in_use() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmSize:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmSize in /proc/self/status");
+    kib * 1024
+}
+
+fn set_address_space_limit(soft: libc::rlim_t) -> libc::rlimit {
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `old` is a valid, writable rlimit for getrlimit to fill.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut old) }, 0);
+    let new = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: old.rlim_max,
+    };
+    // SAFETY: `new` is a valid rlimit; only the soft limit of this (child) process moves.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &new) }, 0);
+    old
+}
+
+backend_matrix! {
+    /// With the address space capped just above what the process uses (`RLIMIT_AS`, in
+    /// a child process), a loop thread's stack cannot be mapped: `build()` returns an
+    /// error saying the thread could not be started, instead of panicking; with the limit
+    /// lifted, the same builder works.
+    fn loop_thread_spawn_failure_is_an_error_from_build(backend: Backend) {
+        let test = format!("loop_thread_spawn_failure_is_an_error_from_build::{}", match backend {
+            Backend::Mio => "mio",
+            _ => "uring",
+        });
+        if common_child::role().as_deref() == Some("spawn-fails") {
+            let old = set_address_space_limit((address_space_in_use() + (1 << 20)) as libc::rlim_t);
+            let built = EventLoop::builder().threads(2).backend(backend).build();
+            set_address_space_limit(old.rlim_cur);
+            match built {
+                Ok(_) => common_child::report("outcome", "built"),
+                Err(e) => common_child::report("outcome", format!("error: {e}")),
+            }
+            let again = EventLoop::builder().threads(2).backend(backend).build();
+            common_child::report("again", if again.is_ok() { "built" } else { "failed" });
+            return;
+        }
+        let mut child = common_child::ChildTest::spawn(&test, "spawn-fails", &[]);
+        let outcome = child.expect("outcome", WAIT);
+        assert!(
+            outcome.starts_with("error:") && outcome.contains("loop thread"),
+            "build() with no room for a thread stack: {outcome}"
+        );
+        assert_eq!(child.expect("again", WAIT), "built");
+        child.wait_success(WAIT);
     }
 }

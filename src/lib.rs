@@ -46,7 +46,7 @@ mod socket;
 pub mod errors;
 pub mod tcp;
 
-pub use event_loop::{EventLoop, EventLoopBuilder};
+pub use event_loop::{EventLoop, EventLoopBuilder, MAX_THREADS};
 pub use ringmill_core::driver::DriverCounters;
 pub use ringmill_core::error::Backend;
 pub use ringmill_core::loop_handle::{LoopHandle, TimerId};

@@ -754,3 +754,50 @@ backend_matrix! {
         child.wait_success(WAIT);
     }
 }
+
+backend_matrix! {
+    /// Every size a server configuration takes, at `usize::MAX` (and the backlog at the
+    /// largest `listen(2)` accepts), is accepted and works; an absurd thread count is
+    /// refused by `build()` instead of panicking.
+    fn maximal_sizes_are_accepted_or_refused_cleanly(backend: Backend) {
+        let too_many = EventLoop::builder().threads(usize::MAX).backend(backend).build();
+        match too_many {
+            Err(e) => assert!(
+                matches!(network_error(e.as_ref()), NetworkError::Configuration(_)),
+                "{e}"
+            ),
+            Ok(_) => panic!("usize::MAX loop threads built"),
+        }
+        let event_loop = event_loop_with(backend, |b| b.threads(1));
+        let rec = Recorder::shared();
+        let config = server_config()
+            .buffer_size(usize::MAX)
+            .max_connections(usize::MAX)
+            .max_connections_per_ip(usize::MAX)
+            .high_watermark(usize::MAX)
+            .low_watermark(usize::MAX)
+            .max_frame(usize::MAX)
+            .backlog(i32::MAX as u32)
+            .exempt_loopback(false)
+            .try_build()
+            .expect("maximal sizes pass validation");
+        let server = start_server(&event_loop, config, Recording::echo(&rec));
+        let mut c = connect(addr_of(&server));
+        round_trip(&mut c, &pattern(7, 100_000));
+        drop(c);
+        rec.wait_disconnects(1, WAIT);
+        client_round_trip(
+            &event_loop,
+            addr_of(&server),
+            TcpClientConfig {
+                buffer_size: usize::MAX,
+                high_watermark: usize::MAX,
+                low_watermark: usize::MAX,
+                max_frame: Some(usize::MAX),
+                ..TcpClientConfig::default()
+            },
+        );
+        event_loop.stop();
+        rec.assert_all_closed_once();
+    }
+}

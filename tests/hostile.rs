@@ -1,7 +1,8 @@
 //! Hostile peers and bad configuration never take a loop down: a panicking layer closes
 //! its own connection only; a dead loop refuses sends; extreme durations and sizes are
 //! either refused by validation or work; a layer handshake has its own deadline; closed
-//! connections leave no timers behind; paused connections cannot pin the receive buffers.
+//! connections leave no timers behind; paused connections cannot pin the receive buffers;
+//! a loop thread the OS refuses is an error from `build()`.
 
 mod common;
 mod common_child;

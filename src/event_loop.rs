@@ -38,8 +38,12 @@ impl Default for EventLoopBuilder {
     }
 }
 
+/// The most loop threads one event loop runs ([`EventLoopBuilder::threads`]).
+pub const MAX_THREADS: usize = 4096;
+
 impl EventLoopBuilder {
-    /// Loop threads to run (default: the number of available cores).
+    /// Loop threads to run (default: the number of available cores; at most
+    /// [`MAX_THREADS`]).
     pub fn threads(mut self, threads: usize) -> Self {
         self.threads = threads;
         self
@@ -112,10 +116,32 @@ impl EventLoopBuilder {
                 "threads",
             ))));
         }
+        if self.threads > MAX_THREADS {
+            return Err(Box::new(NetworkError::Configuration(
+                ConfigError::OutOfRange {
+                    option: "threads",
+                    reason: format!(
+                        "{} is above the {MAX_THREADS} loops one event loop may run",
+                        self.threads
+                    ),
+                },
+            )));
+        }
         if self.compute_threads == 0 {
             return Err(Box::new(NetworkError::Configuration(ConfigError::Zero(
                 "compute_threads",
             ))));
+        }
+        if self.compute_threads > MAX_THREADS {
+            return Err(Box::new(NetworkError::Configuration(
+                ConfigError::OutOfRange {
+                    option: "compute_threads",
+                    reason: format!(
+                        "{} is above the {MAX_THREADS} threads one compute pool may run",
+                        self.compute_threads
+                    ),
+                },
+            )));
         }
         self.driver
             .validate()

@@ -51,7 +51,7 @@ pub mod tcp;
 pub mod testing;
 
 pub use compute::{ComputePoolMetrics, TaskPriority};
-pub use event_loop::{EventLoop, EventLoopBuilder};
+pub use event_loop::{EventLoop, EventLoopBuilder, MAX_THREADS};
 pub use ringmill_core::driver::DriverCounters;
 pub use ringmill_core::error::Backend;
 pub use ringmill_core::loop_handle::{LoopHandle, TimerId};

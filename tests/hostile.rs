@@ -1,9 +1,11 @@
 //! Hostile peers and bad configuration never take a loop down: a panicking layer closes
 //! its own connection only; a dead loop refuses sends; extreme durations and sizes are
 //! either refused by validation or work; a layer handshake has its own deadline; closed
-//! connections leave no timers behind; paused connections cannot pin the receive buffers.
+//! connections leave no timers behind; paused connections cannot pin the receive buffers;
+//! a loop thread the OS refuses is an error from `build()`.
 
 mod common;
+mod common_child;
 
 use common::*;
 use ringmill::layer::Layer;
@@ -713,5 +715,116 @@ backend_matrix! {
         event_loop.stop();
         prec.assert_all_closed_once();
         erec.assert_all_closed_once();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// A loop thread that cannot be started
+// ---------------------------------------------------------------------------------------
+
+/// This process's address space in use now, in bytes (`VmSize`).
+fn address_space_in_use() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmSize:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmSize in /proc/self/status");
+    kib * 1024
+}
+
+fn set_address_space_limit(soft: libc::rlim_t) -> libc::rlimit {
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `old` is a valid, writable rlimit for getrlimit to fill.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut old) }, 0);
+    let new = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: old.rlim_max,
+    };
+    // SAFETY: `new` is a valid rlimit; only the soft limit of this (child) process moves.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &new) }, 0);
+    old
+}
+
+backend_matrix! {
+    /// With the address space capped just above what the process uses (`RLIMIT_AS`, in
+    /// a child process), a loop thread's stack cannot be mapped: `build()` returns an
+    /// error saying the thread could not be started, instead of panicking; with the limit
+    /// lifted, the same builder works.
+    fn loop_thread_spawn_failure_is_an_error_from_build(backend: Backend) {
+        let test = format!("loop_thread_spawn_failure_is_an_error_from_build::{}", match backend {
+            Backend::Mio => "mio",
+            _ => "uring",
+        });
+        if common_child::role().as_deref() == Some("spawn-fails") {
+            let old = set_address_space_limit((address_space_in_use() + (1 << 20)) as libc::rlim_t);
+            let built = EventLoop::builder().threads(2).backend(backend).build();
+            set_address_space_limit(old.rlim_cur);
+            match built {
+                Ok(_) => common_child::report("outcome", "built"),
+                Err(e) => common_child::report("outcome", format!("error: {e}")),
+            }
+            let again = EventLoop::builder().threads(2).backend(backend).build();
+            common_child::report("again", if again.is_ok() { "built" } else { "failed" });
+            return;
+        }
+        let mut child = common_child::ChildTest::spawn(&test, "spawn-fails", &[]);
+        let outcome = child.expect("outcome", WAIT);
+        assert!(
+            outcome.starts_with("error:") && outcome.contains("loop thread"),
+            "build() with no room for a thread stack: {outcome}"
+        );
+        assert_eq!(child.expect("again", WAIT), "built");
+        child.wait_success(WAIT);
+    }
+}
+
+backend_matrix! {
+    /// Every size a server configuration takes, at `usize::MAX` (and the backlog at the
+    /// largest `listen(2)` accepts), is accepted and works; an absurd thread count is
+    /// refused by `build()` instead of panicking.
+    fn maximal_sizes_are_accepted_or_refused_cleanly(backend: Backend) {
+        let too_many = EventLoop::builder().threads(usize::MAX).backend(backend).build();
+        match too_many {
+            Err(e) => assert!(
+                matches!(network_error(e.as_ref()), NetworkError::Configuration(_)),
+                "{e}"
+            ),
+            Ok(_) => panic!("usize::MAX loop threads built"),
+        }
+        let event_loop = event_loop_with(backend, |b| b.threads(1));
+        let rec = Recorder::shared();
+        let config = server_config()
+            .buffer_size(usize::MAX)
+            .max_connections(usize::MAX)
+            .max_connections_per_ip(usize::MAX)
+            .high_watermark(usize::MAX)
+            .low_watermark(usize::MAX)
+            .max_frame(usize::MAX)
+            .backlog(i32::MAX as u32)
+            .exempt_loopback(false)
+            .try_build()
+            .expect("maximal sizes pass validation");
+        let server = start_server(&event_loop, config, Recording::echo(&rec));
+        let mut c = connect(addr_of(&server));
+        round_trip(&mut c, &pattern(7, 100_000));
+        drop(c);
+        rec.wait_disconnects(1, WAIT);
+        client_round_trip(
+            &event_loop,
+            addr_of(&server),
+            TcpClientConfig {
+                buffer_size: usize::MAX,
+                high_watermark: usize::MAX,
+                low_watermark: usize::MAX,
+                max_frame: Some(usize::MAX),
+                ..TcpClientConfig::default()
+            },
+        );
+        event_loop.stop();
+        rec.assert_all_closed_once();
     }
 }

@@ -402,3 +402,59 @@ backend_matrix! {
         settle(event_loop);
     }
 }
+
+backend_matrix! {
+    /// A peer that drips a ClientHello one byte every 100 ms (the record header announces
+    /// 512 bytes, so rustls keeps waiting) is closed at the server's handshake deadline
+    /// (1.5 s here), although each byte pushes the idle deadline (1 s) back; it is
+    /// reported as `Io(TimedOut)` and never reaches the handler.
+    fn slow_drip_client_hello_is_closed_at_the_handshake_deadline(backend: Backend) {
+        let Some(certs) = Certs::generate() else { return };
+        let handshake = std::time::Duration::from_millis(1500);
+        let event_loop = event_loop_with(backend, |b| b.threads(1));
+        let srec = Recorder::shared();
+        let config = tls_server_config(&certs);
+        let server_config = server_config()
+            .idle_timeout(std::time::Duration::from_secs(1))
+            .handshake_timeout(Some(handshake))
+            .build();
+        let server = TcpServer::new(server_config, Recording::echo(&srec))
+            .expect("TcpServer::new")
+            .with_layer(move || Box::new(TlsServer::new(Arc::clone(&config)).expect("TlsServer")));
+        server.start(&event_loop).expect("start");
+        let started = std::time::Instant::now();
+        let mut sock = connect(addr_of(&server));
+        let mut reader = sock.try_clone().expect("clone");
+        reader.set_read_timeout(Some(WAIT)).expect("read timeout");
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let dripper = std::thread::spawn(move || {
+            // A handshake record header (type 22, TLS 1.0 record version, 512 bytes), then
+            // a ClientHello's first byte and length, then filler, one byte at a time.
+            let mut bytes = vec![22, 3, 1, 2, 0, 1, 0, 1, 252];
+            bytes.extend(std::iter::repeat(0u8).take(503));
+            let mut sent = 0;
+            for b in bytes {
+                if sock.write_all(&[b]).is_err() {
+                    break;
+                }
+                sent += 1;
+                match stopped.recv_timeout(std::time::Duration::from_millis(100)) {
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                    _ => break,
+                }
+            }
+            sent
+        });
+        let err = srec.wait_error("Io(TimedOut)", WAIT);
+        let closed_after = started.elapsed();
+        assert!(err.message.contains("handshake"), "{}", err.message);
+        assert!(closed_after >= handshake, "closed after {closed_after:?}");
+        let mut rest = Vec::new();
+        let _ = reader.read_to_end(&mut rest);
+        let _ = stop.send(());
+        let sent = dripper.join().expect("dripper");
+        assert!(sent > 10, "the peer kept dripping ({sent} bytes)");
+        assert_eq!(srec.connects(), 0, "the handler never heard of it");
+        settle(event_loop);
+    }
+}

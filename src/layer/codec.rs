@@ -440,6 +440,20 @@ mod tests {
     }
 
     #[test]
+    fn line_delimited_without_a_cap_takes_partial_lines() {
+        // `usize::MAX` is no cap: the check on a partial line must not compute `cap + 1`.
+        let mut codec = LineDelimited::new(usize::MAX);
+        let mut up = Frames::new();
+        codec
+            .decode_frames(b"par", &mut up, &mut Vec::new())
+            .expect("a partial line");
+        codec
+            .decode_frames(b"tial\r\n", &mut up, &mut Vec::new())
+            .expect("its end");
+        assert_eq!(up.iter().collect::<Vec<_>>(), [Piece::Frame(b"partial")]);
+    }
+
+    #[test]
     fn line_delimited_over_the_cap_fails_after_the_lines_before_it() {
         // The cap is 4: "12345" fails whether or not its newline came yet.
         for wire in [

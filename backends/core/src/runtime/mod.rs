@@ -66,14 +66,38 @@ impl LoopThread {
     }
 }
 
+/// Why a loop thread could not be started.
+#[derive(Debug)]
+pub enum SpawnError<E> {
+    /// The driver could not be built (the thread has exited).
+    Driver(E),
+    /// The OS refused the thread (out of memory for its stack, thread limits).
+    Thread(io::Error),
+    /// Building the driver panicked (the thread has exited).
+    Panicked(String),
+}
+
+impl<E: std::fmt::Display> std::fmt::Display for SpawnError<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SpawnError::Driver(e) => e.fmt(f),
+            SpawnError::Thread(e) => write!(f, "cannot start a loop thread: {e}"),
+            SpawnError::Panicked(msg) => {
+                write!(f, "building the driver of a loop thread panicked: {msg}")
+            }
+        }
+    }
+}
+
 /// Starts loop thread `index`, building its driver on the new thread with `make`.
 ///
-/// Returns the driver's error if it could not be built (the thread has then exited).
+/// Fails if the OS refuses the thread, or with the driver's error if it could not be built
+/// (the thread has then exited).
 pub fn spawn<D, E, F>(
     index: usize,
     settings: LoopSettings,
     make: F,
-) -> std::result::Result<LoopThread, E>
+) -> std::result::Result<LoopThread, SpawnError<E>>
 where
     D: Driver,
     E: Send + 'static,
@@ -106,7 +130,7 @@ where
             drop(worker);
             shared.mark_stopped();
         })
-        .unwrap_or_else(|e| panic!("ringmill: cannot spawn a loop thread: {e}"));
+        .map_err(SpawnError::Thread)?;
     match rx.recv() {
         Ok(Ok((shared, description))) => Ok(LoopThread {
             shared,
@@ -115,12 +139,15 @@ where
         }),
         Ok(Err(e)) => {
             let _ = thread.join();
-            Err(e)
+            Err(SpawnError::Driver(e))
         }
         Err(_) => {
             // The thread panicked while building its driver.
-            let payload = thread.join().err();
-            std::panic::resume_unwind(payload.unwrap_or_else(|| Box::new("loop thread died")))
+            let message = match thread.join() {
+                Err(payload) => panic_message(payload.as_ref()),
+                Ok(()) => "the loop thread exited".to_string(),
+            };
+            Err(SpawnError::Panicked(message))
         }
     }
 }

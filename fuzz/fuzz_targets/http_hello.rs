@@ -5,8 +5,6 @@
 //! another request or an error (framing does not depend on how the bytes were split);
 //! `Partial` comes only below `MAX_REQUEST` bytes (what a connection buffers is bounded);
 //! errors are 400, 413, 431, 501 or 505.
-//!
-//! Needs `httparse` in the fuzz crate's dependencies.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -33,6 +33,12 @@
 //!
 //! No guard outlives a call: [`ConnMap::get`] returns a cloned `Arc`. Only
 //! [`ConnMap::for_each`] runs caller code while pinned (see there).
+//!
+//! # Model checking
+//!
+//! The map reaches crossbeam-epoch and its atomics only through the private `sync` module:
+//! re-exports in a normal build, a stand-in on loom's atomics under `--cfg loom`, so the loom
+//! models (`map/loom_models.rs`, run by `ci/loom.sh`) check this very code.
 
 use self::sync::{self as epoch, Atomic, AtomicUsize, Guard, Owned, Shared};
 use crate::id::ConnectionId;

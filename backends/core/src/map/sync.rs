@@ -48,6 +48,8 @@ pub(crate) use loom::sync::atomic::AtomicUsize;
 pub(crate) use stand_in::*;
 
 #[cfg(loom)]
+// `model` and `collect` serve the map's loom models only.
+#[cfg_attr(not(test), allow(dead_code))]
 mod stand_in {
     use loom::sync::atomic::{AtomicUsize, Ordering};
     use std::cell::RefCell;

@@ -258,3 +258,39 @@ fn remove_races_a_cross_thread_send() {
         assert_eq!(Arc::strong_count(&conn), 1, "the map still holds the value");
     });
 }
+
+/// A snapshot races an insert and a remove: every entry present for the whole call is seen
+/// exactly once, the others at most once, each with its own value.
+#[test]
+fn snapshot_races_insert_and_remove() {
+    model(|| {
+        let map = Arc::new(ConnMap::with_capacity(0));
+        let ledger = Arc::new(Ledger::default());
+        for k in [1, 2, 3] {
+            insert(&map, &ledger, k);
+        }
+        let m = Arc::clone(&map);
+        let remover = thread::spawn(move || assert_eq!(remove(&m, 2), Some(2)));
+        let (m, l) = (Arc::clone(&map), Arc::clone(&ledger));
+        let inserter = thread::spawn(move || insert(&m, &l, 4));
+        let seen: Vec<u64> = map
+            .snapshot()
+            .iter()
+            .map(|(i, v)| {
+                assert_eq!(i.0, id(v.key).0, "snapshot pairs");
+                v.key
+            })
+            .collect();
+        for k in [1, 3] {
+            assert_eq!(seen.iter().filter(|s| **s == k).count(), 1, "{seen:?}");
+        }
+        for k in [2, 4] {
+            assert!(seen.iter().filter(|s| **s == k).count() <= 1, "{seen:?}");
+        }
+        remover.join().unwrap();
+        inserter.join().unwrap();
+        assert_eq!(keys(&map), vec![4, 3, 1]);
+        assert_eq!(linked(&map), 3, "the removed node is still linked");
+        finish(map, &ledger, &[1, 2, 3, 4]);
+    });
+}

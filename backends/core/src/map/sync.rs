@@ -144,7 +144,10 @@ mod stand_in {
         // SAFETY: the caller's contract.
         let alloc = unsafe { Box::from_raw(addr as *mut Alloc<T>) };
         // Freeing writes the memory: loom fails the model if a read is concurrent with it.
-        alloc.contents.with_mut(|_| ());
+        // Not while a failed model unwinds: a second panic would abort the test binary.
+        if !std::thread::panicking() {
+            alloc.contents.with_mut(|_| ());
+        }
         drop(alloc);
     }
 
@@ -219,11 +222,15 @@ mod stand_in {
     impl<T> Drop for Owned<T> {
         fn drop(&mut self) {
             let addr = self.addr;
-            with_nodes(|n| match n.remove(&addr) {
-                Some(State::Live) => {}
-                Some(State::Retired(_)) => panic!("node {addr:#x} freed while retired"),
-                None => panic!("node {addr:#x} freed twice"),
-            });
+            let state = with_nodes(|n| n.remove(&addr));
+            // Not while a failed model unwinds: a second panic would abort the test binary.
+            if !std::thread::panicking() {
+                match state {
+                    Some(State::Live) => {}
+                    Some(State::Retired(_)) => panic!("node {addr:#x} freed while retired"),
+                    None => panic!("node {addr:#x} freed twice"),
+                }
+            }
             // SAFETY: `addr` is a box this `Owned` owns, freed once, here.
             unsafe { free::<T>(addr) };
         }

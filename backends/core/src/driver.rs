@@ -52,12 +52,13 @@
 //! 5. **Accept errors are reported, not handled.** A failed accept is reported as
 //!    `Accepted { result: Err(..) }`; the core decides whether to back off (by answering
 //!    [`Flow::Pause`] and later calling [`Driver::resume_accept`]) or to carry on. A
-//!    connection that the peer reset before the driver could learn its address may be
-//!    reported as `ECONNABORTED` instead of being delivered (the io_uring driver asks
-//!    `getpeername` after a multishot accept, which has no address buffer; the mio driver
-//!    gets the address from `accept` itself and delivers the connection, whose first read
-//!    then fails and ends it). Either way no bytes of such a connection reach a handler,
-//!    and the listener goes on.
+//!    connection that the peer reset before the driver could learn its address is still
+//!    delivered, as every driver does, so that both backends report it alike (`on_connect`,
+//!    then the first read's `ConnectionReset` through `on_error`, then `on_disconnect`):
+//!    the mio driver gets the address from `accept` itself; the io_uring driver asks
+//!    `getpeername` after a multishot accept (which has no address buffer of its own per
+//!    connection), and where that fails because the peer is gone it delivers the
+//!    unspecified address of the listener's family with port 0.
 //! 6. **Interrupted syscalls are retried** inside the driver; `EINTR` never reaches the core.
 //! 7. **Waking.** [`Driver::waker`] returns a handle that any thread may call; a
 //!    `poll` that is blocked, or the next one, returns promptly after a wake.

@@ -4,7 +4,7 @@ use crate::user_data::{Kind, UserData};
 use io_uring::{opcode, squeue, types};
 use std::collections::VecDeque;
 use std::io;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 /// What one accept completion reports.
@@ -62,10 +62,16 @@ pub(crate) fn accepted(res: i32) -> Option<AcceptResult> {
         let stream = TcpStream::from(fd);
         Some(match stream.peer_addr() {
             Ok(peer) => Ok((stream, peer)),
-            // The peer is gone already (reset before we looked): a per-connection error.
+            // The peer is gone already (reset before we looked): delivered all the same,
+            // as the mio driver delivers it, with the unspecified address of the socket's
+            // family; its first read reports the reset (driver contract, rule 5).
             Err(e) => {
                 log::debug!("io_uring: getpeername on an accepted socket failed: {e}");
-                Err(io::Error::from_raw_os_error(libc::ECONNABORTED))
+                let unknown = match stream.local_addr() {
+                    Ok(SocketAddr::V6(_)) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+                    _ => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                };
+                Ok((stream, SocketAddr::new(unknown, 0)))
             }
         })
     } else if res == -libc::ECANCELED {

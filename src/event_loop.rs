@@ -102,6 +102,39 @@ impl EventLoopBuilder {
         self
     }
 
+    /// Whether the loop threads wait for [`EventLoop::run`] before they dispatch anything
+    /// (default `false`).
+    ///
+    /// With `false` (ringmill's way), the loop threads serve from the moment
+    /// [`build`](Self::build) returns: a server started on the loop accepts and calls its
+    /// handler, timers fire and posted closures run, whether or not `run` is ever called
+    /// (`run` only blocks its caller until [`EventLoop::stop`]).
+    ///
+    /// With `true` (mill-io's way, and what [`EventLoop::new`],
+    /// [`EventLoop::new_low_latency`] and [`EventLoop::default`] build), the loop threads
+    /// are built and then held: no callback of any kind runs until `run` is called (no
+    /// `on_connect`, `on_data` or any other handler callback, no client connect completing,
+    /// no timer, no posted closure). What arrives before is queued, not lost: a started
+    /// server's listening socket takes connections into its backlog, a started client's
+    /// connect waits, sends are queued, timers count from when they were scheduled and
+    /// fire once `run` released the loop (at once, if already due), posted closures run
+    /// in order. [`EventLoop::stop`] (or dropping the loop) before `run` releases the
+    /// threads without dispatching anything: what was queued is dropped (listeners
+    /// closed, clients' connects abandoned without a callback, timers and closures
+    /// dropped unrun). Not held: the compute pool ([`EventLoop::spawn_compute`]), which
+    /// runs tasks from the first one, as mill-io's does, and `on_event(Listening)`, which
+    /// [`TcpServer::start`](crate::tcp::TcpServer::start) calls on its caller's thread.
+    ///
+    /// On a held loop, `TcpServer::start` returns without waiting for the loop to take the
+    /// listener (a failure to take it is reported to the server's `on_error` once the
+    /// loop runs), and `TcpServer::stop`, `TcpClient::disconnect`, `close()` and drop
+    /// return at once: a held loop holds no connection, so no `on_disconnect` is owed;
+    /// `TcpServer::stop` closes the server's listening sockets there and then.
+    pub fn dispatch_on_run(mut self, on_run: bool) -> Self {
+        self.settings.dispatch_on_run = on_run;
+        self
+    }
+
     /// Starts the loop threads on the chosen backend.
     ///
     /// Fails on a nonsensical setting, on `Backend::Uring` where io_uring cannot run (the
@@ -190,7 +223,7 @@ impl Default for EventLoop {
     /// If no backend can start (not even mio), or `RINGMILL_BACKEND` names an unusable
     /// backend; use [`EventLoop::builder`] to handle that as an error.
     fn default() -> Self {
-        match EventLoopBuilder::default().build() {
+        match EventLoopBuilder::default().dispatch_on_run(true).build() {
             Ok(event_loop) => event_loop,
             Err(e) => panic!("ringmill: cannot start an event loop: {e}"),
         }
@@ -227,6 +260,7 @@ impl EventLoop {
         Self::builder()
             .threads(workers)
             .events_capacity(events_capacity)
+            .dispatch_on_run(true)
             .build()
     }
 
@@ -241,6 +275,10 @@ impl EventLoop {
     /// Blocks until [`stop`](Self::stop) is called (from any thread, before or during
     /// `run`), then waits for the loop threads to finish.
     pub fn run(&self) -> Result<()> {
+        // Loops built to dispatch on run (mill-io's constructors) start now.
+        for l in &self.shared {
+            l.release();
+        }
         let mut stopped = self.stopped.lock().unwrap_or_else(|e| e.into_inner());
         while !*stopped {
             stopped = self

@@ -419,7 +419,6 @@ impl State {
         };
         self.report(slot, network_error(error));
         mode
-
     }
     /// The peer left (end of stream, or a read error) before every layer was ready: no
     /// `on_connect` ran, so no `on_disconnect` will tell; report it as `Io(e)` (an

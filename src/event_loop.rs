@@ -174,8 +174,12 @@ impl EventLoopBuilder {
 
 /// N loop threads serving servers and clients.
 ///
-/// The threads start when the loop is built, and serve whatever is started on them; `run`
-/// blocks the calling thread until [`stop`](Self::stop). Dropping the loop stops it.
+/// The threads start when the loop is built. A loop from [`EventLoop::builder`] serves
+/// whatever is started on it from then on, and `run` only blocks the calling thread until
+/// [`stop`](Self::stop). A loop from mill-io's constructors ([`new`](Self::new),
+/// [`new_low_latency`](Self::new_low_latency), [`Default`]) dispatches nothing until `run`
+/// is called, as mill-io's does; see [`EventLoopBuilder::dispatch_on_run`]. Dropping the
+/// loop stops it.
 ///
 /// Besides connections, the loop threads run timers and closures: [`schedule_once`],
 /// [`schedule_repeating`] and [`post`] here (on the next thread, round robin), or on one
@@ -216,7 +220,9 @@ pub struct EventLoop {
 }
 
 impl Default for EventLoop {
-    /// An event loop with the default settings: one thread per core, backend `Auto`.
+    /// An event loop with the default settings: one thread per core, backend `Auto`,
+    /// dispatching nothing until [`run`](EventLoop::run) (mill-io's meaning; see
+    /// [`EventLoopBuilder::dispatch_on_run`]).
     ///
     /// # Panics
     ///
@@ -252,6 +258,12 @@ impl EventLoop {
     ///   due, or a wake-up from `send`, `post` or `stop` on another thread), so nothing
     ///   waits for a poll timeout and there is nothing for it to bound.
     ///
+    /// As with mill-io, nothing is dispatched until [`run`](Self::run) is called: servers
+    /// and clients may be started, timers scheduled and closures posted before it, and
+    /// they take effect once `run` releases the loop threads
+    /// ([`EventLoopBuilder::dispatch_on_run`] with `true`; builder loops serve from
+    /// `build()` by default).
+    ///
     /// The backend is `Auto` (`RINGMILL_BACKEND` applies). Fails as
     /// [`EventLoopBuilder::build`] does, including for `workers` or `events_capacity` of
     /// zero.
@@ -267,13 +279,16 @@ impl EventLoop {
     /// mill-io's low-latency constructor: callbacks run on the thread that does the I/O,
     /// with no hand-off to a pool. That is how every ringmill loop works, so this is one
     /// loop thread (mill-io's mode has one reactor thread); `events_capacity` and
-    /// `poll_timeout_ms` as in [`new`](Self::new).
+    /// `poll_timeout_ms` as in [`new`](Self::new), and, as there, nothing is dispatched
+    /// until [`run`](Self::run).
     pub fn new_low_latency(events_capacity: usize, poll_timeout_ms: u64) -> Result<Self> {
         Self::new(1, events_capacity, poll_timeout_ms)
     }
 
-    /// Blocks until [`stop`](Self::stop) is called (from any thread, before or during
-    /// `run`), then waits for the loop threads to finish.
+    /// Releases loop threads held for it (see [`EventLoopBuilder::dispatch_on_run`]), then
+    /// blocks until [`stop`](Self::stop) is called (from any thread, before or during
+    /// `run`) and waits for the loop threads to finish. After `stop`, it returns at once:
+    /// a stopped loop stays stopped.
     pub fn run(&self) -> Result<()> {
         // Loops built to dispatch on run (mill-io's constructors) start now.
         for l in &self.shared {
@@ -294,7 +309,8 @@ impl EventLoop {
     /// Stops the loop: no more accepts, queued output gets up to the stop timeout to
     /// drain, every connection is closed (each with its `on_disconnect`), and the threads
     /// exit. Callable from any thread, any number of times. Called from outside the
-    /// loop's threads, it returns once they have exited.
+    /// loop's threads, it returns once they have exited. A loop held for
+    /// [`run`](Self::run) that never ran exits without dispatching anything.
     pub fn stop(&self) {
         {
             let mut stopped = self.stopped.lock().unwrap_or_else(|e| e.into_inner());

@@ -433,19 +433,43 @@ fn impossible_keep_alive_fails_validation() {
     let huge = Duration::from_secs(1 << 20);
     TcpServer::new(server_config().keep_alive(Some(huge)).build(), Silent)
         .expect("a keep_alive above the system's limit passes validation");
-    if cfg!(target_os = "linux") {
-        let client_config = TcpClientConfig {
-            keep_alive: Some(huge),
+    let client_config = TcpClientConfig {
+        keep_alive: Some(huge),
+        ..TcpClientConfig::default()
+    };
+    let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let _client = TcpClient::connect(addr, client_config, Silent)
+        .expect("a client keep_alive above the system's limit is reported, not refused");
+}
+
+backend_matrix! {
+    /// A client keep-alive the system refuses (Linux: above 32,767 s) is reported to
+    /// `on_error` with the client's id, and the connection goes on without it.
+    fn client_keep_alive_the_system_refuses_is_reported_with_the_id(backend: Backend) {
+        let event_loop = event_loop(backend);
+        let srec = Recorder::shared();
+        let server = start_server(&event_loop, server_config().build(), Recording::echo(&srec));
+        let crec = Recorder::shared();
+        let config = TcpClientConfig {
+            keep_alive: Some(Duration::from_secs(1 << 20)),
             ..TcpClientConfig::default()
         };
-        let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
-        match TcpClient::connect(addr, client_config, Silent) {
-            Ok(_) => panic!("client keep_alive {huge:?} accepted by Linux"),
-            Err(e) => assert!(
-                e.downcast_ref::<std::io::Error>().is_some(),
-                "client keep_alive {huge:?}: the system's error expected, got {e:?}"
-            ),
+        let mut client = TcpClient::connect(addr_of(&server), config, Recording::new(&crec))
+            .expect("TcpClient::connect");
+        client.start(&event_loop).expect("start");
+        let id = crec.wait_conn(0, WAIT);
+        client.send(b"still works").expect("send");
+        crec.wait_bytes(id, 11, WAIT);
+        if cfg!(target_os = "linux") {
+            let errors = crec.errors();
+            assert!(
+                errors.iter().any(|e| e.conn == Some(client.id()) && e.kind == "Configuration"),
+                "{backend}: the refused keep-alive was not reported with the id: {errors:?}"
+            );
         }
+        drop(client);
+        event_loop.stop();
+        crec.assert_all_closed_once();
     }
 }
 

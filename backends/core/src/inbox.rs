@@ -64,6 +64,8 @@ pub(crate) enum Command {
         timeout: Duration,
         /// The client's layers, bottom first (empty: none).
         layers: Vec<Box<dyn crate::layer::Layer>>,
+        /// Socket options the system refused, reported to `on_error` with the id.
+        refused: Vec<crate::error::NetworkError>,
     },
     /// Run a closure on the loop.
     Post(Box<dyn FnOnce() + Send>),

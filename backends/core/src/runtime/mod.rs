@@ -243,6 +243,9 @@ pub struct ClientConn {
     pending: Mutex<Option<(socket2::Socket, SocketAddr, Duration)>>,
     /// Layers added before the start, bottom first.
     layers: Mutex<Vec<Box<dyn Layer>>>,
+    /// Errors for the handler's `on_error` once the client starts (socket options the
+    /// system refused).
+    refused: Mutex<Vec<NetworkError>>,
 }
 
 impl ClientConn {
@@ -278,7 +281,18 @@ impl ClientConn {
             conn,
             pending: Mutex::new(Some((socket, addr, config.connect_timeout))),
             layers: Mutex::new(Vec::new()),
+            refused: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Errors to report to the handler (`on_error` with the connection's id, on its loop)
+    /// when the client starts: socket options the system refused, which the connection
+    /// goes on without.
+    pub fn report_on_start(&self, errors: Vec<NetworkError>) {
+        self.refused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(errors);
     }
 
     /// Adds a layer above those added before.
@@ -324,6 +338,7 @@ impl ClientConn {
             addr,
             timeout,
             layers: std::mem::take(&mut *self.layers.lock().unwrap_or_else(|e| e.into_inner())),
+            refused: std::mem::take(&mut *self.refused.lock().unwrap_or_else(|e| e.into_inner())),
         }) {
             return Err(Box::new(NetworkError::EventLoopGone));
         }

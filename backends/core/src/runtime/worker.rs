@@ -446,7 +446,19 @@ impl<D: Driver> Worker<D> {
                 addr,
                 timeout,
                 layers,
-            } => self.connect(service, conn, socket, addr, timeout, layers),
+                refused,
+            } => {
+                if !self.state.stopping && !conn.is_closed() {
+                    // Before the connect: the connection goes on without those options.
+                    let ctx = ServerContext::new(Arc::clone(&service));
+                    for error in refused {
+                        callback::call_quiet(|| {
+                            service.handler.on_error(&ctx, Some(conn.id), error)
+                        });
+                    }
+                }
+                self.connect(service, conn, socket, addr, timeout, layers)
+            }
             Command::Post(task) => {
                 let ok = callback::call_task("posted closure", task);
                 self.state.shared.count_task_run(!ok);

@@ -33,9 +33,11 @@ impl<H: NetworkHandler> TcpClient<H> {
     /// Fails on an invalid `config` or if the socket cannot be created.
     pub fn connect(addr: SocketAddr, config: TcpClientConfig, handler: H) -> Result<Self> {
         config.validate().map_err(NetworkError::Configuration)?;
-        let socket = socket::client_socket(addr, &config)?;
+        let (socket, refused) = socket::client_socket(addr, &config)?;
+        let conn = ClientConn::new(addr, config, socket, std::sync::Arc::new(handler));
+        conn.report_on_start(refused);
         Ok(Self {
-            conn: ClientConn::new(addr, config, socket, std::sync::Arc::new(handler)),
+            conn,
             _handler: PhantomData,
         })
     }
@@ -74,9 +76,11 @@ impl<H: NetworkHandler> TcpClient<H> {
     pub fn from_std(stream: TcpStream, config: TcpClientConfig, handler: H) -> Result<Self> {
         config.validate().map_err(NetworkError::Configuration)?;
         let addr = stream.peer_addr()?;
-        let socket = socket::adopt_client_stream(stream, &config)?;
+        let (socket, refused) = socket::adopt_client_stream(stream, &config)?;
+        let conn = ClientConn::new(addr, config, socket, std::sync::Arc::new(handler));
+        conn.report_on_start(refused);
         Ok(Self {
-            conn: ClientConn::new(addr, config, socket, std::sync::Arc::new(handler)),
+            conn,
             _handler: PhantomData,
         })
     }

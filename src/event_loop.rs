@@ -106,6 +106,39 @@ impl EventLoopBuilder {
         self
     }
 
+    /// Whether the loop threads wait for [`EventLoop::run`] before they dispatch anything
+    /// (default `false`).
+    ///
+    /// With `false` (ringmill's way), the loop threads serve from the moment
+    /// [`build`](Self::build) returns: a server started on the loop accepts and calls its
+    /// handler, timers fire and posted closures run, whether or not `run` is ever called
+    /// (`run` only blocks its caller until [`EventLoop::stop`]).
+    ///
+    /// With `true` (mill-io's way, and what [`EventLoop::new`],
+    /// [`EventLoop::new_low_latency`] and [`EventLoop::default`] build), the loop threads
+    /// are built and then held: no callback of any kind runs until `run` is called (no
+    /// `on_connect`, `on_data` or any other handler callback, no client connect completing,
+    /// no timer, no posted closure). What arrives before is queued, not lost: a started
+    /// server's listening socket takes connections into its backlog, a started client's
+    /// connect waits, sends are queued, timers count from when they were scheduled and
+    /// fire once `run` released the loop (at once, if already due), posted closures run
+    /// in order. [`EventLoop::stop`] (or dropping the loop) before `run` releases the
+    /// threads without dispatching anything: what was queued is dropped (listeners
+    /// closed, clients' connects abandoned without a callback, timers and closures
+    /// dropped unrun). Not held: the compute pool ([`EventLoop::spawn_compute`]), which
+    /// runs tasks from the first one, as mill-io's does, and `on_event(Listening)`, which
+    /// [`TcpServer::start`](crate::tcp::TcpServer::start) calls on its caller's thread.
+    ///
+    /// On a held loop, `TcpServer::start` returns without waiting for the loop to take the
+    /// listener (a failure to take it is reported to the server's `on_error` once the
+    /// loop runs), and `TcpServer::stop`, `TcpClient::disconnect`, `close()` and drop
+    /// return at once: a held loop holds no connection, so no `on_disconnect` is owed;
+    /// `TcpServer::stop` closes the server's listening sockets there and then.
+    pub fn dispatch_on_run(mut self, on_run: bool) -> Self {
+        self.settings.dispatch_on_run = on_run;
+        self
+    }
+
     /// Starts the loop threads on the chosen backend.
     ///
     /// Fails on a nonsensical setting, on `Backend::Uring` where io_uring cannot run (the
@@ -167,8 +200,12 @@ impl EventLoopBuilder {
 
 /// N loop threads serving servers and clients.
 ///
-/// The threads start when the loop is built, and serve whatever is started on them; `run`
-/// blocks the calling thread until [`stop`](Self::stop). Dropping the loop stops it.
+/// The threads start when the loop is built. A loop from [`EventLoop::builder`] serves
+/// whatever is started on it from then on, and `run` only blocks the calling thread until
+/// [`stop`](Self::stop). A loop from mill-io's constructors ([`new`](Self::new),
+/// [`new_low_latency`](Self::new_low_latency), [`Default`]) dispatches nothing until `run`
+/// is called, as mill-io's does; see [`EventLoopBuilder::dispatch_on_run`]. Dropping the
+/// loop stops it.
 ///
 /// Besides connections, the loop threads run timers and closures: [`schedule_once`],
 /// [`schedule_repeating`] and [`post`] here (on the next thread, round robin), or on one
@@ -209,14 +246,16 @@ pub struct EventLoop {
 }
 
 impl Default for EventLoop {
-    /// An event loop with the default settings: one thread per core, backend `Auto`.
+    /// An event loop with the default settings: one thread per core, backend `Auto`,
+    /// dispatching nothing until [`run`](EventLoop::run) (mill-io's meaning; see
+    /// [`EventLoopBuilder::dispatch_on_run`]).
     ///
     /// # Panics
     ///
     /// If no backend can start (not even mio), or `RINGMILL_BACKEND` names an unusable
     /// backend; use [`EventLoop::builder`] to handle that as an error.
     fn default() -> Self {
-        match EventLoopBuilder::default().build() {
+        match EventLoopBuilder::default().dispatch_on_run(true).build() {
             Ok(event_loop) => event_loop,
             Err(e) => panic!("ringmill: cannot start an event loop: {e}"),
         }
@@ -245,6 +284,12 @@ impl EventLoop {
     ///   due, or a wake-up from `send`, `post` or `stop` on another thread), so nothing
     ///   waits for a poll timeout and there is nothing for it to bound.
     ///
+    /// As with mill-io, nothing is dispatched until [`run`](Self::run) is called: servers
+    /// and clients may be started, timers scheduled and closures posted before it, and
+    /// they take effect once `run` releases the loop threads
+    /// ([`EventLoopBuilder::dispatch_on_run`] with `true`; builder loops serve from
+    /// `build()` by default).
+    ///
     /// The backend is `Auto` (`RINGMILL_BACKEND` applies). Fails as
     /// [`EventLoopBuilder::build`] does, including for `workers` or `events_capacity` of
     /// zero.
@@ -253,20 +298,28 @@ impl EventLoop {
         Self::builder()
             .threads(workers)
             .events_capacity(events_capacity)
+            .dispatch_on_run(true)
             .build()
     }
 
     /// mill-io's low-latency constructor: callbacks run on the thread that does the I/O,
     /// with no hand-off to a pool. That is how every ringmill loop works, so this is one
     /// loop thread (mill-io's mode has one reactor thread); `events_capacity` and
-    /// `poll_timeout_ms` as in [`new`](Self::new).
+    /// `poll_timeout_ms` as in [`new`](Self::new), and, as there, nothing is dispatched
+    /// until [`run`](Self::run).
     pub fn new_low_latency(events_capacity: usize, poll_timeout_ms: u64) -> Result<Self> {
         Self::new(1, events_capacity, poll_timeout_ms)
     }
 
-    /// Blocks until [`stop`](Self::stop) is called (from any thread, before or during
-    /// `run`), then waits for the loop threads to finish.
+    /// Releases loop threads held for it (see [`EventLoopBuilder::dispatch_on_run`]), then
+    /// blocks until [`stop`](Self::stop) is called (from any thread, before or during
+    /// `run`) and waits for the loop threads to finish. After `stop`, it returns at once:
+    /// a stopped loop stays stopped.
     pub fn run(&self) -> Result<()> {
+        // Loops built to dispatch on run (mill-io's constructors) start now.
+        for l in &self.shared {
+            l.release();
+        }
         let mut stopped = self.stopped.lock().unwrap_or_else(|e| e.into_inner());
         while !*stopped {
             stopped = self
@@ -282,7 +335,8 @@ impl EventLoop {
     /// Stops the loop: no more accepts, queued output gets up to the stop timeout to
     /// drain, every connection is closed (each with its `on_disconnect`), and the threads
     /// exit. Callable from any thread, any number of times. Called from outside the
-    /// loop's threads, it returns once they have exited.
+    /// loop's threads, it returns once they have exited. A loop held for
+    /// [`run`](Self::run) that never ran exits without dispatching anything.
     pub fn stop(&self) {
         {
             let mut stopped = self.stopped.lock().unwrap_or_else(|e| e.into_inner());

@@ -8,6 +8,7 @@
 //! loop, and other sockets of the same user that set it too may share the port.
 
 use ringmill_core::config::TcpClientConfig;
+use ringmill_core::error::{ConfigError, NetworkError};
 use socket2::{Domain, Protocol, SockAddr, Socket, TcpKeepalive, Type};
 use std::io;
 use std::net::{SocketAddr, TcpListener};
@@ -58,28 +59,49 @@ pub(crate) fn bind_listener(
     Ok(socket.into())
 }
 
-/// A non-blocking, unconnected socket for a client, with the client's options applied.
-pub(crate) fn client_socket(addr: SocketAddr, config: &TcpClientConfig) -> io::Result<Socket> {
+/// A non-blocking, unconnected socket for a client, with the client's options applied,
+/// and the options the system refused (reported to the handler once the client starts).
+pub(crate) fn client_socket(
+    addr: SocketAddr,
+    config: &TcpClientConfig,
+) -> io::Result<(Socket, Vec<NetworkError>)> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     prepare_client(socket, config)
 }
 
-/// A connected `stream` made ready for a client: non-blocking, with the client's options.
+/// A connected `stream` made ready for a client: non-blocking, with the client's options
+/// (and those the system refused, as in [`client_socket`]).
 pub(crate) fn adopt_client_stream(
     stream: std::net::TcpStream,
     config: &TcpClientConfig,
-) -> io::Result<Socket> {
+) -> io::Result<(Socket, Vec<NetworkError>)> {
     prepare_client(Socket::from(stream), config)
 }
 
 /// Makes a client's socket non-blocking and applies the client's options.
-fn prepare_client(socket: Socket, config: &TcpClientConfig) -> io::Result<Socket> {
+fn prepare_client(
+    socket: Socket,
+    config: &TcpClientConfig,
+) -> io::Result<(Socket, Vec<NetworkError>)> {
     socket.set_nonblocking(true)?;
     socket.set_tcp_nodelay(config.nodelay)?;
-    if let Some(idle) = config.keep_alive {
-        socket.set_tcp_keepalive(&TcpKeepalive::new().with_time(idle))?;
-    }
+    let refused = keep_alive(&socket, config);
     #[cfg(any(target_os = "macos", target_os = "ios", target_os = "freebsd"))]
     socket.set_nosigpipe(true)?;
-    Ok(socket)
+    Ok((socket, refused))
+}
+
+/// Sets the client's keep-alive; a value the system refuses (Linux: above 32,767 s) is
+/// returned as an error for the connection, which goes on without it, as mill-net's does.
+fn keep_alive(socket: &Socket, config: &TcpClientConfig) -> Vec<NetworkError> {
+    let Some(idle) = config.keep_alive else {
+        return Vec::new();
+    };
+    match socket.set_tcp_keepalive(&TcpKeepalive::new().with_time(idle)) {
+        Ok(()) => Vec::new(),
+        Err(e) => vec![NetworkError::Configuration(ConfigError::Rejected {
+            option: "SO_KEEPALIVE",
+            reason: format!("the system refused it on the client's socket: {e}"),
+        })],
+    }
 }

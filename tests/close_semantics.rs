@@ -403,9 +403,10 @@ backend_matrix! {
     }
 }
 
-/// A keep-alive no system takes (zero, or under a second: it is set in whole seconds)
-/// fails validation with a clear error; a long one passes (the system's own upper bound is
-/// reported per connection, as mill-net does).
+/// A zero or sub-second keep-alive (which no kernel takes: the idle time is set in whole
+/// seconds) fails validation, with a clear error. A value above what the system accepts
+/// passes validation, for a server and a client alike: the system's refusal is reported per
+/// connection, as mill-net does (see the tests below and `handler_errors.rs`).
 #[test]
 fn impossible_keep_alive_fails_validation() {
     for bad in [Duration::ZERO, Duration::from_millis(500)] {
@@ -430,13 +431,46 @@ fn impossible_keep_alive_fails_validation() {
             ),
         }
     }
-    for long in [
-        Duration::from_secs(1),
-        Duration::from_secs(1 << 20),
-        Duration::MAX,
-    ] {
-        let config = server_config().keep_alive(Some(long)).build();
-        assert!(config.validate().is_ok(), "keep_alive {long:?} refused");
+    let huge = Duration::from_secs(1 << 20);
+    TcpServer::new(server_config().keep_alive(Some(huge)).build(), Silent)
+        .expect("a keep_alive above the system's limit passes validation");
+    let client_config = TcpClientConfig {
+        keep_alive: Some(huge),
+        ..TcpClientConfig::default()
+    };
+    let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let _client = TcpClient::connect(addr, client_config, Silent)
+        .expect("a client keep_alive above the system's limit is reported, not refused");
+}
+
+backend_matrix! {
+    /// A client keep-alive the system refuses (Linux: above 32,767 s) is reported to
+    /// `on_error` with the client's id, and the connection goes on without it.
+    fn client_keep_alive_the_system_refuses_is_reported_with_the_id(backend: Backend) {
+        let event_loop = event_loop(backend);
+        let srec = Recorder::shared();
+        let server = start_server(&event_loop, server_config().build(), Recording::echo(&srec));
+        let crec = Recorder::shared();
+        let config = TcpClientConfig {
+            keep_alive: Some(Duration::from_secs(1 << 20)),
+            ..TcpClientConfig::default()
+        };
+        let mut client = TcpClient::connect(addr_of(&server), config, Recording::new(&crec))
+            .expect("TcpClient::connect");
+        client.start(&event_loop).expect("start");
+        let id = crec.wait_conn(0, WAIT);
+        client.send(b"still works").expect("send");
+        crec.wait_bytes(id, 11, WAIT);
+        if cfg!(target_os = "linux") {
+            let errors = crec.errors();
+            assert!(
+                errors.iter().any(|e| e.conn == Some(client.id()) && e.kind == "Configuration"),
+                "{backend}: the refused keep-alive was not reported with the id: {errors:?}"
+            );
+        }
+        drop(client);
+        event_loop.stop();
+        crec.assert_all_closed_once();
     }
 }
 

@@ -10,7 +10,7 @@ use std::cell::{Cell, RefCell};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 thread_local! {
@@ -64,6 +64,8 @@ pub(crate) enum Command {
         timeout: Duration,
         /// The client's layers, bottom first (empty: none).
         layers: Vec<Box<dyn crate::layer::Layer>>,
+        /// Socket options the system refused, reported to `on_error` with the id.
+        refused: Vec<crate::error::NetworkError>,
     },
     /// Run a closure on the loop.
     Post(Box<dyn FnOnce() + Send>),
@@ -83,6 +85,8 @@ pub struct LoopShared {
     /// A command was pushed by the loop's own thread since the last drain: the next poll
     /// must not block (nothing wakes a loop for its own commands).
     local: AtomicBool,
+    /// Signalled when the gate opens (see [`Gate`]).
+    gate_opened: Condvar,
     counters: [AtomicU64; 9],
     stats: LoopStats,
 }
@@ -101,8 +105,24 @@ struct LoopStats {
     pending_timers: AtomicUsize,
 }
 
+/// Whether the loop thread may dispatch (mill-io's loops wait for `run()`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gate {
+    /// Built, waiting for [`LoopShared::release`]: the thread has not polled yet and
+    /// nothing in the inbox was taken.
+    Held,
+    /// Dispatching.
+    Open,
+    /// Stopped before it was released: the thread exits without dispatching anything,
+    /// dropping what was queued.
+    Abandoned,
+}
+
 /// The commands, and the waker while the loop runs.
 struct Inbox {
+    /// Kept under the inbox's lock, so whoever sees `Held` there acts before the loop
+    /// can take a command.
+    gate: Gate,
     commands: Vec<Command>,
     /// Dropped when the loop exits: the waker owns an OS resource (an eventfd, a pipe),
     /// and this `LoopShared` can outlive the loop by a long time (connections reach it,
@@ -111,17 +131,19 @@ struct Inbox {
 }
 
 impl LoopShared {
-    pub(crate) fn new(index: usize, waker: Arc<dyn Waker>) -> Arc<Self> {
+    pub(crate) fn new(index: usize, waker: Arc<dyn Waker>, held: bool) -> Arc<Self> {
         Arc::new(Self {
             id: NEXT_LOOP_ID.fetch_add(1, Ordering::Relaxed),
             index,
             inbox: Mutex::new(Inbox {
+                gate: if held { Gate::Held } else { Gate::Open },
                 commands: Vec::new(),
                 waker: Some(waker),
             }),
             notified: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
             local: AtomicBool::new(false),
+            gate_opened: Condvar::new(),
             counters: Default::default(),
             stats: LoopStats::default(),
         })
@@ -192,9 +214,71 @@ impl LoopShared {
         true
     }
 
-    /// Asks the loop to stop. Idempotent.
+    /// Asks the loop to stop. Idempotent. A loop still held (never released) is
+    /// abandoned: its thread exits without dispatching anything.
     pub fn request_stop(&self) {
+        self.open_gate(Gate::Abandoned);
         self.push(Command::Stop);
+    }
+
+    /// Lets a held loop dispatch (mill-io's `EventLoop::run`); nothing for a loop
+    /// released or stopped before.
+    pub fn release(&self) {
+        self.open_gate(Gate::Open);
+    }
+
+    fn open_gate(&self, to: Gate) {
+        let mut inbox = self.inbox.lock().unwrap_or_else(|e| e.into_inner());
+        if inbox.gate == Gate::Held {
+            inbox.gate = to;
+            self.gate_opened.notify_all();
+        }
+    }
+
+    /// Whether the loop is held: built, not yet released nor stopped. Such a loop holds
+    /// no connection and has taken no command.
+    pub fn is_held(&self) -> bool {
+        self.inbox.lock().unwrap_or_else(|e| e.into_inner()).gate == Gate::Held
+    }
+
+    /// Blocks the loop thread while the loop is held; `true` if it may dispatch, `false`
+    /// if it was stopped before being released.
+    pub(crate) fn wait_gate(&self) -> bool {
+        let mut inbox = self.inbox.lock().unwrap_or_else(|e| e.into_inner());
+        while inbox.gate == Gate::Held {
+            inbox = self
+                .gate_opened
+                .wait(inbox)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+        inbox.gate == Gate::Open
+    }
+
+    /// Queues a command like [`push`](Self::push); `Some(true)` if the loop is held (it
+    /// takes the command once released), `None` if the loop is gone.
+    pub(crate) fn push_held(&self, command: Command) -> Option<bool> {
+        let held = self.is_held();
+        // A loop seen held may be released meanwhile: then the command is simply taken
+        // at its first turn, and a caller that does not wait loses nothing.
+        self.push(command).then_some(held)
+    }
+
+    /// On a held loop, takes the queued commands `pick` selects out of the inbox (to be
+    /// dropped by the caller, outside the lock) and returns them; `None` if the loop is
+    /// not held (it takes its commands itself).
+    pub(crate) fn withdraw_if_held(
+        &self,
+        mut pick: impl FnMut(&Command) -> bool,
+    ) -> Option<Vec<Command>> {
+        let mut inbox = self.inbox.lock().unwrap_or_else(|e| e.into_inner());
+        if inbox.gate != Gate::Held {
+            return None;
+        }
+        let (taken, kept) = std::mem::take(&mut inbox.commands)
+            .into_iter()
+            .partition(|c| pick(c));
+        inbox.commands = kept;
+        Some(taken)
     }
 
     /// Takes every queued command (the loop calls this after each poll).

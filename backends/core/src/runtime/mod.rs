@@ -36,6 +36,9 @@ pub struct LoopSettings {
     pub stop_timeout: Duration,
     /// How long a graceful close waits for queued output before closing anyway.
     pub linger: Duration,
+    /// The loop threads dispatch nothing until [`LoopShared::release`] (mill-io's
+    /// `EventLoop::run`); see `EventLoopBuilder::dispatch_on_run`.
+    pub dispatch_on_run: bool,
 }
 
 impl Default for LoopSettings {
@@ -43,6 +46,7 @@ impl Default for LoopSettings {
         Self {
             stop_timeout: Duration::from_secs(5),
             linger: Duration::from_secs(5),
+            dispatch_on_run: false,
         }
     }
 }
@@ -114,9 +118,17 @@ where
                     return;
                 }
             };
-            let shared = LoopShared::new(index, driver.waker());
+            let shared = LoopShared::new(index, driver.waker(), settings.dispatch_on_run);
             let _ = tx.send(Ok((Arc::clone(&shared), driver.describe())));
+            // A held loop waits here, before its first poll, for `release` (or a stop).
+            let open = shared.wait_gate();
             let mut worker = worker::Worker::new(driver, Arc::clone(&shared), settings);
+            if !open {
+                worker.never_ran();
+                drop(worker);
+                shared.mark_stopped();
+                return;
+            }
             let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.run()));
             if let Err(payload) = run {
                 // Something no callback guard covers panicked: the loop cannot go on, but
@@ -168,21 +180,24 @@ pub fn shutdown(loops: Vec<LoopThread>) -> bool {
 }
 
 /// Hands `listener` to the loop and waits until it accepts on it (unless called from a
-/// loop thread, which must never block on another loop).
+/// loop thread, which must never block on another loop, or the loop is held: it takes the
+/// listener once released).
 pub fn listen(
     shared: &Arc<LoopShared>,
     service: &Arc<Service>,
     listener: TcpListener,
 ) -> io::Result<()> {
     let (ack, done) = mpsc::sync_channel(1);
-    if !shared.push(Command::Listen {
+    let Some(held) = shared.push_held(Command::Listen {
         service: Arc::clone(service),
         listener,
         ack,
-    }) {
+    }) else {
         return Err(io::Error::other("event loop has stopped"));
-    }
-    if LoopShared::on_any_loop() {
+    };
+    // A held loop takes the listener when it is released; if it cannot then, the
+    // server's `on_error` hears of it (nobody waits on `done` any more).
+    if held || LoopShared::on_any_loop() {
         return Ok(());
     }
     match done.recv_timeout(ACK_TIMEOUT) {
@@ -198,13 +213,24 @@ pub fn listen(
 /// is queued, up to the close linger, without waiting for peers). Waits until no loop
 /// accepts for it any more and every one of its connections is closed, its
 /// `on_disconnect` delivered; unless called from a loop thread, which must never block
-/// (its own loop delivers those disconnects): then the close is only under way.
+/// (its own loop delivers those disconnects): then the close is only under way. On a held
+/// loop (one waiting for `EventLoop::run`) there is nothing to wait for: it has accepted
+/// nothing, and the listeners it has not taken yet are closed here.
 pub fn stop_service(loops: &[Arc<LoopShared>], service: &Arc<Service>) {
     service
         .stopped
         .store(true, std::sync::atomic::Ordering::Release);
     let mut waits = Vec::new();
     for l in loops {
+        // A held loop has accepted nothing: closing the listeners it has not taken yet
+        // is the whole stop there, done now (the port is free when this returns).
+        let withdrawn = l.withdraw_if_held(
+            |c| matches!(c, Command::Listen { service: s, .. } if Arc::ptr_eq(s, service)),
+        );
+        if let Some(listeners) = withdrawn {
+            drop(listeners);
+            continue;
+        }
         let (ack, done) = mpsc::sync_channel(1);
         if l.push(Command::StopService {
             service: Arc::clone(service),
@@ -244,6 +270,9 @@ pub struct ClientConn {
     pending: Mutex<Option<(socket2::Socket, SocketAddr, Duration)>>,
     /// Layers added before the start, bottom first.
     layers: Mutex<Vec<Box<dyn Layer>>>,
+    /// Errors for the handler's `on_error` once the client starts (socket options the
+    /// system refused).
+    refused: Mutex<Vec<NetworkError>>,
 }
 
 impl ClientConn {
@@ -279,7 +308,18 @@ impl ClientConn {
             conn,
             pending: Mutex::new(Some((socket, addr, config.connect_timeout))),
             layers: Mutex::new(Vec::new()),
+            refused: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Errors to report to the handler (`on_error` with the connection's id, on its loop)
+    /// when the client starts: socket options the system refused, which the connection
+    /// goes on without.
+    pub fn report_on_start(&self, errors: Vec<NetworkError>) {
+        self.refused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(errors);
     }
 
     /// Adds a layer above those added before.
@@ -325,6 +365,7 @@ impl ClientConn {
             addr,
             timeout,
             layers: std::mem::take(&mut *self.layers.lock().unwrap_or_else(|e| e.into_inner())),
+            refused: std::mem::take(&mut *self.refused.lock().unwrap_or_else(|e| e.into_inner())),
         }) {
             return Err(Box::new(NetworkError::EventLoopGone));
         }

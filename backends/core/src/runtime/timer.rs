@@ -440,7 +440,7 @@ mod tests {
     }
 
     fn shared() -> Arc<LoopShared> {
-        LoopShared::new(0, Arc::new(NoWake))
+        LoopShared::new(0, Arc::new(NoWake), false)
     }
 
     fn kind_name(k: &TimerKind) -> String {

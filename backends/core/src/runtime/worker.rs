@@ -218,6 +218,22 @@ impl<D: Driver> Worker<D> {
         }
     }
 
+    /// The loop was stopped while held, before it ever ran: nothing is dispatched. What
+    /// was queued is dropped: listeners closed, clients' connects abandoned (marked closed
+    /// and finished, without a callback), timers and closures dropped unrun.
+    pub(crate) fn never_ran(&mut self) {
+        for command in self.state.shared.close_inbox() {
+            match command {
+                Command::Connect { service, conn, .. } => {
+                    conn.lock().closed = true;
+                    service.conns.remove(conn.id);
+                    conn.set_finished();
+                }
+                other => self.state.refuse(other),
+            }
+        }
+    }
+
     /// Runs until stopped and every connection is closed.
     pub(crate) fn run(&mut self) {
         self.state.shared.enter();
@@ -402,9 +418,21 @@ impl<D: Driver> Worker<D> {
                 let result = if self.state.stopping || service.is_stopped() {
                     Err(io::Error::other("event loop is stopping"))
                 } else {
-                    self.listen(service, listener)
+                    self.listen(Arc::clone(&service), listener)
                 };
-                let _ = ack.send(result);
+                if let Err(std::sync::mpsc::SendError(Err(e))) = ack.send(result) {
+                    // Nobody waits (the server was started on a held loop): the server
+                    // hears of it here.
+                    if !self.state.stopping && !service.is_stopped() {
+                        log::error!("ringmill: a loop could not take a listener: {e}");
+                        let ctx = ServerContext::new(Arc::clone(&service));
+                        callback::call_quiet(|| {
+                            service
+                                .handler
+                                .on_error(&ctx, None, NetworkError::Io(e.into()))
+                        });
+                    }
+                }
             }
             Command::StopService { service, ack } => {
                 self.stop_service(&service);
@@ -418,7 +446,19 @@ impl<D: Driver> Worker<D> {
                 addr,
                 timeout,
                 layers,
-            } => self.connect(service, conn, socket, addr, timeout, layers),
+                refused,
+            } => {
+                if !self.state.stopping && !conn.is_closed() {
+                    // Before the connect: the connection goes on without those options.
+                    let ctx = ServerContext::new(Arc::clone(&service));
+                    for error in refused {
+                        callback::call_quiet(|| {
+                            service.handler.on_error(&ctx, Some(conn.id), error)
+                        });
+                    }
+                }
+                self.connect(service, conn, socket, addr, timeout, layers)
+            }
             Command::Post(task) => {
                 let ok = callback::call_task("posted closure", task);
                 self.state.shared.count_task_run(!ok);

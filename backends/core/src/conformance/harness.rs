@@ -109,11 +109,17 @@ pub fn listen<D: Driver>(driver: &mut D, id: ListenerId) -> SocketAddr {
 }
 
 /// A connected pair made without the driver: (the peer, the non-blocking server side).
+/// Other connections waiting on the (blocking) `listener` are dropped.
 pub fn socket_pair(listener: &TcpListener) -> (TcpStream, TcpStream) {
     let peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let (server, _) = listener.accept().unwrap();
-    server.set_nonblocking(true).unwrap();
-    (peer, server)
+    let me = peer.local_addr().unwrap();
+    loop {
+        let (server, from) = listener.accept().unwrap();
+        if from == me {
+            server.set_nonblocking(true).unwrap();
+            return (peer, server);
+        }
+    }
 }
 
 /// A fresh, non-blocking, unconnected TCP socket for `addr`'s family.
@@ -194,9 +200,14 @@ pub fn close_and_wait<D: Driver>(driver: &mut D, slot: Slot) -> Vec<Ev> {
             .any(|ev| matches!(ev, Ev::Closed(s) if *s == slot))
     });
     let mut others = Vec::new();
+    let mut closed = 0;
     for ev in evs {
         match ev.slot() {
-            Some(s) if s == slot => assert!(matches!(ev, Ev::Closed(_)), "{ev:?} after close"),
+            Some(s) if s == slot => {
+                assert!(matches!(ev, Ev::Closed(_)), "{ev:?} after close");
+                closed += 1;
+                assert_eq!(closed, 1, "a second Closed for {slot:?}");
+            }
             _ => others.push(ev),
         }
     }

@@ -79,6 +79,7 @@ macro_rules! driver_conformance {
             every_wake_ends_one_timed_poll,
             zero_timeout_poll_does_not_block,
             connect_refused,
+            close_right_after_register_or_connect,
             connect_and_exchange,
             shutdown_write_sends_fin_after_the_bytes,
             accept_pause_and_resume,

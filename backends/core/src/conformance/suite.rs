@@ -539,6 +539,67 @@ pub fn connect_refused<D: Driver>(make: impl Fn(&DriverConfig) -> D) {
     close_and_wait(&mut driver, Slot(3));
 }
 
+/// Rule 1 at the start of a connection's life: `close` right after `register` (nothing
+/// read yet) or right after `connect` (its `Connected` not reported yet) gives exactly one
+/// `Closed` and nothing else (no `Connected`), and the peers see the close.
+pub fn close_right_after_register_or_connect<D: Driver>(make: impl Fn(&DriverConfig) -> D) {
+    let _serial = shared();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut driver = make(&small_config());
+    for round in 0..20u32 {
+        let (mut peer, server) = socket_pair(&listener);
+        peer.write_all(b"unread").unwrap();
+        driver.register(Slot(0), server).expect("register");
+        if round % 2 == 1 {
+            driver.recv(Slot(0));
+        }
+        driver
+            .connect(Slot(1), tcp_socket(addr), addr)
+            .expect("connect");
+        if round % 4 >= 2 {
+            for ev in poll_once(&mut driver, Duration::ZERO, &mut |_| Flow::Continue) {
+                // The connect may be reported before the close; nothing else may be.
+                match ev {
+                    Ev::Connected(Slot(1), Ok(())) => {}
+                    Ev::Received(Slot(0), Ok(_)) if round % 2 == 1 => {}
+                    other => panic!("round {round}: unexpected {other:?}"),
+                }
+            }
+        }
+        driver.close(Slot(0));
+        driver.close(Slot(1));
+        let evs = poll_until(&mut driver, |evs| {
+            evs.iter().filter(|ev| matches!(ev, Ev::Closed(_))).count() >= 2
+        });
+        for slot in [Slot(0), Slot(1)] {
+            let of_slot: Vec<_> = evs.iter().filter(|ev| ev.slot() == Some(slot)).collect();
+            assert!(
+                matches!(of_slot[..], [Ev::Closed(_)]),
+                "round {round}, {slot:?}: {of_slot:?}"
+            );
+        }
+        assert_quiet(&mut driver, "after both Closed");
+        peer.set_read_timeout(Some(DEADLINE)).unwrap();
+        let mut rest = Vec::new();
+        match peer.read_to_end(&mut rest) {
+            Ok(_) => assert!(rest.is_empty()),
+            Err(err) => assert_eq!(err.kind(), io::ErrorKind::ConnectionReset, "{err}"),
+        }
+        // The connecting side's peer (if the handshake got that far) sees the end too.
+        listener.set_nonblocking(true).unwrap();
+        while let Ok((mut accepted, _)) = listener.accept() {
+            accepted.set_nonblocking(false).unwrap();
+            accepted.set_read_timeout(Some(DEADLINE)).unwrap();
+            match accepted.read_to_end(&mut rest) {
+                Ok(_) => assert!(rest.is_empty()),
+                Err(err) => assert_eq!(err.kind(), io::ErrorKind::ConnectionReset, "{err}"),
+            }
+        }
+        listener.set_nonblocking(false).unwrap();
+    }
+}
+
 /// A connect that succeeds: one `Connected`, then a two-slice send, a receive, the
 /// peer's end of stream, and a close.
 pub fn connect_and_exchange<D: Driver>(make: impl Fn(&DriverConfig) -> D) {

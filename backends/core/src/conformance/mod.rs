@@ -71,6 +71,8 @@ macro_rules! driver_conformance {
             echo_pausing_every_third_read,
             echo_pause_recv,
             pause_keeps_unread_bytes_until_recv,
+            nothing_received_after_the_end,
+            idle_connections_hold_no_buffer,
             close_reports_one_closed_and_nothing_else,
             close_in_flight_many_times,
             drop_with_operations_in_flight,

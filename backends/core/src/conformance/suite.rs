@@ -205,6 +205,97 @@ pub fn pause_keeps_unread_bytes_until_recv<D: Driver>(make: impl Fn(&DriverConfi
     assert!(rest.is_empty());
 }
 
+/// Rule 2: after end of stream, and after a receive error, no more `Received` for the
+/// slot, even when `recv` is called again (as the core does when it resumes a connection).
+pub fn nothing_received_after_the_end<D: Driver>(make: impl Fn(&DriverConfig) -> D) {
+    let _serial = shared();
+    let mut driver = make(&DriverConfig::default());
+    let addr = listen(&mut driver, ListenerId(0));
+    let mut ended = TcpStream::connect(addr).unwrap();
+    accept_as(&mut driver, Slot(0));
+    let reset = TcpStream::connect(addr).unwrap();
+    accept_as(&mut driver, Slot(1));
+    ended.write_all(b"last").unwrap();
+    ended.shutdown(Shutdown::Write).unwrap();
+    socket2::SockRef::from(&reset)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(reset);
+    let evs = poll_until(&mut driver, |evs| {
+        evs.iter().any(|ev| ev.is_eof_of(Slot(0)))
+            && evs
+                .iter()
+                .any(|ev| matches!(ev, Ev::Received(Slot(1), Err(_))))
+    });
+    assert_eq!(received_bytes(&evs, Slot(0)), b"last");
+    let ends = evs
+        .iter()
+        .filter(|ev| ev.is_eof_of(Slot(0)) || matches!(ev, Ev::Received(Slot(1), Err(_))))
+        .count();
+    assert_eq!(ends, 2, "{evs:?}");
+    assert!(
+        evs.iter()
+            .all(|ev| !matches!(ev, Ev::Received(Slot(1), Ok(b)) if b.is_empty())),
+        "{evs:?}"
+    );
+    assert_quiet(&mut driver, "after the ends");
+    driver.recv(Slot(0));
+    driver.recv(Slot(1));
+    assert_quiet(&mut driver, "recv called after the ends");
+    driver.pause_recv(Slot(0));
+    driver.recv(Slot(0));
+    assert_quiet(&mut driver, "paused and resumed after the end");
+    close_and_wait(&mut driver, Slot(0));
+    close_and_wait(&mut driver, Slot(1));
+    drop(ended);
+}
+
+/// The buffer rule: an idle connection holds no receive buffer, so a pool of 4 buffers
+/// serves a connection that talks beside 40 idle ones with receiving on.
+pub fn idle_connections_hold_no_buffer<D: Driver>(make: impl Fn(&DriverConfig) -> D) {
+    let _serial = shared();
+    let mut driver = make(&DriverConfig {
+        buffer_size: 4096,
+        buffer_count: 4,
+        ..DriverConfig::default()
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut idle = Vec::new();
+    for slot in 0..40 {
+        let (peer, server) = socket_pair(&listener);
+        driver.register(Slot(slot), server).unwrap();
+        driver.recv(Slot(slot));
+        idle.push(peer);
+    }
+    assert_quiet(&mut driver, "idle connections");
+    assert_eq!(driver.counters().recv_buffers_out, 0);
+    let (mut peer, server) = socket_pair(&listener);
+    driver.register(Slot(40), server).unwrap();
+    driver.recv(Slot(40));
+    let payload = Rng::new(40).bytes(256 * 1024);
+    let writer = {
+        let payload = payload.clone();
+        thread::spawn(move || {
+            peer.write_all(&payload).unwrap();
+            peer.shutdown(Shutdown::Write).unwrap();
+            peer
+        })
+    };
+    let evs = poll_until(&mut driver, |evs| {
+        evs.iter().any(|ev| ev.is_eof_of(Slot(40)))
+    });
+    assert!(
+        evs.iter().all(|ev| ev.slot() == Some(Slot(40))),
+        "only slot 40 talked"
+    );
+    assert!(received_bytes(&evs, Slot(40)) == payload, "bytes differ");
+    let _peer = writer.join().unwrap();
+    for slot in 0..=40 {
+        close_and_wait(&mut driver, Slot(slot));
+    }
+    assert_eq!(driver.counters().recv_buffers_out, 0);
+}
+
 /// Rule 1: closing two slots, one with a short send's `Sent` still undelivered, unread
 /// input and receiving paused, the other with a send waiting for room, reports exactly one
 /// `Closed` each and nothing else, although both peers then read and write; both peers see
@@ -864,9 +955,9 @@ pub fn send_to_a_vanished_peer_raises_no_sigpipe<D: Driver>(make: impl Fn(&Drive
         // SAFETY: `data` lives until the `Sent` below has been seen.
         unsafe { driver.send(Slot(0), &[IoSlice::new(&data)]) };
         let evs = poll_until(&mut driver, |evs| !evs.is_empty());
-        match evs.into_iter().next() {
-            Some(Ev::Sent(Slot(0), Err(err))) => errors.push(err.kind()),
-            other => panic!("expected a failed Sent, got {other:?}"),
+        match <[Ev; 1]>::try_from(evs) {
+            Ok([Ev::Sent(Slot(0), Err(err))]) => errors.push(err.kind()),
+            other => panic!("expected one failed Sent, got {other:?}"),
         }
     }
     assert_eq!(

@@ -363,7 +363,9 @@ backend_matrix! {
                 },
                 Silent,
             );
-            let e = refused.err().expect("a keep-alive Linux refuses fails connect");
+            let Err(e) = refused else {
+                panic!("a keep-alive Linux refuses fails connect");
+            };
             assert!(
                 e.downcast_ref::<std::io::Error>()
                     .is_some_and(|e| e.kind() == std::io::ErrorKind::InvalidInput),

@@ -33,12 +33,24 @@
 //!
 //! No guard outlives a call: [`ConnMap::get`] returns a cloned `Arc`. Only
 //! [`ConnMap::for_each`] runs caller code while pinned (see there).
+//!
+//! # Model checking
+//!
+//! The map reaches crossbeam-epoch and its atomics only through the private `sync` module:
+//! re-exports in a normal build, a stand-in on loom's atomics under `--cfg loom`, so the loom
+//! models (`map/loom_models.rs`, run by `ci/loom.sh`) check this very code.
 
+use self::sync::{self as epoch, Atomic, AtomicUsize, Guard, Owned, Shared};
 use crate::id::ConnectionId;
-use crossbeam_epoch::{self as epoch, Atomic, Guard, Owned, Shared};
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+
+// crossbeam-epoch, or under `cfg(loom)` a stand-in on loom's atomics (see there).
+mod sync;
+
+#[cfg(all(test, loom))]
+mod loom_models;
 
 /// Fewest buckets a map has.
 pub const MIN_BUCKETS: usize = 64;
@@ -306,7 +318,8 @@ impl<V> fmt::Debug for ConnMap<V> {
     }
 }
 
-#[cfg(test)]
+// Not under loom: loom's atomics work only inside a loom model.
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8};

@@ -476,6 +476,9 @@ impl<D: Driver> Worker<D> {
         for (id, _) in std::mem::take(&mut self.state.listeners) {
             self.driver.unlisten(id);
         }
+        // The deadline counts from now: the turn's clock was read before this turn's
+        // work, which can be long under load, and would end the stop early.
+        self.state.now = Instant::now();
         let deadline = deadline_after(self.state.now, self.state.settings.stop_timeout);
         self.state.timers.add(deadline, TimerKind::Stop);
         for index in 0..self.state.conns.len() {

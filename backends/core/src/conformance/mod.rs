@@ -24,9 +24,21 @@
 //! connections, pausing by `Flow::Pause` and by `pause_recv`, `shutdown_write`, close with
 //! receives and sends in flight (exactly one `Closed`, nothing else, no descriptor or
 //! receive buffer kept), dropping a driver with operations in flight, slot reuse, waking,
-//! interrupted waits, `MSG_NOSIGNAL`, and two broken calls (a send on a slot the driver
-//! does not own, a second send in flight). Where the contract text gives a broken call no
-//! outcome, the test says which outcome it asks for and why.
+//! interrupted waits, `MSG_NOSIGNAL`, no `Received` after the end (even after `recv`
+//! again), idle connections holding no receive buffer, close right after `register` or
+//! `connect`, and two broken calls.
+//!
+//! # Where the contract text is silent
+//!
+//! * A `send` on a slot the driver does not own (never registered, or after its
+//!   `Closed`): the suite asks for no completion for that slot, or a debug-build panic at
+//!   the call, and the driver serving its other slots as before.
+//! * A second `send` while one is in flight (a precondition of `send`): the suite asks that
+//!   it be detected and change nothing: a debug-build panic at the call, or a failed
+//!   `Sent` for it, the send in flight completing as if alone.
+//! * When `unlisten` closes the socket: the suite asks only that connecting is refused
+//!   once later polls have run (the mio driver closes it at once, the io_uring driver once
+//!   the kernel let go of its accept).
 //!
 //! # Running beside each other
 //!

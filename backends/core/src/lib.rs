@@ -18,6 +18,9 @@
 #[doc(hidden)]
 pub mod admission;
 pub mod config;
+#[cfg(feature = "conformance")]
+#[doc(hidden)]
+pub mod conformance;
 mod conn;
 pub mod context;
 #[doc(hidden)]

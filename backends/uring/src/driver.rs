@@ -56,6 +56,9 @@ pub struct UringDriver {
     accept_flush: Vec<u32>,
     /// Slots closed with nothing in flight, whose `Closed` the next poll reports.
     closed: Vec<u32>,
+    /// Sends refused because one was in flight on the slot (slot, generation): the next
+    /// poll reports a failed `Sent` for each, unless the slot was closed meanwhile.
+    refused_sends: Vec<(u32, u32)>,
     /// Reused buffer of reaped CQEs.
     cqes: Vec<cqueue::Entry>,
     description: String,
@@ -129,6 +132,7 @@ impl UringDriver {
             flush: Vec::new(),
             accept_flush: Vec::new(),
             closed: Vec::new(),
+            refused_sends: Vec::new(),
             cqes: Vec::new(),
             description,
             enobufs: 0,
@@ -301,6 +305,16 @@ impl UringDriver {
         }
         closed.append(&mut self.closed);
         self.closed = closed;
+        for (slot, gen) in std::mem::take(&mut self.refused_sends) {
+            let entry = &self.slots[slot as usize];
+            if entry.gen == gen && entry.conn.as_ref().is_some_and(|conn| !conn.closing) {
+                sink(Completion::Sent {
+                    slot: Slot(slot),
+                    result: Err(io::Error::other("a send is already in flight on this slot")),
+                });
+                delivered = true;
+            }
+        }
         let mut flush = std::mem::take(&mut self.flush);
         for slot in flush.drain(..) {
             let Some(entry) = self.slots.get_mut(slot as usize) else {
@@ -788,7 +802,14 @@ impl Driver for UringDriver {
         if conn.closing {
             return;
         }
-        debug_assert!(!conn.sending, "two sends in flight on slot {}", slot.0);
+        if conn.sending {
+            debug_assert!(false, "two sends in flight on slot {}", slot.0);
+            // Refused, as the mio driver does: a second request in flight would overwrite
+            // the first one's `msghdr` and could reach the socket before the first one's
+            // bytes.
+            self.refused_sends.push((slot.0, gen));
+            return;
+        }
         let fd = conn.raw_fd();
         let sqe = conn
             .send

@@ -1,0 +1,119 @@
+//! The driver conformance suite: the [driver contract](crate::driver) as tests, written once
+//! against the [`Driver`](crate::driver::Driver) trait and run by every driver.
+//!
+//! Each contract test is a function generic over the driver, taking how to build one:
+//! `fn accept_and_echo<D: Driver>(make: impl Fn(&DriverConfig) -> D)`. A driver crate runs
+//! the whole suite with one line in one test file:
+//!
+//! ```ignore
+//! ringmill_core::driver_conformance!(|config: &ringmill_core::DriverConfig| {
+//!     ringmill_mio::MioDriver::new(config).expect("mio driver")
+//! });
+//! ```
+//!
+//! which expands to one `#[test]` per suite function (the list is in
+//! [`driver_conformance!`](crate::driver_conformance)), so a new contract test reaches every
+//! driver at once. Tests about one driver's own machinery (io_uring ring limits and opcode
+//! probing, mio's read budget) stay in that driver's crate, and may use the [`harness`]
+//! too.
+//!
+//! # What the suite checks
+//!
+//! Accepting (peer address, non-blocking stream, pause and resume, `unlisten`), connecting
+//! (success, refusal), echo with random sizes, short reads and short writes, many
+//! connections, pausing by `Flow::Pause` and by `pause_recv`, `shutdown_write`, close with
+//! receives and sends in flight (exactly one `Closed`, nothing else, no descriptor or
+//! receive buffer kept), dropping a driver with operations in flight, slot reuse, waking,
+//! interrupted waits, `MSG_NOSIGNAL`, no `Received` after the end (even after `recv`
+//! again), idle connections holding no receive buffer, close right after `register` or
+//! `connect`, and two broken calls.
+//!
+//! # Where the contract text is silent
+//!
+//! * A `send` on a slot the driver does not own (never registered, or after its
+//!   `Closed`): the suite asks for no completion for that slot, or a debug-build panic at
+//!   the call, and the driver serving its other slots as before.
+//! * A second `send` while one is in flight (a precondition of `send`): the suite asks that
+//!   it be detected and change nothing: a debug-build panic at the call, or a failed
+//!   `Sent` for it, the send in flight completing as if alone.
+//! * When `unlisten` closes the socket: the suite asks only that connecting is refused
+//!   once later polls have run (the mio driver closes it at once, the io_uring driver once
+//!   the kernel let go of its accept).
+//!
+//! # Running beside each other
+//!
+//! The suite functions of one test binary run on parallel threads. The few that count the
+//! process's descriptors or change a signal disposition take [`harness::exclusive`]; all
+//! others take [`harness::shared`], so those few run alone.
+//!
+//! # A simulated driver
+//!
+//! Nothing here depends on io_uring or mio: the suite drives the trait and plays the peers
+//! with loopback sockets, so any `Driver` plugs in through `make`. The trait hands a driver
+//! real `std` sockets (`listen`, `register`, `connect`), so a simulator (one that injects
+//! short sends, short reads, reordered completions across slots, delayed `Closed`) runs
+//! the suite as it stands if it moves bytes over those sockets. A simulator with no
+//! sockets at all would first need the trait's socket types abstracted; the peers here
+//! would then come from the simulator too. Two checks read platform facilities and skip
+//! themselves where those are missing: the descriptor count (`/proc/self/fd`) and the
+//! signal tests (Unix). The driver counters the suite reads are only the ones the contract
+//! gives a meaning for every driver (`wakeups`, `recv_buffers_out`).
+//!
+//! This module is compiled with the `conformance` feature only, is hidden from the
+//! documentation and is not semver surface.
+
+pub mod harness;
+mod suite;
+
+pub use suite::*;
+
+/// Expands to one `#[test]` per conformance suite function, each building its drivers with
+/// `$make` (an expression of a type `Fn(&DriverConfig) -> D + Send + Copy + 'static`, such
+/// as a closure capturing nothing).
+#[macro_export]
+#[doc(hidden)]
+macro_rules! driver_conformance {
+    ($make:expr) => {
+        $crate::driver_conformance!(@tests $make;
+            accept_and_echo,
+            echo_random_sizes,
+            echo_small_buffers,
+            echo_many_connections,
+            echo_pausing_every_read,
+            echo_pausing_every_third_read,
+            echo_pause_recv,
+            pause_keeps_unread_bytes_until_recv,
+            nothing_received_after_the_end,
+            idle_connections_hold_no_buffer,
+            close_reports_one_closed_and_nothing_else,
+            close_in_flight_many_times,
+            drop_with_operations_in_flight,
+            slots_are_reusable_after_closed,
+            waker_wakes_a_blocked_poll,
+            every_wake_ends_one_timed_poll,
+            zero_timeout_poll_does_not_block,
+            connect_refused,
+            close_right_after_register_or_connect,
+            connect_and_exchange,
+            shutdown_write_sends_fin_after_the_bytes,
+            accept_pause_and_resume,
+            unlisten_closes_the_listener,
+            blocked_send_completes_when_writable,
+            send_on_an_unknown_slot,
+            second_send_in_flight,
+        );
+        #[cfg(unix)]
+        $crate::driver_conformance!(@tests $make;
+            send_to_a_vanished_peer_raises_no_sigpipe,
+            interrupted_polls_are_retried,
+        );
+    };
+    (@tests $make:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                $crate::conformance::$name($make);
+            }
+        )*
+    };
+}

@@ -70,11 +70,19 @@ pub use suite::*;
 /// Expands to one `#[test]` per conformance suite function, each building its drivers with
 /// `$make` (an expression of a type `Fn(&DriverConfig) -> D + Send + Copy + 'static`, such
 /// as a closure capturing nothing).
+///
+/// With `available: $probe` (an expression of type `fn() -> Result<(), String>`), each test
+/// first asks whether the machine has the driver at all. Where it does not, the test says
+/// `skipped: <reason>` by name and returns if `RINGMILL_TEST_ALLOW_MISSING_URING=1` is set,
+/// and fails otherwise: a driver the machine lacks is never a silent pass.
 #[macro_export]
 #[doc(hidden)]
 macro_rules! driver_conformance {
     ($make:expr) => {
-        $crate::driver_conformance!(@tests $make;
+        $crate::driver_conformance!($make, available: || Ok(()));
+    };
+    ($make:expr, available: $probe:expr) => {
+        $crate::driver_conformance!(@tests $make; $probe;
             accept_and_echo,
             echo_random_sizes,
             echo_small_buffers,
@@ -103,17 +111,45 @@ macro_rules! driver_conformance {
             second_send_in_flight,
         );
         #[cfg(unix)]
-        $crate::driver_conformance!(@tests $make;
+        $crate::driver_conformance!(@tests $make; $probe;
             send_to_a_vanished_peer_raises_no_sigpipe,
             interrupted_polls_are_retried,
         );
     };
-    (@tests $make:expr; $($name:ident),* $(,)?) => {
+    (@tests $make:expr; $probe:expr; $($name:ident),* $(,)?) => {
         $(
             #[test]
             fn $name() {
-                $crate::conformance::$name($make);
+                // One at a time: several tests count the process's descriptors.
+                let _serial = $crate::conformance::serial();
+                if $crate::conformance::driver_available($probe) {
+                    $crate::conformance::$name($make);
+                }
             }
         )*
     };
+}
+
+/// Runs the suite's tests one at a time within a test binary: several of them check that
+/// the process's descriptor count comes back, which a test running beside them would
+/// disturb. A test that failed does not poison the others.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Whether the driver `probe` asks about can run here; see [`driver_conformance!`].
+pub fn driver_available(probe: impl FnOnce() -> Result<(), String>) -> bool {
+    match probe() {
+        Ok(()) => true,
+        Err(reason) if std::env::var("RINGMILL_TEST_ALLOW_MISSING_URING").as_deref() == Ok("1") => {
+            println!("skipped: {reason}");
+            eprintln!("skipped: {reason}");
+            false
+        }
+        Err(reason) => panic!(
+            "{reason} (set RINGMILL_TEST_ALLOW_MISSING_URING=1 to skip the tests of a driver \
+             this machine lacks)"
+        ),
+    }
 }

@@ -13,4 +13,8 @@ export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1}"
 target=x86_64-unknown-linux-gnu
 common=(+nightly test --target "$target" --target-dir target/asan)
 cargo "${common[@]}" -p ringmill-core -p ringmill-mio -p ringmill-uring --lib --tests
-cargo "${common[@]}" -p ringmill --test hostile --test pause
+# The loop-thread spawn failure test caps the child's address space (RLIMIT_AS) just above
+# what it uses; AddressSanitizer's shadow memory cannot live under such a cap, so that one
+# test runs in the ordinary builds only.
+cargo "${common[@]}" -p ringmill --test hostile --test pause -- \
+    --skip loop_thread_spawn_failure_is_an_error_from_build

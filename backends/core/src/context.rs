@@ -61,7 +61,9 @@ impl ServerContext {
 
     /// The peer's address of `conn`: the client's for an accepted connection, the address
     /// connected to for a client. Known from `on_connect` on (on every backend); `None` if
-    /// `conn` is not open (in `on_disconnect` it is gone already).
+    /// `conn` is not open (in `on_disconnect` it is gone already). A peer that reset its
+    /// connection before the io_uring driver could ask its address shows as the unspecified
+    /// address with port 0 (`0.0.0.0:0` or `[::]:0`); its first read reports the reset.
     pub fn peer_addr(&self, conn: ConnectionId) -> Option<std::net::SocketAddr> {
         self.service.conns.get(conn)?.peer_addr()
     }

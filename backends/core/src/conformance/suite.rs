@@ -115,33 +115,38 @@ pub fn echo_pausing_every_read<D: Driver>(make: impl Fn(&DriverConfig) -> D) {
 
 /// Answers `Flow::Pause` to every third non-empty `Received`.
 pub fn echo_pausing_every_third_read<D: Driver>(make: impl Fn(&DriverConfig) -> D) {
-    let _serial = shared();
-    let driver = make(&DriverConfig {
-        buffer_size: 2048,
-        buffer_count: 64,
-        ..DriverConfig::default()
-    });
-    let policy = Policy {
-        pause_every: Some(3),
-        ..Policy::default()
-    };
-    let (stats, _) = echo_run(driver, policy, payloads(400, &[], 16, 512 * 1024));
-    assert!(stats.pauses > 0);
+    echo_with_pauses(
+        make,
+        Policy {
+            pause_every: Some(3),
+            ..Policy::default()
+        },
+        400,
+    );
 }
 
 /// Calls `pause_recv` after every second non-empty `Received`.
 pub fn echo_pause_recv<D: Driver>(make: impl Fn(&DriverConfig) -> D) {
+    echo_with_pauses(
+        make,
+        Policy {
+            pause_recv_every: Some(2),
+            ..Policy::default()
+        },
+        500,
+    );
+}
+
+/// Echoes random payloads (seed `seed`) over 2 KiB buffers under `policy`, which must
+/// pause at least once; every byte comes back (checked by `echo_run`).
+fn echo_with_pauses<D: Driver>(make: impl Fn(&DriverConfig) -> D, policy: Policy, seed: u64) {
     let _serial = shared();
     let driver = make(&DriverConfig {
         buffer_size: 2048,
         buffer_count: 64,
         ..DriverConfig::default()
     });
-    let policy = Policy {
-        pause_recv_every: Some(2),
-        ..Policy::default()
-    };
-    let (stats, _) = echo_run(driver, policy, payloads(500, &[], 16, 512 * 1024));
+    let (stats, _) = echo_run(driver, policy, payloads(seed, &[], 16, 512 * 1024));
     assert!(stats.pauses > 0);
 }
 

@@ -43,6 +43,9 @@ pub mod pool;
 pub mod runtime;
 #[doc(hidden)]
 pub mod service;
+#[cfg(all(feature = "sim", unix))]
+#[doc(hidden)]
+pub mod sim;
 
 pub use config::{DriverConfig, TcpClientConfig, TcpServerConfig, TcpServerConfigBuilder};
 pub use context::{ConnSender, ServerContext};

@@ -12,6 +12,7 @@
 
 use ringmill_core::layer::{Frames, Layer, LayerFactory};
 use ringmill_core::sim::{self, Outcome};
+use std::collections::BTreeMap;
 use std::io;
 use std::sync::Arc;
 
@@ -78,16 +79,17 @@ fn replay_command(seed: u64) -> String {
     )
 }
 
-/// Runs `seed` (twice if `twice`, comparing the traces); the failure message, if any.
-fn check(seed: u64, twice: bool) -> Option<String> {
+/// Runs `seed` (twice if `twice`, comparing the traces): the outcome, or the failure
+/// message.
+fn check(seed: u64, twice: bool) -> Result<Outcome, String> {
     let first = sim::run(seed, Some(layer()));
     if !first.violations.is_empty() {
-        return Some(report(&first));
+        return Err(report(&first));
     }
     if twice {
         let second = sim::run(seed, Some(layer()));
         if second.trace != first.trace || second.events != first.events {
-            return Some(format!(
+            return Err(format!(
                 "seed {seed} is not deterministic: two runs gave traces {:#x} ({} events) and {:#x} ({} events)\nlast events of the second run:\n{}\nreplay: {}",
                 first.trace,
                 first.events,
@@ -98,7 +100,7 @@ fn check(seed: u64, twice: bool) -> Option<String> {
             ));
         }
     }
-    None
+    Ok(first)
 }
 
 fn report(outcome: &Outcome) -> String {
@@ -119,7 +121,7 @@ fn seeded_scenarios_keep_the_behaviour_contract() {
             "seed {seed}: {} events, trace {:#x}\nlast events:\n{}",
             outcome.events, outcome.trace, outcome.tail
         );
-        if let Some(failure) = check(seed, true) {
+        if let Err(failure) = check(seed, true) {
             panic!("{failure}");
         }
         return;
@@ -127,12 +129,20 @@ fn seeded_scenarios_keep_the_behaviour_contract() {
     let first = env("RINGMILL_SIM_FIRST").unwrap_or(0);
     let count = env("RINGMILL_SIM_SEEDS").unwrap_or(300);
     let mut failures = Vec::new();
+    let mut seen: BTreeMap<&'static str, u64> = BTreeMap::new();
     for seed in first..first + count {
-        if let Some(failure) = check(seed, seed % 10 == 0) {
-            eprintln!("{failure}\n");
-            failures.push(seed);
-            if failures.len() == 5 {
-                break;
+        match check(seed, seed % 10 == 0) {
+            Ok(outcome) => {
+                for (kind, n) in outcome.counts {
+                    *seen.entry(kind).or_default() += n;
+                }
+            }
+            Err(failure) => {
+                eprintln!("{failure}\n");
+                failures.push(seed);
+                if failures.len() == 5 {
+                    break;
+                }
             }
         }
     }
@@ -141,8 +151,58 @@ fn seeded_scenarios_keep_the_behaviour_contract() {
         "simulation seeds failed: {failures:?}; replay the first with:\n{}",
         replay_command(failures[0])
     );
-    println!("{count} seeds from {first} passed");
+    println!("{count} seeds from {first} passed; events by kind: {seen:?}");
+    if count >= 100 {
+        // A simulator that silently stopped exercising something would pass for the
+        // wrong reason: every kind of chaos and every callback must have happened.
+        let missing: Vec<&str> = EXERCISED
+            .iter()
+            .copied()
+            .filter(|kind| !seen.contains_key(kind))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "{count} seeds never exercised {missing:?} (events seen: {seen:?})"
+        );
+    }
 }
+
+/// What any hundred seeds exercise.
+const EXERCISED: &[&str] = &[
+    "accepted",
+    "accept-error",
+    "connected",
+    "connect-failed",
+    "sent",
+    "short-send",
+    "send-error",
+    "received",
+    "eof",
+    "recv-error",
+    "closed",
+    "on_connect",
+    "on_data",
+    "on_writable",
+    "on_drained",
+    "on_error",
+    "on_disconnect",
+    "peer-reset",
+    "peer-sees-eof",
+    "pause-inline",
+    "resume",
+    "close-inline",
+    "close-gracefully-inline",
+    "fail",
+    "act-send",
+    "act-burst",
+    "act-close",
+    "act-close-gracefully",
+    "act-abort",
+    "act-pause",
+    "act-resume",
+    "stop-acknowledged",
+    "end",
+];
 
 /// The framing layer the test hands the simulator agrees with the simulator's peers.
 #[test]

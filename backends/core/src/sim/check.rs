@@ -40,7 +40,9 @@ impl NetworkHandler for Checker {
     fn on_data(&self, ctx: &ServerContext, id: ConnectionId, data: &[u8]) -> Result<()> {
         let fail = self.with(|w| w.on_data(ctx, id, data));
         if fail {
-            return Err(Box::new(NetworkError::InvalidState("simulated handler error")));
+            return Err(Box::new(NetworkError::InvalidState(
+                "simulated handler error",
+            )));
         }
         Ok(())
     }
@@ -123,8 +125,10 @@ impl World {
         };
         if self.peers[p].disconnected {
             let ordinal = self.peers[p].ordinal;
-            self.log
-                .violation(now, format!("{what} for #{ordinal} after its on_disconnect"));
+            self.log.violation(
+                now,
+                format!("{what} for #{ordinal} after its on_disconnect"),
+            );
             return None;
         }
         Some(p)
@@ -167,7 +171,8 @@ impl World {
         peer.ordinal = self.next_ordinal;
         peer.sender = sender;
         self.by_id.insert(id, p);
-        self.log.event(now, "on_connect", self.next_ordinal, p as u64);
+        self.log
+            .event(now, "on_connect", self.next_ordinal, p as u64);
         if self.rng.chance(40) {
             let len = self.rng.size(1, 200);
             self.offer(p, len, |f| ctx.try_send_to(id, f));
@@ -246,7 +251,8 @@ impl World {
         let Some(sender) = self.peers[p].sender.clone() else {
             return;
         };
-        self.log.event(now, "pause-inline", self.peers[p].ordinal, 0);
+        self.log
+            .event(now, "pause-inline", self.peers[p].ordinal, 0);
         sender.pause_reads();
         self.peers[p].paused = true;
         let at = now + Duration::from_millis(self.rng.range(0, 500));
@@ -334,7 +340,8 @@ impl World {
             Err(SendError::Closed) => 2,
             Err(_) => 3,
         };
-        self.log.event(now, "send", peer.ordinal, (len as u64) << 2 | tag);
+        self.log
+            .event(now, "send", peer.ordinal, (len as u64) << 2 | tag);
         self.check_queue(p, now);
         ok
     }

@@ -124,7 +124,8 @@ impl<W: Wire> SimDriver<W> {
     }
 
     fn broken(&self, message: String) {
-        self.log.violation(self.now(), format!("driver contract: {message}"));
+        self.log
+            .violation(self.now(), format!("driver contract: {message}"));
     }
 
     /// A short random delay, or none.
@@ -141,7 +142,10 @@ impl<W: Wire> SimDriver<W> {
     fn owned(&mut self, slot: Slot, op: &str) -> Option<&mut SlotState> {
         match self.slots.get(&slot) {
             None => {
-                self.broken(format!("{op} on slot {} the driver does not hold", slot.index()));
+                self.broken(format!(
+                    "{op} on slot {} the driver does not hold",
+                    slot.index()
+                ));
                 None
             }
             Some(s) if s.closing.is_some() => {
@@ -280,8 +284,12 @@ impl<W: Wire> SimDriver<W> {
                 if let Some(s) = self.slots.get_mut(&slot) {
                     s.connecting = None;
                 }
-                self.log
-                    .event(now, "connected", slot.index() as u64, result.is_ok() as u64);
+                let what = if result.is_ok() {
+                    "connected"
+                } else {
+                    "connect-failed"
+                };
+                self.log.event(now, what, slot.index() as u64, 0);
                 sink(Completion::Connected { slot, result });
                 true
             }
@@ -330,8 +338,12 @@ impl<W: Wire> SimDriver<W> {
         if let Some(s) = self.slots.get_mut(&slot) {
             s.send = None;
         }
-        let n = result.as_ref().map_or(u64::MAX, |&n| n as u64);
-        self.log.event(now, "sent", slot.index() as u64, n);
+        let (what, n) = match &result {
+            Ok(n) if *n < total => ("short-send", *n as u64),
+            Ok(n) => ("sent", *n as u64),
+            Err(_) => ("send-error", 0),
+        };
+        self.log.event(now, what, slot.index() as u64, n);
         sink(Completion::Sent { slot, result });
         true
     }
@@ -361,7 +373,8 @@ impl<W: Wire> SimDriver<W> {
                 if n == 0 {
                     s.recv_done = true;
                 }
-                self.log.event(now, "received", slot.index() as u64, n as u64);
+                let what = if n == 0 { "eof" } else { "received" };
+                self.log.event(now, what, slot.index() as u64, n as u64);
                 sink(Completion::Received {
                     slot,
                     result: Ok(&self.rbuf[..n]),
@@ -422,11 +435,11 @@ impl<W: Wire> SimDriver<W> {
     where
         F: FnMut(Completion<'_>) -> Flow,
     {
-        let tag = match &result {
-            Ok(_) => 0,
-            Err(e) => e.raw_os_error().unwrap_or(1000) as u64,
+        let (what, tag) = match &result {
+            Ok(_) => ("accepted", 0),
+            Err(e) => ("accept-error", e.raw_os_error().unwrap_or(1000) as u64),
         };
-        self.log.event(now, "accepted", u64::from(id.0), tag);
+        self.log.event(now, what, u64::from(id.0), tag);
         if sink(Completion::Accepted {
             listener: id,
             result,
@@ -558,7 +571,9 @@ impl<W: Wire + 'static> Driver for SimDriver<W> {
         };
         if s.send.is_some() {
             let index = slot.index();
-            self.broken(format!("shutdown_write on slot {index} with a send in flight"));
+            self.broken(format!(
+                "shutdown_write on slot {index} with a send in flight"
+            ));
             return;
         }
         s.write_shut = true;

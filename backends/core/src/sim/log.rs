@@ -2,7 +2,7 @@
 //! last events in words (for a failure message), and the broken rules it found.
 
 use super::rng::Fnv;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -19,6 +19,7 @@ struct Inner {
     events: u64,
     tail: VecDeque<(u64, &'static str, u64, u64)>,
     violations: Vec<String>,
+    counts: BTreeMap<&'static str, u64>,
     /// The last events when the first rule was broken.
     first_tail: Option<VecDeque<(u64, &'static str, u64, u64)>>,
 }
@@ -32,6 +33,7 @@ impl Log {
             events: 0,
             tail: VecDeque::with_capacity(TAIL),
             violations: Vec::new(),
+            counts: BTreeMap::new(),
             first_tail: None,
         })))
     }
@@ -51,6 +53,7 @@ impl Log {
         inner.hash.write(&a.to_le_bytes());
         inner.hash.write(&b.to_le_bytes());
         inner.events += 1;
+        *inner.counts.entry(what).or_default() += 1;
         if inner.tail.len() == TAIL {
             inner.tail.pop_front();
         }
@@ -78,6 +81,11 @@ impl Log {
     pub fn trace(&self) -> (u64, u64) {
         let inner = self.lock();
         (inner.hash.value(), inner.events)
+    }
+
+    /// How many events of each kind were recorded.
+    pub fn counts(&self) -> BTreeMap<&'static str, u64> {
+        self.lock().counts.clone()
     }
 
     /// The broken rules, in order.

@@ -84,8 +84,10 @@ pub struct Outcome {
     pub events: u64,
     /// The rules broken, in order (empty: the run passed).
     pub violations: Vec<String>,
-    /// The last events before the end, for a failure message.
+    /// The last events before the first broken rule (or the end), for a failure message.
     pub tail: String,
+    /// How many events of each kind the run recorded (what it exercised).
+    pub counts: std::collections::BTreeMap<&'static str, u64>,
 }
 
 /// Runs the scenario of `seed`. `layer` builds the framing layer of framed connections:
@@ -139,6 +141,7 @@ pub fn run(seed: u64, layer: Option<LayerFactory>) -> Outcome {
         events,
         violations: log.violations(),
         tail: log.tail(),
+        counts: log.counts(),
     }
 }
 

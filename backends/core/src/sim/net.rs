@@ -251,7 +251,10 @@ impl World {
             return;
         }
         let left = (peer.plan - peer.written) as usize;
-        let len = self.rng.size(1, if peer.framed { 300 } else { 500 }).min(left);
+        let len = self
+            .rng
+            .size(1, if peer.framed { 300 } else { 500 })
+            .min(left);
         let peer = &mut self.peers[p];
         let bytes = pattern(peer.in_key, peer.written, len);
         if peer.framed {
@@ -276,7 +279,8 @@ impl World {
         let peer = &mut self.peers[p];
         peer.read_scheduled = false;
         if peer.unread > 0 {
-            self.log.event(now, "peer-read", p as u64, peer.unread as u64);
+            self.log
+                .event(now, "peer-read", p as u64, peer.unread as u64);
             peer.unread = 0;
         }
     }

@@ -63,7 +63,9 @@ pub fn pattern_byte(key: u64, index: u64) -> u8 {
 
 /// Bytes `start..start + len` of the pattern stream named `key`.
 pub fn pattern(key: u64, start: u64, len: usize) -> Vec<u8> {
-    (0..len as u64).map(|i| pattern_byte(key, start + i)).collect()
+    (0..len as u64)
+        .map(|i| pattern_byte(key, start + i))
+        .collect()
 }
 
 /// The first offset where `data` differs from the pattern `key` at `start`.

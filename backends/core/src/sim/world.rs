@@ -268,7 +268,12 @@ impl World {
         let rng = &mut self.rng;
         let addr = match side {
             Side::Server(s) => SocketAddr::new(
-                IpAddr::V4(Ipv4Addr::new(10, s as u8, (p / 250) as u8, (p % 250) as u8 + 1)),
+                IpAddr::V4(Ipv4Addr::new(
+                    10,
+                    s as u8,
+                    (p / 250) as u8,
+                    (p % 250) as u8 + 1,
+                )),
                 40_000 + p as u16,
             ),
             Side::Client(c) => SocketAddr::new(

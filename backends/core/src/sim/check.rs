@@ -180,6 +180,54 @@ impl World {
         if self.rng.chance(10) {
             self.pause_inline(p, now);
         }
+        if self.rng.chance(20) {
+            self.later(p, ctx, id, now);
+        }
+    }
+
+    /// The handler leaves work on the loop: a timer (in the loop's virtual time) or a
+    /// posted closure, which sends a frame when it runs.
+    fn later(&mut self, p: usize, ctx: &ServerContext, id: ConnectionId, now: Instant) {
+        let world = self.me.clone();
+        let run = move || {
+            if let Some(world) = world.upgrade() {
+                world
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .run_later(p);
+            }
+        };
+        let ordinal = self.peers[p].ordinal;
+        if self.rng.chance(50) {
+            let delay = Duration::from_millis(self.rng.range(0, 2_000));
+            self.log
+                .event(now, "schedule", ordinal, delay.as_millis() as u64);
+            if ctx.schedule_once_for(id, delay, run).is_err() {
+                self.log.violation(
+                    now,
+                    format!("schedule_once_for #{ordinal} failed inside its callback"),
+                );
+            }
+        } else {
+            self.log.event(now, "post", ordinal, 0);
+            if ctx.post_to(id, run).is_err() {
+                self.log
+                    .violation(now, format!("post_to #{ordinal} failed inside its callback"));
+            }
+        }
+    }
+
+    /// A timer or posted closure of `p`'s handler runs (on the loop, in a turn).
+    fn run_later(&mut self, p: usize) {
+        let now = self.clock.now();
+        self.log.event(now, "later", self.peers[p].ordinal, 0);
+        if !self.live(p) {
+            return;
+        }
+        if let Some(sender) = self.peers[p].sender.clone() {
+            let len = self.rng.size(1, 400);
+            self.offer(p, len, |f| sender.send(f));
+        }
     }
 
     /// Returns whether the handler fails this call (a simulated application error).
@@ -240,6 +288,7 @@ impl World {
                 return true;
             }
             47..=51 => self.pause_inline(p, now),
+            52..=54 => self.later(p, ctx, id, now),
             _ => {}
         }
         false

@@ -138,6 +138,8 @@ pub(crate) struct World {
     pub(super) shared: Option<Arc<LoopShared>>,
     /// The loop was asked to stop.
     pub(super) ended: bool,
+    /// The world itself, for closures the handler leaves on the loop (timers, posts).
+    pub(super) me: std::sync::Weak<Mutex<World>>,
 }
 
 fn ms(n: u64) -> Duration {
@@ -178,11 +180,13 @@ impl World {
             next_ordinal: 0,
             shared: None,
             ended: false,
+            me: std::sync::Weak::new(),
         }));
         let weak = Arc::downgrade(&world);
         let mut w = world.lock().unwrap_or_else(|e| e.into_inner());
+        w.me = weak.clone();
         let start = w.clock.now();
-        for s in 0..rng.size(1, 2) {
+        for s in 0..rng.size(1, 3) {
             let framed = layer.is_some() && rng.chance(50);
             let (marks, chunk) = limits(&mut rng);
             let handler = Arc::new(Checker::new(weak.clone(), Side::Server(s)));
@@ -215,15 +219,15 @@ impl World {
                 stopped: false,
             });
             w.at(start + ms(rng.range(0, 200)), Event::Listen(s));
-            for _ in 0..rng.size(1, 5) {
+            for _ in 0..rng.size(1, 10) {
                 let p = w.new_peer(Side::Server(s), framed, marks.high, chunk);
-                w.at(start + ms(rng.range(0, 3_000)), Event::Connect(p));
+                w.at(start + ms(rng.range(0, 8_000)), Event::Connect(p));
             }
             if rng.chance(40) {
-                w.at(start + ms(rng.range(300, 6_000)), Event::StopServer(s));
+                w.at(start + ms(rng.range(300, 10_000)), Event::StopServer(s));
             }
         }
-        for c in 0..rng.size(0, 3) {
+        for c in 0..rng.size(0, 4) {
             let framed = layer.is_some() && rng.chance(50);
             let (marks, chunk) = limits(&mut rng);
             let config = TcpClientConfig {
@@ -247,12 +251,12 @@ impl World {
                 }
             }
             w.clients.push(client);
-            w.at(start + ms(rng.range(0, 3_000)), Event::StartClient(c));
+            w.at(start + ms(rng.range(0, 8_000)), Event::StartClient(c));
         }
-        for _ in 0..rng.size(0, 14) {
-            w.at(start + ms(rng.range(0, 7_000)), Event::Act);
+        for _ in 0..rng.size(0, 50) {
+            w.at(start + ms(rng.range(0, 11_000)), Event::Act);
         }
-        w.at(start + ms(8_000), Event::End);
+        w.at(start + ms(12_000), Event::End);
         drop(w);
         (world, settings)
     }
@@ -284,7 +288,7 @@ impl World {
         let plan = match rng.below(4) {
             0 => 0,
             1 => rng.range(1, 64),
-            _ => rng.range(1, 3_000),
+            _ => rng.range(1, 20_000),
         };
         self.peers.push(Peer {
             side,

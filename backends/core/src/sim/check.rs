@@ -191,10 +191,7 @@ impl World {
         let world = self.me.clone();
         let run = move || {
             if let Some(world) = world.upgrade() {
-                world
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .run_later(p);
+                world.lock().unwrap_or_else(|e| e.into_inner()).run_later(p);
             }
         };
         let ordinal = self.peers[p].ordinal;
@@ -211,8 +208,10 @@ impl World {
         } else {
             self.log.event(now, "post", ordinal, 0);
             if ctx.post_to(id, run).is_err() {
-                self.log
-                    .violation(now, format!("post_to #{ordinal} failed inside its callback"));
+                self.log.violation(
+                    now,
+                    format!("post_to #{ordinal} failed inside its callback"),
+                );
             }
         }
     }

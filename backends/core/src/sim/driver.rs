@@ -488,18 +488,23 @@ impl<W: Wire + 'static> Driver for SimDriver<W> {
     }
 
     fn resume_accept(&mut self, id: ListenerId) {
+        self.log
+            .note(self.now(), "resume-accept", u64::from(id.0), 0);
         if let Some(l) = self.listeners.get_mut(&id) {
             l.paused = false;
         }
     }
 
     fn unlisten(&mut self, id: ListenerId) {
+        self.log.note(self.now(), "unlisten", u64::from(id.0), 0);
         if self.listeners.remove(&id).is_some() {
             self.wire.unlisten(id);
         }
     }
 
     fn register(&mut self, slot: Slot, stream: TcpStream) -> io::Result<()> {
+        self.log
+            .event(self.now(), "register", slot.index() as u64, 0);
         if !self.take_slot(slot, "register") {
             return Err(io::Error::other("slot still held"));
         }
@@ -510,6 +515,8 @@ impl<W: Wire + 'static> Driver for SimDriver<W> {
     }
 
     fn connect(&mut self, slot: Slot, socket: socket2::Socket, addr: SocketAddr) -> io::Result<()> {
+        self.log
+            .event(self.now(), "connect", slot.index() as u64, 0);
         if !self.take_slot(slot, "connect") {
             return Err(io::Error::other("slot still held"));
         }
@@ -521,6 +528,7 @@ impl<W: Wire + 'static> Driver for SimDriver<W> {
     }
 
     fn recv(&mut self, slot: Slot) {
+        self.log.event(self.now(), "recv", slot.index() as u64, 0);
         let delay = self.jitter(20, 2_000);
         let now = self.now();
         if let Some(s) = self.owned(slot, "recv") {
@@ -533,12 +541,17 @@ impl<W: Wire + 'static> Driver for SimDriver<W> {
     }
 
     fn pause_recv(&mut self, slot: Slot) {
+        self.log
+            .event(self.now(), "pause-recv", slot.index() as u64, 0);
         if let Some(s) = self.owned(slot, "pause_recv") {
             s.receiving = false;
         }
     }
 
     unsafe fn send(&mut self, slot: Slot, bufs: &[IoSlice<'_>]) {
+        let len: usize = bufs.iter().map(|b| b.len()).sum();
+        self.log
+            .event(self.now(), "send-op", slot.index() as u64, len as u64);
         let after = self.now() + self.jitter(20, 5_000);
         let Some(s) = self.owned(slot, "send") else {
             return;
@@ -566,6 +579,8 @@ impl<W: Wire + 'static> Driver for SimDriver<W> {
     }
 
     fn shutdown_write(&mut self, slot: Slot) {
+        self.log
+            .event(self.now(), "shutdown-write", slot.index() as u64, 0);
         let Some(s) = self.owned(slot, "shutdown_write") else {
             return;
         };
@@ -581,6 +596,7 @@ impl<W: Wire + 'static> Driver for SimDriver<W> {
     }
 
     fn close(&mut self, slot: Slot) {
+        self.log.event(self.now(), "close", slot.index() as u64, 0);
         let at = self.now() + self.jitter(40, 30_000);
         let Some(s) = self.owned(slot, "close") else {
             return;

@@ -51,17 +51,22 @@
 //!   io_uring or mio.
 
 mod check;
+mod deliver;
 mod driver;
 mod log;
 mod net;
 pub mod rng;
+#[cfg(target_os = "linux")]
+mod sockets;
 mod wire;
 pub(crate) mod world;
 
-pub use driver::SimDriver;
+pub use driver::{Chaos, SimDriver};
 pub use log::Log;
 pub use net::frame;
-pub use wire::{MemoryWire, Wire};
+#[cfg(target_os = "linux")]
+pub use sockets::SocketWire;
+pub use wire::{Interest, MemoryWire, Wire};
 
 use crate::clock::Clock;
 use crate::layer::LayerFactory;

@@ -40,10 +40,26 @@ pub trait Wire {
     /// Lets the other side act up to `now` (peers write and read, a scenario calls the
     /// core's API); whether anything happened that the loop must see.
     fn run_until(&mut self, now: Instant) -> bool;
-    /// Waits until something may have happened, or `deadline` (`None`: no limit): a
-    /// memory wire moves `clock` to its next event or the deadline. `false` if nothing
-    /// can ever happen (no deadline and nothing scheduled).
-    fn wait(&mut self, clock: &Clock, deadline: Option<Instant>) -> bool;
+    /// Waits until something of `interest` may be ready, a wake, or `deadline` (`None`:
+    /// no limit): a memory wire moves `clock` to its next event or the deadline. `false`
+    /// if nothing can ever happen (no deadline and nothing scheduled).
+    fn wait(&mut self, clock: &Clock, deadline: Option<Instant>, interest: &Interest) -> bool;
+    /// What a wake from another thread must call to end a blocked [`wait`](Self::wait)
+    /// (`None`: waits never block).
+    fn notifier(&self) -> Option<Arc<dyn Fn() + Send + Sync>> {
+        None
+    }
+}
+
+/// What the driver waits for: slots it would read or write, listeners it would accept on.
+#[derive(Debug, Default)]
+pub struct Interest {
+    /// Slots with a receive wanted.
+    pub reads: Vec<Slot>,
+    /// Slots with a send or a connect waiting.
+    pub writes: Vec<Slot>,
+    /// Listeners accepting.
+    pub accepts: Vec<ListenerId>,
 }
 
 /// A [`Wire`] that moves bytes in memory, to and from a scenario's simulated peers.
@@ -107,7 +123,7 @@ impl Wire for MemoryWire {
         World::run_until(&self.0, now)
     }
 
-    fn wait(&mut self, clock: &Clock, deadline: Option<Instant>) -> bool {
+    fn wait(&mut self, clock: &Clock, deadline: Option<Instant>, _: &Interest) -> bool {
         let next = self.world().next_event();
         let to = match (next, deadline) {
             (Some(a), Some(b)) => a.min(b),

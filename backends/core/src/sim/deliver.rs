@@ -1,6 +1,7 @@
 //! How the simulated driver reports: what is ready, in which order, cut how.
 
-use super::driver::{Ready, SimDriver};
+use super::driver::SimDriver;
+use super::state::Ready;
 use super::wire::Wire;
 use crate::driver::{Completion, Flow, ListenerId, Slot};
 use std::io;

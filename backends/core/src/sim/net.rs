@@ -2,7 +2,8 @@
 //! and what the peers do on their own. Every byte a peer receives is checked on arrival.
 
 use super::rng::{pattern, pattern_mismatch};
-use super::world::{raw_fd, unbound_socket, Event, Side, World};
+use super::scenario::{raw_fd, unbound_socket};
+use super::world::{Event, Side, World};
 use crate::driver::{ListenerId, Slot};
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -3,8 +3,8 @@
 //! [`SimDriver`](super::SimDriver) decides *when* things happen (which completion comes
 //! first, how a read is cut, how short a send is, how late a connect or a `Closed` is); a
 //! [`Wire`] only moves bytes and reports what the other side did. [`MemoryWire`] moves
-//! them in memory between the core's slots and the simulated peers of a scenario
-//! ([`World`](super::world::World)), in virtual time. A wire over the real sockets the
+//! them in memory between the core's slots and the simulated peers of a scenario, in
+//! virtual time. A wire over the real sockets the
 //! core hands over (non-blocking syscalls, waiting in `poll(2)`) fits the same seam.
 
 use super::world::World;

@@ -133,9 +133,13 @@ impl World {
     pub(super) fn write(&mut self, slot: Slot, data: &[u8]) -> io::Result<usize> {
         let p = self.peer_of(slot)?;
         let now = self.clock.now();
+        // Now and then the peer is found gone just as the core writes to it.
+        if self.rng.chance(1) {
+            self.peer_reset(p, now);
+        }
         let peer = &mut self.peers[p];
         if peer.reset {
-            return Err(io::Error::from(io::ErrorKind::ConnectionReset));
+            return Err(io::Error::from(io::ErrorKind::BrokenPipe));
         }
         let free = peer.window - peer.unread;
         if free == 0 {
@@ -208,6 +212,24 @@ impl World {
         };
         let now = self.clock.now();
         self.log.event(now, "peer-sees-eof", p as u64, 0);
+        // The core ends its stream only after a graceful close drained the queue: every
+        // byte the handler got accepted has reached the peer by now.
+        let peer = &self.peers[p];
+        let complete = if peer.framed {
+            peer.frames_in.is_empty() && peer.decode.is_empty()
+        } else {
+            peer.got == peer.accepted
+        };
+        if !complete {
+            let message = format!(
+                "the core ended #{}'s stream (a graceful close) before everything queued was written: the peer has {} of {} bytes ({} frames missing)",
+                peer.ordinal,
+                peer.got,
+                peer.accepted,
+                peer.frames_in.len()
+            );
+            self.log.violation(now, message);
+        }
         self.peers[p].core_eof = true;
         if !self.peers[p].eof_out && self.rng.chance(80) {
             let at = now + ms(self.rng.range(0, 300));
@@ -267,6 +289,11 @@ impl World {
         peer.written += len as u64;
         let (more, eof) = (peer.written < peer.plan, peer.plan_eof);
         self.log.event(now, "peer-write", p as u64, len as u64);
+        if self.rng.chance(2) {
+            // A reset in the middle of the stream, right behind what was just written.
+            self.peer_reset(p, now);
+            return;
+        }
         if more {
             let at = now + ms(self.rng.range(0, 200));
             self.at(at, Event::Write(p));

@@ -1,13 +1,10 @@
 //! Tests of the timer heap, user timers and deadlines.
 
 use super::deadline::next_deadline;
-
 use super::*;
 use crate::driver::Waker;
-use std::sync::atomic::AtomicUsize;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 struct NoWake;
 

@@ -99,7 +99,7 @@ impl<D: Driver> Echo<D> {
                 let mut flow = Flow::Continue;
                 if let Completion::Received { slot, result } = &completion {
                     let conn = conns
-                        .get_mut(&slot.0)
+                        .get_mut(&(slot.index() as u32))
                         .unwrap_or_else(|| panic!("Received for unknown {slot:?}"));
                     assert!(!conn.closing, "Received for {slot:?} after close");
                     assert!(!conn.eof, "Received for {slot:?} after its end");
@@ -136,14 +136,19 @@ impl<D: Driver> Echo<D> {
                     self.next += 1;
                     self.next - 1
                 });
-                self.driver.register(Slot(slot), stream).expect("register");
-                self.driver.recv(Slot(slot));
+                self.driver
+                    .register(Slot(u64::from(slot)), stream)
+                    .expect("register");
+                self.driver.recv(Slot(u64::from(slot)));
                 self.conns.insert(slot, EchoConn::default());
                 self.stats.accepted += 1;
             }
             Ev::Accepted(_, Err(e)) => panic!("accept failed: {e}"),
             Ev::Received(slot, result) => {
-                let conn = self.conns.get_mut(&slot.0).expect("checked in the sink");
+                let conn = self
+                    .conns
+                    .get_mut(&(slot.index() as u32))
+                    .expect("checked in the sink");
                 match result {
                     Ok(data) if data.is_empty() => conn.eof = true,
                     Ok(data) => {
@@ -163,7 +168,7 @@ impl<D: Driver> Echo<D> {
             Ev::Sent(slot, result) => {
                 let conn = self
                     .conns
-                    .get_mut(&slot.0)
+                    .get_mut(&(slot.index() as u32))
                     .unwrap_or_else(|| panic!("Sent for unknown {slot:?}"));
                 assert!(!conn.closing, "Sent for {slot:?} after close");
                 assert!(conn.in_flight, "Sent for {slot:?} without a send");
@@ -183,10 +188,10 @@ impl<D: Driver> Echo<D> {
             Ev::Closed(slot) => {
                 let conn = self
                     .conns
-                    .remove(&slot.0)
+                    .remove(&(slot.index() as u32))
                     .unwrap_or_else(|| panic!("Closed for unknown {slot:?}"));
                 assert!(conn.closing, "Closed for {slot:?} without close");
-                self.free.push(slot.0);
+                self.free.push(slot.index() as u32);
                 self.stats.closed += 1;
             }
         }
@@ -200,7 +205,7 @@ impl<D: Driver> Echo<D> {
             if let Some(left) = conn.paused_for.as_mut() {
                 if *left == 0 {
                     conn.paused_for = None;
-                    self.driver.recv(Slot(slot));
+                    self.driver.recv(Slot(u64::from(slot)));
                 } else {
                     *left -= 1;
                 }
@@ -221,12 +226,12 @@ impl<D: Driver> Echo<D> {
                 // move with the `Vec` header), until this slot's `Sent` or `Closed`: the
                 // connection's state is removed only on `Closed`, and `sending` is only
                 // touched again after `Sent`.
-                unsafe { self.driver.send(Slot(slot), &slices) };
+                unsafe { self.driver.send(Slot(u64::from(slot)), &slices) };
                 conn.in_flight = true;
             }
             if conn.eof && conn.out.is_empty() && conn.sending.is_none() {
                 conn.closing = true;
-                self.driver.close(Slot(slot));
+                self.driver.close(Slot(u64::from(slot)));
             }
         }
     }

@@ -315,12 +315,12 @@ fn deadlines_of_closed_connections_are_purged_once_enough_closed() {
     for i in 0..200u32 {
         t.add(
             far,
-            TimerKind::Idle(Slot(i), ConnectionId::new(u64::from(i))),
+            TimerKind::Idle(Slot(u64::from(i)), ConnectionId::new(u64::from(i))),
         );
     }
     t.add(far, TimerKind::Stop);
     // Slots 0..100 stay alive; 100..200 close one by one.
-    let live = |slot: Slot, _id: ConnectionId| slot.0 < 100;
+    let live = |slot: Slot, _id: ConnectionId| slot.index() < 100;
     for _ in 0..99 {
         t.connection_closed(100, live);
     }

@@ -7,7 +7,9 @@
 //!
 //! Both time every message from the moment it is queued for writing to the moment its last
 //! byte is read back (RTT), and count echoed messages over a measured window that follows a
-//! warm-up.
+//! warm-up. Every byte that comes back is checked: each connection sends the stream whose
+//! byte at offset `p` is `p % 251`, so a server that loses, repeats, reorders or corrupts a
+//! byte, or mixes connections up, fails the run.
 
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
@@ -105,11 +107,41 @@ pub fn run(
     }
 }
 
+/// Period of the byte pattern every connection sends (a prime, so it never lines up with
+/// message or buffer sizes).
+const PERIOD: usize = 251;
+
 struct Conn {
     stream: TcpStream,
     unsent: usize,
     partial: usize,
     sent_at: VecDeque<Instant>,
+    /// Stream offset of the next byte to send, modulo `PERIOD`.
+    send_off: usize,
+    /// Stream offset of the next byte expected back, modulo `PERIOD`.
+    recv_off: usize,
+    /// Bytes received so far (for the error message).
+    received: u64,
+}
+
+/// `len + PERIOD` bytes of the pattern: any `len` bytes of the stream are a slice of it.
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len + PERIOD).map(|i| (i % PERIOD) as u8).collect()
+}
+
+/// Checks `got` against the pattern at `off`; the error names the first wrong byte.
+fn check(pat: &[u8], off: usize, got: &[u8], received: u64, conn: usize) -> Result<(), String> {
+    let want = &pat[off..off + got.len()];
+    if want == got {
+        return Ok(());
+    }
+    let i = got.iter().zip(want).position(|(a, b)| a != b).unwrap_or(0);
+    Err(format!(
+        "wrong echo on connection #{conn}: byte {} is {} where {} was sent",
+        received + i as u64,
+        got[i],
+        want[i]
+    ))
 }
 
 fn run_mio(
@@ -138,10 +170,14 @@ fn run_mio(
             unsent: 0,
             partial: 0,
             sent_at: VecDeque::with_capacity(cell.depth),
+            send_off: 0,
+            recv_off: 0,
+            received: 0,
         });
     }
-    let out: Vec<u8> = (0..size * cell.depth).map(|i| (i % 251) as u8).collect();
+    let window = size * cell.depth;
     let mut inbuf = vec![0u8; 256 * 1024];
+    let out = pattern(window.max(inbuf.len()));
     let mut events = Events::with_capacity(1024);
     let mut rtts = Vec::with_capacity(1 << 20);
 
@@ -151,7 +187,7 @@ fn run_mio(
             c.sent_at.push_back(begin);
         }
         c.unsent = size * cell.depth;
-        flush(c, &out)?;
+        flush(c, &out, window)?;
     }
     let mut done = 0u64;
     let mut measuring = false;
@@ -165,9 +201,10 @@ fn run_mio(
         let now = Instant::now();
         for ev in events.iter() {
             let now = Instant::now();
-            let c = &mut conns[ev.token().0];
+            let conn = ev.token().0;
+            let c = &mut conns[conn];
             if ev.is_writable() {
-                flush(c, &out)?;
+                flush(c, &out, window)?;
             }
             if !ev.is_readable() {
                 continue;
@@ -176,6 +213,9 @@ fn run_mio(
                 match c.stream.read(&mut inbuf) {
                     Ok(0) => return Err("server closed a connection".into()),
                     Ok(n) => {
+                        check(&out, c.recv_off, &inbuf[..n], c.received, conn)?;
+                        c.recv_off = (c.recv_off + n) % PERIOD;
+                        c.received += n as u64;
                         c.partial += n;
                         let msgs = c.partial / size;
                         c.partial %= size;
@@ -198,7 +238,7 @@ fn run_mio(
                     Err(e) => return Err(format!("read: {e}")),
                 }
             }
-            flush(c, &out)?;
+            flush(c, &out, window)?;
         }
         if now.duration_since(last_progress) > STALL {
             return Err(format!("no echo for {STALL:?}"));
@@ -221,12 +261,16 @@ fn run_mio(
     }
 }
 
-/// Writes as much of `c`'s pending bytes as the socket takes.
-fn flush(c: &mut Conn, out: &[u8]) -> Result<(), String> {
+/// Writes as much of `c`'s pending bytes as the socket takes, at most `window` per call
+/// to `write`, continuing the pattern (`out`).
+fn flush(c: &mut Conn, out: &[u8], window: usize) -> Result<(), String> {
     while c.unsent > 0 {
-        let n = c.unsent.min(out.len());
-        match c.stream.write(&out[..n]) {
-            Ok(w) => c.unsent -= w,
+        let n = c.unsent.min(window);
+        match c.stream.write(&out[c.send_off..c.send_off + n]) {
+            Ok(w) => {
+                c.unsent -= w;
+                c.send_off = (c.send_off + w) % PERIOD;
+            }
             Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => return Err(format!("write: {e}")),
@@ -249,20 +293,24 @@ fn run_blocking(
     let phase = Arc::new(AtomicU8::new(WARMUP));
     let done = Arc::new(AtomicU64::new(0));
     let mut threads = Vec::with_capacity(streams.len());
-    for mut s in streams {
+    for (conn, mut s) in streams.into_iter().enumerate() {
         let phase = Arc::clone(&phase);
         let done = Arc::clone(&done);
         let (size, depth) = (cell.size, cell.depth);
         let t = std::thread::Builder::new()
             .stack_size(128 * 1024)
             .spawn(move || -> Result<Vec<u32>, String> {
-                let out: Vec<u8> = (0..size * depth).map(|i| (i % 251) as u8).collect();
+                // Each round sends and reads back whole windows, so the pattern restarts.
+                let out: Vec<u8> = pattern(size * depth)[..size * depth].to_vec();
                 let mut back = vec![0u8; size * depth];
+                let mut received = 0u64;
                 let mut rtts = Vec::new();
                 while phase.load(Ordering::Relaxed) != STOP {
                     let t0 = Instant::now();
                     s.write_all(&out).map_err(|e| format!("write: {e}"))?;
                     s.read_exact(&mut back).map_err(|e| format!("read: {e}"))?;
+                    check(&out, 0, &back, received, conn)?;
+                    received += back.len() as u64;
                     let ns = t0.elapsed().as_nanos().min(u32::MAX as u128) as u32;
                     if phase.load(Ordering::Relaxed) == MEASURE {
                         rtts.extend(std::iter::repeat_n(ns, depth));
@@ -308,18 +356,21 @@ pub fn quantile(samples: &mut [u32], q: f64) -> u32 {
 }
 
 /// `load ADDR CONNS SIZE DEPTH [blocking]`: the load generator alone, 1 s warm-up, 3 s window.
-pub fn main(args: &[String]) -> Result<(), String> {
-    let usage = "usage: load HOST:PORT CONNS SIZE DEPTH [blocking]";
-    if args.len() < 4 {
-        return Err(usage.into());
+pub fn main(
+    addr: SocketAddr,
+    conns: usize,
+    size: usize,
+    depth: usize,
+    blocking: bool,
+) -> Result<(), String> {
+    if conns == 0 || size == 0 || depth == 0 {
+        return Err("CONNS, SIZE and DEPTH must be at least 1".into());
     }
-    let addr: SocketAddr = args[0].parse().map_err(|_| usage)?;
-    let num = |s: &String| s.parse::<usize>().map_err(|_| usage.to_string());
     let cell = Cell {
-        conns: num(&args[1])?,
-        size: num(&args[2])?,
-        depth: num(&args[3])?,
-        blocking: args.get(4).map(String::as_str) == Some("blocking"),
+        conns,
+        size,
+        depth,
+        blocking,
     };
     crate::proc::raise_nofile();
     let mut m = run(

@@ -1,7 +1,8 @@
 //! The load generator: none of the servers' code. Two modes:
 //!
-//! - `mio`: one thread, one `mio::Poll`, every connection non-blocking, `depth` messages in
-//!   flight per connection (a new one is sent as soon as one is echoed);
+//! - `mio`: one thread (or one per client CPU, each with every n-th connection), one
+//!   `mio::Poll` per thread, every connection non-blocking, `depth` messages in flight per
+//!   connection (a new one is sent as soon as one is echoed);
 //! - `blocking`: one blocking thread per connection, each writing `depth` messages then
 //!   reading their echo, in a loop (the small-batch case).
 //!
@@ -91,19 +92,22 @@ pub fn connect_checked(addr: SocketAddr, n: usize) -> Result<Vec<std::net::TcpSt
 }
 
 /// Runs `cell` against the echo server at `addr`: `warmup`, then a window of `secs`, with
-/// `snap` called at both ends of the window.
+/// `snap` called at both ends of the window. The mio client runs one thread per entry of
+/// `cpus`, each pinned to that CPU and driving every n-th connection (one unpinned thread
+/// when `cpus` is empty); the blocking client runs where the caller's affinity allows.
 pub fn run(
     addr: SocketAddr,
     cell: Cell,
     warmup: Duration,
     secs: Duration,
     snap: &mut dyn FnMut() -> Result<Snap, String>,
+    cpus: &[usize],
 ) -> Result<Measured, String> {
     let streams = connect_checked(addr, cell.conns)?;
     if cell.blocking {
         run_blocking(streams, cell, warmup, secs, snap)
     } else {
-        run_mio(streams, cell, warmup, secs, snap)
+        run_mio(streams, cell, warmup, secs, snap, cpus)
     }
 }
 
@@ -144,18 +148,134 @@ fn check(pat: &[u8], off: usize, got: &[u8], received: u64, conn: usize) -> Resu
     ))
 }
 
+/// What the runner's thread and the mio client threads share.
+struct Ctl {
+    phase: AtomicU8,
+    /// Messages echoed so far, per client thread (each written by its thread only).
+    done: Vec<Padded>,
+    /// Set by a client thread that stopped on an error.
+    failed: AtomicU8,
+}
+
+/// A counter on a cache line of its own.
+#[repr(align(128))]
+struct Padded(AtomicU64);
+
+impl Ctl {
+    fn done(&self) -> u64 {
+        self.done.iter().map(|d| d.0.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Sleeps for `d`, or less if a client thread failed.
+    fn wait(&self, d: Duration) {
+        let until = Instant::now() + d;
+        while self.failed.load(Ordering::Relaxed) == 0 {
+            let now = Instant::now();
+            if now >= until {
+                return;
+            }
+            std::thread::sleep((until - now).min(Duration::from_millis(50)));
+        }
+    }
+}
+
 fn run_mio(
     streams: Vec<std::net::TcpStream>,
     cell: Cell,
     warmup: Duration,
     secs: Duration,
     snap: &mut dyn FnMut() -> Result<Snap, String>,
+    cpus: &[usize],
 ) -> Result<Measured, String> {
-    let size = cell.size;
-    let poll = Poll::new().map_err(|e| e.to_string())?;
-    let mut poll = poll;
-    let mut conns = Vec::with_capacity(streams.len());
+    let threads = cpus.len().max(1);
+    let mut parts: Vec<Vec<(usize, std::net::TcpStream)>> =
+        (0..threads).map(|_| Vec::new()).collect();
     for (i, s) in streams.into_iter().enumerate() {
+        parts[i % threads].push((i, s));
+    }
+    let ctl = Arc::new(Ctl {
+        phase: AtomicU8::new(WARMUP),
+        done: (0..threads).map(|_| Padded(AtomicU64::new(0))).collect(),
+        failed: AtomicU8::new(0),
+    });
+    let mut handles = Vec::with_capacity(threads);
+    for (t, part) in parts.into_iter().enumerate() {
+        let ctl = Arc::clone(&ctl);
+        let cpu = cpus.get(t).copied();
+        let h = std::thread::Builder::new()
+            .name(format!("client-{t}"))
+            .spawn(move || {
+                let r = cpu
+                    .map_or(Ok(()), crate::proc::pin_to)
+                    .and_then(|()| mio_client(part, cell, &ctl, t));
+                if r.is_err() {
+                    ctl.failed.store(1, Ordering::Relaxed);
+                }
+                r
+            })
+            .map_err(|e| format!("spawn client thread: {e}"))?;
+        handles.push(h);
+    }
+    let stop = |ctl: &Ctl| ctl.phase.store(STOP, Ordering::Relaxed);
+    let join = |handles: Vec<std::thread::JoinHandle<Result<Vec<u32>, String>>>| {
+        let mut rtts = Vec::new();
+        let mut first_err = None;
+        for h in handles {
+            match h.join() {
+                Ok(Ok(r)) => rtts.extend(r),
+                Ok(Err(e)) => {
+                    first_err.get_or_insert(e);
+                }
+                Err(_) => {
+                    first_err.get_or_insert("client thread panicked".to_string());
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(rtts),
+        }
+    };
+    ctl.wait(warmup);
+    let start = match snap() {
+        Ok(s) => s,
+        Err(e) => {
+            stop(&ctl);
+            let _ = join(handles);
+            return Err(e);
+        }
+    };
+    let window_start = Instant::now();
+    let done_at_start = ctl.done();
+    ctl.phase.store(MEASURE, Ordering::Relaxed);
+    ctl.wait(secs);
+    let done_at_end = ctl.done();
+    stop(&ctl);
+    let end = snap();
+    let elapsed = window_start.elapsed();
+    let rtts = join(handles)?;
+    Ok(Measured {
+        msgs: done_at_end - done_at_start,
+        elapsed,
+        start,
+        end: end?,
+        rtts,
+    })
+}
+
+/// One mio client thread: drives `streams` (with their global numbers) until the phase is
+/// `STOP`; returns the RTTs of the messages completed while it was `MEASURE`.
+fn mio_client(
+    streams: Vec<(usize, std::net::TcpStream)>,
+    cell: Cell,
+    ctl: &Ctl,
+    me: usize,
+) -> Result<Vec<u32>, String> {
+    let size = cell.size;
+    let mut poll = Poll::new().map_err(|e| e.to_string())?;
+    let mut conns = Vec::with_capacity(streams.len());
+    let mut ids = Vec::with_capacity(streams.len());
+    for (i, (id, s)) in streams.into_iter().enumerate() {
         s.set_nonblocking(true).map_err(|e| e.to_string())?;
         let mut stream = TcpStream::from_std(s);
         poll.registry()
@@ -174,6 +294,7 @@ fn run_mio(
             recv_off: 0,
             received: 0,
         });
+        ids.push(id);
     }
     let window = size * cell.depth;
     let mut inbuf = vec![0u8; 256 * 1024];
@@ -190,19 +311,20 @@ fn run_mio(
         flush(c, &out, window)?;
     }
     let mut done = 0u64;
-    let mut measuring = false;
-    let mut window_start = begin + warmup;
-    let mut start = Snap::default();
-    let mut done_at_start = 0;
     let mut last_progress = Instant::now();
     loop {
+        let phase = ctl.phase.load(Ordering::Relaxed);
+        if phase == STOP {
+            return Ok(rtts);
+        }
+        let measuring = phase == MEASURE;
         poll.poll(&mut events, Some(Duration::from_millis(5)))
             .map_err(|e| e.to_string())?;
         let now = Instant::now();
         for ev in events.iter() {
             let now = Instant::now();
-            let conn = ev.token().0;
-            let c = &mut conns[conn];
+            let c = &mut conns[ev.token().0];
+            let conn = ids[ev.token().0];
             if ev.is_writable() {
                 flush(c, &out, window)?;
             }
@@ -240,23 +362,9 @@ fn run_mio(
             }
             flush(c, &out, window)?;
         }
+        ctl.done[me].0.store(done, Ordering::Relaxed);
         if now.duration_since(last_progress) > STALL {
             return Err(format!("no echo for {STALL:?}"));
-        }
-        if !measuring && now >= window_start {
-            start = snap()?;
-            window_start = Instant::now();
-            done_at_start = done;
-            measuring = true;
-        } else if measuring && now.duration_since(window_start) >= secs {
-            let end = snap()?;
-            return Ok(Measured {
-                msgs: done - done_at_start,
-                elapsed: window_start.elapsed(),
-                start,
-                end,
-                rtts,
-            });
         }
     }
 }
@@ -379,6 +487,7 @@ pub fn main(
         Duration::from_secs(1),
         Duration::from_secs(3),
         &mut || Ok(Snap::default()),
+        &[],
     )?;
     let rate = m.msgs as f64 / m.elapsed.as_secs_f64();
     let p50 = quantile(&mut m.rtts, 0.5) as f64 / 1e3;

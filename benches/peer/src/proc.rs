@@ -47,7 +47,8 @@ pub fn pin_to_first(n: usize) -> Result<(), String> {
     pin_set(0..n.max(1))
 }
 
-fn pin_set(cpus: std::ops::Range<usize>) -> Result<(), String> {
+/// Pins the calling thread (and the threads it starts later) to CPUs `cpus`.
+pub fn pin_set(cpus: std::ops::Range<usize>) -> Result<(), String> {
     // cpu_set_t holds CPU_SETSIZE (1024) CPUs.
     if cpus.end > 1024 {
         return Err(format!("CPU {} is beyond CPU_SETSIZE", cpus.end - 1));

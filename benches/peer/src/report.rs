@@ -915,12 +915,23 @@ fn markdown(d: &Data, dir: &Path, md: &Path) -> String {
         .find(|(k, _)| k == "client cpu")
         .and_then(|(_, v)| v.parse().ok())
         .unwrap_or(d.threads);
-    if d.threads > 1 || client_cpu != d.threads {
+    let client_threads: usize = d
+        .machine
+        .iter()
+        .find(|(k, _)| k == "client threads")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(1);
+    if d.threads > 1 || client_cpu != d.threads || client_threads > 1 {
         let _ = writeln!(
             s,
-            "- loop threads: {} (servers on CPUs 0-{}, load generator on CPU {})",
+            "- loop threads: {} (servers on CPU{}); load generator: {} mio thread(s) from CPU {}",
             d.threads,
-            d.threads - 1,
+            if d.threads == 1 {
+                " 0".to_string()
+            } else {
+                format!("s 0-{}", d.threads - 1)
+            },
+            client_threads,
             client_cpu
         );
     }
@@ -1109,7 +1120,9 @@ const METHOD: &str = "## Method
   CPU 1. So the server's CPU time is its own and the two never share a core. With
   `--threads N` the ringmill servers run N loop threads and tokio N workers (mill-net's
   pool sizes itself to the CPUs it may use; monoio and the plain loop stay one thread), on
-  CPUs 0..N-1, and the load generator is on CPU N.
+  CPUs 0..N-1, and the load generator is on CPU N; `--client-threads M` spreads the mio
+  load generator over M threads on CPUs N..N+M-1, each driving every M-th connection.
+  Messages/s per core is messages/s over the threads doing a server's work.
 - **Load generators**, neither of them any of the servers' code: (1) one thread with one
   `mio::Poll` driving every connection, keeping `depth` messages in flight per connection
   (a new message is queued as soon as one is echoed back); (2) a blocking client with one

@@ -51,8 +51,8 @@ pub fn cells() -> Vec<Cell> {
 /// `all`'s options.
 #[derive(clap::Args, Debug)]
 #[command(after_help = "\
-A run narrowed by --servers, --cells, --mode, --threads or --base (or --quick) writes to \
-a temporary folder (printed at the end) unless --out/--md are given, so the committed \
+A run narrowed by --servers, --cells, --mode, --threads, --client-cpu, --client-threads, \
+--base, fewer than 5 --reps or --quick writes to a temporary folder (printed at the end) unless --out/--md are given, so the committed \
 results stay as they are; a full run writes benches/peer/results and BENCHMARKS.md.
 
 Examples:
@@ -97,6 +97,11 @@ pub struct Opts {
     /// numbers are no comparison (the report says so).
     #[arg(long)]
     client_cpu: Option<usize>,
+    /// Threads of the mio load generator, on CPUs CLIENT_CPU.. (one each), each driving
+    /// every n-th connection; the blocking client's threads share those CPUs. For a server
+    /// with N loop threads one client thread is soon the limit.
+    #[arg(long, default_value_t = 1)]
+    client_threads: usize,
     /// Another checkout of the library, `[LABEL=]PATH` to its root (repeatable): its ringmill
     /// servers are built (this benchmark's server code against that library) and measured
     /// in the same run as `ringmill-uring@LABEL` and `ringmill-mio@LABEL` (LABEL: `base`).
@@ -125,6 +130,7 @@ struct Plan {
     idle: usize,
     threads: usize,
     client_cpu: usize,
+    client_threads: usize,
     servers: Vec<String>,
     cells: Vec<Cell>,
     bases: Vec<Base>,
@@ -233,8 +239,8 @@ fn select_cells(specs: &[String], mode: Option<&str>) -> Result<Vec<Cell>, Strin
 }
 
 fn plan(o: Opts) -> Result<Plan, String> {
-    if o.threads == 0 {
-        return Err("--threads must be at least 1".into());
+    if o.threads == 0 || o.client_threads == 0 {
+        return Err("--threads and --client-threads must be at least 1".into());
     }
     let narrowed = o.quick
         || !o.servers.is_empty()
@@ -242,6 +248,8 @@ fn plan(o: Opts) -> Result<Plan, String> {
         || o.mode.is_some()
         || o.threads != 1
         || o.client_cpu.is_some()
+        || o.client_threads != 1
+        || o.reps.is_some_and(|r| r < 5)
         || !o.base.is_empty();
     let secs = o.secs.unwrap_or(if o.quick { 0.3 } else { 2.0 });
     let warmup = o.warmup.unwrap_or(if o.quick { 0.1 } else { 0.5 });
@@ -368,6 +376,7 @@ fn plan(o: Opts) -> Result<Plan, String> {
         idle,
         threads: o.threads,
         client_cpu: o.client_cpu.unwrap_or(o.threads),
+        client_threads: o.client_threads,
         servers,
         cells,
         bases,
@@ -723,7 +732,7 @@ fn settle() {
 }
 
 /// Seconds one run takes besides its window and warm-up (server start, connects, checks).
-const RUN_OVERHEAD_S: f64 = 0.45;
+const RUN_OVERHEAD_S: f64 = 0.35;
 
 /// `all [options]`.
 pub fn main(o: Opts) -> Result<(), String> {
@@ -732,14 +741,17 @@ pub fn main(o: Opts) -> Result<(), String> {
     // commits or edits made while the run goes on are not part of it.
     let source = p.source.clone().unwrap_or_else(source_label);
     let (model, cores, kernel) = proc::machine();
-    if cores < p.threads.max(p.client_cpu + 1) {
+    let client_end = p.client_cpu + p.client_threads;
+    if cores < p.threads.max(client_end) {
         return Err(format!(
-            "needs at least {} CPUs (server on CPUs 0..{}, load generator on CPU {}); this machine has {cores}",
-            p.threads.max(p.client_cpu + 1),
+            "needs at least {} CPUs (server on CPUs 0..{}, load generator on CPUs {}..{}); this machine has {cores}",
+            p.threads.max(client_end),
             p.threads - 1,
-            p.client_cpu
+            p.client_cpu,
+            client_end - 1
         ));
     }
+    let client_cpus: Vec<usize> = (p.client_cpu..client_end).collect();
     let nofile = proc::raise_nofile();
     if (nofile as usize) < p.idle + 100 {
         return Err(format!(
@@ -751,7 +763,7 @@ pub fn main(o: Opts) -> Result<(), String> {
         let exe = build_base(&p.bases[i])?;
         p.bases[i].exe = exe;
     }
-    proc::pin_to(p.client_cpu)?;
+    proc::pin_set(p.client_cpu..client_end)?;
     let taskset = taskset_available();
     fs::create_dir_all(&p.out).map_err(|e| format!("{}: {e}", p.out.display()))?;
     let total = p.cells.len() * p.reps * p.servers.len();
@@ -763,7 +775,7 @@ pub fn main(o: Opts) -> Result<(), String> {
         };
     eprintln!(
         "{} cells x {} servers x {} reps, {:.1} s each (+{:.1} s warm-up); idle: {} connections; \
-         {} loop thread(s); about {:.0} min",
+         {} loop thread(s), {} client thread(s); about {:.0} min",
         p.cells.len(),
         p.servers.len(),
         p.reps,
@@ -771,6 +783,7 @@ pub fn main(o: Opts) -> Result<(), String> {
         p.warmup,
         p.idle,
         p.threads,
+        p.client_threads,
         (estimate / 60.0).ceil()
     );
     let began = Instant::now();
@@ -793,6 +806,7 @@ pub fn main(o: Opts) -> Result<(), String> {
                         Duration::from_secs_f64(p.warmup),
                         Duration::from_secs_f64(p.secs),
                         &mut || server.snap(),
+                        &client_cpus,
                     )
                 });
                 match result {
@@ -878,6 +892,7 @@ pub fn main(o: Opts) -> Result<(), String> {
     ));
     machine.push_str(&format!("threads: {}\n", p.threads));
     machine.push_str(&format!("client cpu: {}\n", p.client_cpu));
+    machine.push_str(&format!("client threads: {}\n", p.client_threads));
     machine.push_str(&format!("source: {source}\n"));
     for b in &p.bases {
         machine.push_str(&format!(

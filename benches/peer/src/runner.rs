@@ -356,6 +356,12 @@ fn plan(o: Opts) -> Result<Plan, String> {
         }
         servers = with;
     }
+    if !bases.is_empty() && !servers.iter().any(|s| s.contains('@')) {
+        return Err(format!(
+            "--base builds {} only, and --servers names neither",
+            RINGMILL.join(" and ")
+        ));
+    }
     let cells = select_cells(&o.cells, o.mode.as_deref())?;
     let bases = bases
         .into_iter()

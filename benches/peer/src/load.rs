@@ -499,3 +499,23 @@ pub fn main(
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_check_names_the_first_wrong_byte() {
+        let pat = pattern(1000);
+        assert!(check(&pat, 7, &pat[7..500], 0, 3).is_ok());
+        let mut got = pat[7..500].to_vec();
+        got[100] ^= 0xff;
+        let e = check(&pat, 7, &got, 4096, 3).unwrap_err();
+        assert!(
+            e.contains("connection #3: byte 4196"),
+            "error names the connection and the stream offset: {e}"
+        );
+        // The same bytes one offset late (a lost byte) fail too.
+        assert!(check(&pat, 8, &pat[7..500], 0, 0).is_err());
+    }
+}

@@ -1323,3 +1323,130 @@ fn chart(d: &Data) -> String {
     let _ = writeln!(svg, "</svg>");
     svg
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEADER: &str = "mode,conns,size,depth,server,rep,msgs_per_s,cpu_us_per_msg,server_cpu,client_cpu,rtt_p50_us,rtt_p99_us,allocs_per_msg";
+
+    /// A results folder in the temporary directory with `rows` (server, conns, rep, msg/s,
+    /// CPU us/msg) for the mio client, 4 KiB x 16.
+    fn results(name: &str, rows: &[(&str, usize, usize, f64, f64)]) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "ringmill-peer-report-{name}-{}",
+            std::process::id()
+        ));
+        fs::create_dir_all(&dir).unwrap();
+        let mut raw = format!("{HEADER}\n");
+        for (srv, conns, rep, rate, cpu) in rows {
+            raw.push_str(&format!(
+                "mio,{conns},4096,16,{srv},{rep},{rate},{cpu},0.9,0.9,100,200,0.0\n"
+            ));
+        }
+        fs::write(dir.join("raw.csv"), raw).unwrap();
+        fs::write(dir.join("machine.txt"), "cpu: test\ncores: 2\n").unwrap();
+        dir
+    }
+
+    fn render(dir: &Path) -> String {
+        let md = dir.join("BENCHMARKS.md");
+        generate(dir, &md).unwrap();
+        fs::read_to_string(md).unwrap()
+    }
+
+    #[test]
+    fn results_without_the_plain_loop_still_render() {
+        let mut rows = Vec::new();
+        for rep in 0..3 {
+            for (srv, rate, cpu) in [
+                ("tokio", 100.0, 6.0),
+                ("monoio", 90.0, 6.5),
+                ("mill-net", 80.0, 7.0),
+                ("ringmill-uring", 110.0, 2.5),
+                ("ringmill-mio", 105.0, 2.7),
+            ] {
+                rows.push((srv, 64, rep, rate, cpu));
+            }
+        }
+        let dir = results("old", &rows);
+        let md = render(&dir);
+        assert!(
+            md.contains("ratio to tokio (this run has no plain loop)"),
+            "{md}"
+        );
+        assert!(
+            md.contains("not measured (no plain-mio in this run)"),
+            "{md}"
+        );
+        assert!(md.contains("| 64 x 4 KiB x 16 | 100 (1.00x) |"), "{md}");
+        assert!(md.contains("## Noise"), "{md}");
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn targets_against_the_plain_loop_list_each_miss_with_its_repetitions() {
+        let mut rows = Vec::new();
+        // io_uring: 1.2x the plain loop's CPU at 64 connections (a miss), 0.9x at 512;
+        // mio: 1.05x at both (met); both above tokio's messages/s.
+        for rep in 0..3 {
+            let j = rep as f64 * 0.01;
+            for (conns, uring_cpu) in [(64, 1.2), (512, 0.9)] {
+                rows.push(("tokio", conns, rep, 100.0, 5.0));
+                rows.push(("plain-mio", conns, rep, 300.0, 1.0 + j));
+                rows.push(("ringmill-uring", conns, rep, 250.0, uring_cpu + j));
+                rows.push(("ringmill-mio", conns, rep, 240.0, 1.05 + j));
+            }
+        }
+        let dir = results("plain", &rows);
+        let md = render(&dir);
+        let targets = &md[md.find("### The data path at the limit").unwrap()..];
+        let targets = &targets[..targets.find("### Earlier targets").unwrap()];
+        assert!(
+            targets.contains("with 64 or more connections: **not met**\n  - 1 of 2 comparisons meet it\n  - missed: mio client, 64 x 4 KiB x 16: ringmill-uring CPU us/msg 1.21 vs plain-mio 1.01 = 1.20x (repetitions 1.20-1.20x)"),
+            "{targets}"
+        );
+        assert!(
+            targets.contains("<= 1.1x the plain loop's in every cell: **met**"),
+            "{targets}"
+        );
+        assert!(
+            targets.contains("the blocking thread-per-connection client included: **met**"),
+            "{targets}"
+        );
+        // Per-cell tables carry both ratios.
+        assert!(md.contains("250 (2.50x / 0.83x)"), "{md}");
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_base_twin_that_is_better_in_every_repetition_makes_this_checkout_worse() {
+        let mut rows = Vec::new();
+        for rep in 0..5 {
+            let j = rep as f64;
+            rows.push(("tokio", 64, rep, 100.0, 5.0));
+            rows.push(("plain-mio", 64, rep, 300.0, 1.0));
+            rows.push(("ringmill-uring", 64, rep, 200.0 + j, 1.5));
+            rows.push(("ringmill-uring@base", 64, rep, 250.0 + j, 1.5));
+            rows.push(("ringmill-mio", 64, rep, 240.0 + j, 1.2));
+            rows.push(("ringmill-mio@base", 64, rep, 238.0 - j, 1.2));
+        }
+        let dir = results("base", &rows);
+        let md = render(&dir);
+        let base = &md[md.find("## Against the base checkout").unwrap()..];
+        assert!(
+            base.contains("- mio client, 64 x 4 KiB x 16: ringmill-uring msg/s 202 vs ringmill-uring@base 252 = 0.80x"),
+            "{base}"
+        );
+        assert!(
+            !base.contains("- mio client, 64 x 4 KiB x 16: ringmill-mio msg/s"),
+            "{base}"
+        );
+        // Twins sit right after their own server in the tables.
+        assert!(
+            md.contains("| cell | tokio | plain-mio | ringmill-uring | ringmill-uring@base | ringmill-mio | ringmill-mio@base |"),
+            "{md}"
+        );
+        fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -978,3 +978,62 @@ fn git_source(dir: &Path, exclude: &[&str]) -> String {
 fn write(path: &Path, text: &str) -> Result<(), String> {
     fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cell(conns: usize, size: usize, depth: usize, blocking: bool) -> Cell {
+        Cell {
+            conns,
+            size,
+            depth,
+            blocking,
+        }
+    }
+
+    #[test]
+    fn cell_specs_select_from_the_grid_and_add_exact_cells() {
+        let specs = |s: &str| s.split(',').map(str::to_string).collect::<Vec<_>>();
+        // A size alone: every cell of that size, both clients.
+        let c = select_cells(&specs("4k"), None).unwrap();
+        assert_eq!(c.len(), 9, "{c:?}");
+        assert!(c.iter().all(|c| c.size == 4096));
+        // Wildcards and a mode prefix.
+        let c = select_cells(&specs("mio:*x4kx16"), None).unwrap();
+        assert_eq!(
+            c,
+            vec![
+                cell(1, 4096, 16, false),
+                cell(64, 4096, 16, false),
+                cell(512, 4096, 16, false)
+            ]
+        );
+        // An exact cell outside the grid is added, once.
+        let c = select_cells(&specs("2048x4kx16,2048x4096x16"), None).unwrap();
+        assert_eq!(c, vec![cell(2048, 4096, 16, false)]);
+        // --mode limits what the specs select.
+        let c = select_cells(&specs("64x64bx1"), Some("blocking")).unwrap();
+        assert_eq!(c, vec![cell(64, 64, 1, true)]);
+        assert_eq!(select_cells(&[], Some("mio")).unwrap().len(), 12);
+        assert_eq!(select_cells(&[], None).unwrap(), cells());
+    }
+
+    #[test]
+    fn bad_cell_specs_are_refused_with_the_syntax() {
+        for bad in [
+            "64x4k",
+            "x4kx16",
+            "0x4kx16",
+            "64x4kx16x2",
+            "fast:4k",
+            "64",
+            "4q",
+        ] {
+            let e = select_cells(&[bad.to_string()], None).unwrap_err();
+            assert!(e.contains("CONNSxSIZExDEPTH"), "{bad}: {e}");
+        }
+        let e = select_cells(&["blocking:*x4kx16".to_string()], None).unwrap_err();
+        assert!(e.contains("select no cell"), "{e}");
+    }
+}

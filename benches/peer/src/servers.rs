@@ -92,7 +92,7 @@ pub fn main(kind: &str, port: u16, threads: usize) -> Result<(), String> {
         "tokio" => tokio_server(addr, threads),
         "monoio" => monoio_server(addr),
         "mill-net" => millnet_server(addr),
-        "plain-mio" => crate::plain::run(addr, || {
+        "plain-mio" => crate::plain::run(addr, |_| {
             ready("plain mio loop, 1 thread: epoll edge-triggered, one 64 KiB read buffer written straight back, only the unwritten tail queued per connection")
         }),
         "ringmill-uring" => ringmill_server(addr, ringmill::Backend::Uring, threads),

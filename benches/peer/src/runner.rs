@@ -120,6 +120,9 @@ pub struct Opts {
     /// A smoke run: short windows, 1 repetition, written to a temporary folder.
     #[arg(long)]
     quick: bool,
+    /// Print the cells, servers, output and estimated time, and measure nothing.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 /// The options resolved.
@@ -137,6 +140,7 @@ struct Plan {
     out: PathBuf,
     md: PathBuf,
     source: Option<String>,
+    dry_run: bool,
 }
 
 /// Another checkout whose ringmill servers run beside this one's.
@@ -389,6 +393,7 @@ fn plan(o: Opts) -> Result<Plan, String> {
         out,
         md,
         source: o.source,
+        dry_run: o.dry_run,
     })
 }
 
@@ -740,6 +745,56 @@ fn settle() {
 /// Seconds one run takes besides its window and warm-up (server start, connects, checks).
 const RUN_OVERHEAD_S: f64 = 0.35;
 
+/// One line: what the run does and about how long it takes (without a `--base` build).
+fn summary(p: &Plan) -> String {
+    let total = p.cells.len() * p.reps * p.servers.len();
+    let estimate = total as f64 * (p.secs + p.warmup + RUN_OVERHEAD_S)
+        + if p.idle > 0 {
+            (p.reps * p.servers.len()) as f64 * (0.6 + p.idle as f64 * 1e-4)
+        } else {
+            0.0
+        };
+    format!(
+        "{} cells x {} servers x {} reps, {} s each (+{} s warm-up); idle: {} connections; \
+         {} loop thread(s), {} client thread(s); about {:.0} min",
+        p.cells.len(),
+        p.servers.len(),
+        p.reps,
+        p.secs,
+        p.warmup,
+        p.idle,
+        p.threads,
+        p.client_threads,
+        (estimate / 60.0).ceil()
+    )
+}
+
+/// `--dry-run`'s account of the plan.
+fn describe(p: &Plan) -> String {
+    let mut s = summary(p);
+    s.push_str(&format!("\nservers: {}", p.servers.join(", ")));
+    let cells: Vec<String> = p
+        .cells
+        .iter()
+        .map(|c| format!("{}:{}x{}x{}", c.mode(), c.conns, c.size, c.depth))
+        .collect();
+    s.push_str(&format!("\ncells: {}", cells.join(", ")));
+    for b in &p.bases {
+        s.push_str(&format!(
+            "\nbase {}: {} ({}), built before measuring",
+            b.label,
+            b.root.display(),
+            b.source
+        ));
+    }
+    s.push_str(&format!(
+        "\nwrites: {} and {}",
+        p.out.display(),
+        p.md.display()
+    ));
+    s
+}
+
 /// `all [options]`.
 pub fn main(o: Opts) -> Result<(), String> {
     let mut p = plan(o)?;
@@ -765,6 +820,10 @@ pub fn main(o: Opts) -> Result<(), String> {
             p.idle
         ));
     }
+    if p.dry_run {
+        eprintln!("{}", describe(&p));
+        return Ok(());
+    }
     for i in 0..p.bases.len() {
         let exe = build_base(&p.bases[i])?;
         p.bases[i].exe = exe;
@@ -773,25 +832,7 @@ pub fn main(o: Opts) -> Result<(), String> {
     let taskset = taskset_available();
     fs::create_dir_all(&p.out).map_err(|e| format!("{}: {e}", p.out.display()))?;
     let total = p.cells.len() * p.reps * p.servers.len();
-    let estimate = total as f64 * (p.secs + p.warmup + RUN_OVERHEAD_S)
-        + if p.idle > 0 {
-            (p.reps * p.servers.len()) as f64 * (0.6 + p.idle as f64 * 1e-4)
-        } else {
-            0.0
-        };
-    eprintln!(
-        "{} cells x {} servers x {} reps, {:.1} s each (+{:.1} s warm-up); idle: {} connections; \
-         {} loop thread(s), {} client thread(s); about {:.0} min",
-        p.cells.len(),
-        p.servers.len(),
-        p.reps,
-        p.secs,
-        p.warmup,
-        p.idle,
-        p.threads,
-        p.client_threads,
-        (estimate / 60.0).ceil()
-    );
+    eprintln!("{}", summary(&p));
     let began = Instant::now();
     let mut descriptions: Vec<(String, String)> = Vec::new();
     let mut failures: Vec<String> = Vec::new();

@@ -785,6 +785,16 @@ fn checks(d: &Data) -> Vec<Check> {
     out
 }
 
+/// The hex word after "commit " in `text`, if any.
+fn commit_in(text: &str) -> Option<String> {
+    let at = text.find("commit ")? + "commit ".len();
+    let word: String = text[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_hexdigit())
+        .collect();
+    (word.len() >= 7).then_some(word)
+}
+
 /// Writes `BENCHMARKS.md` to `md` and `chart.svg` into `dir`, from the CSV files in `dir`.
 pub fn generate(dir: &Path, md: &Path) -> Result<(), String> {
     let d = load(dir)?;
@@ -1080,9 +1090,25 @@ fn markdown(d: &Data, dir: &Path, md: &Path) -> String {
     s.push_str(&against_base(d));
     // Hand-written analysis of a run (profiles, causes of misses), kept beside the raw data
     // so that regenerating the tables never drops it; it names the run it is about.
+    // A new run next to the findings of an older one leaves them out rather than let them
+    // speak about numbers they were not written for.
     if let Ok(findings) = fs::read_to_string(dir.join("FINDINGS.md")) {
-        s.push_str(findings.trim_end());
-        let _ = writeln!(s, "\n");
+        let about = commit_in(findings.lines().next().unwrap_or(""));
+        let run = commit_in(&one("source"));
+        match (about, run) {
+            (Some(a), Some(r)) if a != r => {
+                let _ = writeln!(
+                    s,
+                    "## Findings\n\nThe hand-written findings beside the raw data \
+                     (`FINDINGS.md`) are about the run of commit {a}, not this one (commit \
+                     {r}), and are left out.\n"
+                );
+            }
+            _ => {
+                s.push_str(findings.trim_end());
+                let _ = writeln!(s, "\n");
+            }
+        }
     }
     let _ = writeln!(s, "## Raw data and chart\n");
     let _ = writeln!(
@@ -1353,6 +1379,26 @@ mod tests {
         let md = dir.join("BENCHMARKS.md");
         generate(dir, &md).unwrap();
         fs::read_to_string(md).unwrap()
+    }
+
+    #[test]
+    fn findings_of_another_run_are_left_out() {
+        let dir = results("findings", &[("tokio", 64, 0, 100.0, 5.0)]);
+        fs::write(
+            dir.join("FINDINGS.md"),
+            "## Findings (run of commit 5ac6856bc65d, by hand)\n\nThe cause was X.\n",
+        )
+        .unwrap();
+        fs::write(dir.join("machine.txt"), "source: commit 5ac6856bc65d\n").unwrap();
+        assert!(render(&dir).contains("The cause was X."));
+        fs::write(dir.join("machine.txt"), "source: commit 0123456789ab\n").unwrap();
+        let md = render(&dir);
+        assert!(!md.contains("The cause was X."), "{md}");
+        assert!(
+            md.contains("about the run of commit 5ac6856bc65d, not this one"),
+            "{md}"
+        );
+        fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

@@ -488,6 +488,12 @@ fn noise(d: &Data) -> String {
         );
         return s;
     }
+    if n < 5 {
+        let _ = writeln!(
+            s,
+            "**Only {n} repetitions per cell**: the targets ask for medians of at least 5.\n"
+        );
+    }
     let _ = writeln!(
         s,
         "How far the {n} repetitions of one server in one cell lie apart in this run: \

@@ -14,7 +14,8 @@
 //! runs that many loop threads and tokio that many workers; monoio stays one runtime, the
 //! plain loop one thread, and mill-net's pool sizes itself to the CPUs it may use.
 //!
-//! Every server sets TCP_NODELAY and allows 20,000 connections; buffer sizes are each
+//! Every server sets TCP_NODELAY and allows 20,000 connections (the plain loop has no
+//! limit); buffer sizes are each
 //! library's default (tokio and monoio have none, so 8 KiB, as in their examples).
 //!
 //! Protocol with the runner: the server prints `READY <description>` on stdout once it

@@ -504,7 +504,7 @@ impl<D: Driver> Worker<D> {
                 if let Some(conn) = self.state.conns[index].as_mut() {
                     conn.linger = false;
                 }
-                self.state.begin_close(Slot(index as u32), CloseMode::Flush);
+                self.state.begin_close(Slot(index as u64), CloseMode::Flush);
             }
         }
     }
@@ -524,7 +524,7 @@ impl<D: Driver> Worker<D> {
         self.state.timers.add(deadline, TimerKind::Stop);
         for index in 0..self.state.conns.len() {
             if self.state.conns[index].is_some() {
-                self.state.begin_close(Slot(index as u32), CloseMode::Flush);
+                self.state.begin_close(Slot(index as u64), CloseMode::Flush);
             }
         }
     }
@@ -533,7 +533,7 @@ impl<D: Driver> Worker<D> {
     fn abandon(&mut self) {
         for index in 0..self.state.conns.len() {
             if self.state.conns[index].is_some() {
-                self.state.finish_close(Slot(index as u32));
+                self.state.finish_close(Slot(index as u64));
             }
         }
         for (id, _) in std::mem::take(&mut self.state.listeners) {
@@ -781,10 +781,10 @@ impl State {
 
     fn alloc(&mut self) -> Slot {
         match self.free.pop() {
-            Some(s) => Slot(s),
+            Some(s) => Slot(u64::from(s)),
             None => {
                 self.conns.push(None);
-                Slot((self.conns.len() - 1) as u32)
+                Slot((self.conns.len() - 1) as u64)
             }
         }
     }
@@ -796,7 +796,7 @@ impl State {
 
     fn free_slot(&mut self, slot: Slot) {
         self.conns[slot.index()] = None;
-        self.free.push(slot.0);
+        self.free.push(slot.index() as u32);
     }
 
     /// The slot of a connection this loop owns, if it is still here.
@@ -1319,7 +1319,7 @@ impl State {
         let Some(conn) = self.conns[slot.index()].take() else {
             return;
         };
-        self.free.push(slot.0);
+        self.free.push(slot.index() as u32);
         self.live -= 1;
         let id = conn.id();
         conn.shared.lock().closed = true;
@@ -1419,7 +1419,7 @@ impl State {
             TimerKind::Stop => {
                 for index in 0..self.conns.len() {
                     if self.conns[index].is_some() {
-                        self.begin_close(Slot(index as u32), CloseMode::Abort);
+                        self.begin_close(Slot(index as u64), CloseMode::Abort);
                     }
                 }
             }

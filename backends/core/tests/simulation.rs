@@ -11,7 +11,7 @@
 #![cfg(all(feature = "sim", unix))]
 
 use ringmill_core::layer::{Frames, Layer, LayerFactory};
-use ringmill_core::sim::{self, Outcome};
+use ringmill_core::sim::{self, Layers, Outcome};
 use std::collections::BTreeMap;
 use std::io;
 use std::sync::Arc;
@@ -60,8 +60,52 @@ impl Layer for LengthPrefixed {
     }
 }
 
-fn layer() -> LayerFactory {
-    Arc::new(|| Box::new(LengthPrefixed::default()) as Box<dyn Layer>)
+/// The one-byte handshake the simulated peers speak under the framing: send
+/// [`sim::HELLO`] when started, be ready once it came back, then pass bytes through.
+#[derive(Default)]
+struct Hello {
+    ready: bool,
+}
+
+impl Layer for Hello {
+    fn start(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
+        out.push(sim::HELLO);
+        Ok(())
+    }
+
+    fn decode(&mut self, input: &[u8], up: &mut Vec<u8>, _out: &mut Vec<u8>) -> io::Result<()> {
+        let mut input = input;
+        if !self.ready {
+            let Some((&first, rest)) = input.split_first() else {
+                return Ok(());
+            };
+            if first != sim::HELLO {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, "no hello"));
+            }
+            self.ready = true;
+            input = rest;
+        }
+        up.extend_from_slice(input);
+        Ok(())
+    }
+
+    fn encode(&mut self, frame: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+        out.extend_from_slice(frame);
+        Ok(())
+    }
+
+    fn is_ready(&self) -> bool {
+        self.ready
+    }
+}
+
+fn layers() -> Layers {
+    let framing: LayerFactory = Arc::new(|| Box::new(LengthPrefixed::default()) as Box<dyn Layer>);
+    let hello: LayerFactory = Arc::new(|| Box::new(Hello::default()) as Box<dyn Layer>);
+    Layers {
+        framing: Some(framing),
+        hello: Some(hello),
+    }
 }
 
 fn env(name: &str) -> Option<u64> {
@@ -82,12 +126,12 @@ fn replay_command(seed: u64) -> String {
 /// Runs `seed` (twice if `twice`, comparing the traces): the outcome, or the failure
 /// message.
 fn check(seed: u64, twice: bool) -> Result<Outcome, String> {
-    let first = sim::run(seed, Some(layer()));
+    let first = sim::run(seed, layers());
     if !first.violations.is_empty() {
         return Err(report(&first));
     }
     if twice {
-        let second = sim::run(seed, Some(layer()));
+        let second = sim::run(seed, layers());
         if second.trace != first.trace || second.events != first.events {
             return Err(format!(
                 "seed {seed} is not deterministic: two runs gave traces {:#x} ({} events) and {:#x} ({} events)\nlast events of the second run:\n{}\nreplay: {}",
@@ -116,7 +160,7 @@ fn report(outcome: &Outcome) -> String {
 #[test]
 fn seeded_scenarios_keep_the_behaviour_contract() {
     if let Some(seed) = env("RINGMILL_SIM_SEED") {
-        let outcome = sim::run(seed, Some(layer()));
+        let outcome = sim::run(seed, layers());
         println!(
             "seed {seed}: {} events, trace {:#x}\nlast events:\n{}",
             outcome.events, outcome.trace, outcome.tail
@@ -196,6 +240,7 @@ const EXERCISED: &[&str] = &[
     "schedule",
     "post",
     "later",
+    "peer-hello",
     "act-send",
     "act-burst",
     "act-close",

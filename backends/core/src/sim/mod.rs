@@ -9,8 +9,9 @@
 //!
 //! # How a run goes
 //!
-//! [`run`] draws a world from the seed: up to three servers, plain or framed (a layer
-//! the test supplies), with small watermarks and chunk sizes, idle timeouts and
+//! [`run`] draws a world from the seed: up to three servers, plain or framed (layers
+//! the test supplies: a framing, and under it on some connections a one-byte handshake,
+//! with a handshake timeout), with small watermarks and chunk sizes, idle timeouts and
 //! connection caps; up to ten peers each and up to four clients, with send plans,
 //! receive windows, stalls, resets, ends of stream; connects that succeed late, are
 //! refused or never answered; up to fifty "other thread" actions (sends, bursts, `close`,
@@ -110,13 +111,27 @@ pub struct Outcome {
     pub counts: std::collections::BTreeMap<&'static str, u64>,
 }
 
-/// Runs the scenario of `seed`. `layer` builds the framing layer of framed connections:
-/// a big-endian `u16` length, then the payload (see [`frame`]), with each decoded
-/// payload passed up whole (`Frames::push_frame`); `None` runs every connection plain.
-pub fn run(seed: u64, layer: Option<LayerFactory>) -> Outcome {
+/// The byte a [`Layers::hello`] layer sends when started and waits for before it is ready.
+pub const HELLO: u8 = b'H';
+
+/// The layers a run may stack on connections, supplied by the test.
+#[derive(Clone, Default)]
+pub struct Layers {
+    /// The framing of framed connections: a big-endian `u16` length, then the payload
+    /// (see [`frame`]), each decoded payload passed up whole (`Frames::push_frame`).
+    /// `None`: every connection is plain.
+    pub framing: Option<LayerFactory>,
+    /// A handshake under the framing of some framed connections: it sends [`HELLO`] when
+    /// started, is ready once it received [`HELLO`] (an error for any other first byte),
+    /// then passes bytes through both ways. `None`: no handshakes.
+    pub hello: Option<LayerFactory>,
+}
+
+/// Runs the scenario of `seed` with `layers`.
+pub fn run(seed: u64, layers: Layers) -> Outcome {
     let clock = Clock::manual();
     let log = Log::new(clock.now());
-    let (world, settings) = World::build(seed, clock.clone(), log.clone(), layer);
+    let (world, settings) = World::build(seed, clock.clone(), log.clone(), layers);
     let (done_tx, done_rx) = mpsc::channel();
     let thread_id = Arc::new(Mutex::new(None));
     let make = {

@@ -178,6 +178,17 @@ impl World {
             peer.got += data.len() as u64;
         } else {
             peer.got += data.len() as u64;
+            let mut data = data;
+            if peer.hello && !peer.got_hello && !data.is_empty() {
+                if data[0] != super::HELLO {
+                    problems.push(format!(
+                        "peer of #{ordinal} got {:#04x} where the handshake byte comes first",
+                        data[0]
+                    ));
+                }
+                peer.got_hello = true;
+                data = &data[1..];
+            }
             peer.decode.extend_from_slice(data);
             while peer.decode.len() >= 2 {
                 let len = usize::from(u16::from_be_bytes([peer.decode[0], peer.decode[1]]));
@@ -250,6 +261,15 @@ impl World {
     /// The peer's connection exists: it starts its plan.
     pub(super) fn peer_up(&mut self, p: usize, now: Instant) {
         self.peers[p].up = true;
+        if self.peers[p].hello {
+            // Mostly at once; now and then too late for the handshake timeout.
+            let delay = if self.rng.chance(80) {
+                self.rng.range(0, 50)
+            } else {
+                self.rng.range(0, 4_000)
+            };
+            self.at(now + ms(delay), Event::Hello(p));
+        }
         if self.peers[p].plan > 0 {
             let at = now + ms(self.rng.range(0, 100));
             self.at(at, Event::Write(p));
@@ -263,12 +283,21 @@ impl World {
         }
     }
 
+    pub(super) fn peer_hello(&mut self, p: usize, now: Instant) {
+        let peer = &mut self.peers[p];
+        if !peer.gone && !peer.reset && !peer.eof_out && !peer.hello_sent {
+            peer.to_core.push_back(super::HELLO);
+            peer.hello_sent = true;
+            self.log.event(now, "peer-hello", p as u64, 0);
+        }
+    }
+
     pub(super) fn peer_write(&mut self, p: usize, now: Instant) {
         let peer = &self.peers[p];
         if peer.gone || peer.reset || peer.eof_out || peer.written >= peer.plan {
             return;
         }
-        if peer.to_core.len() > PEER_BACKLOG {
+        if peer.to_core.len() > PEER_BACKLOG || (peer.hello && !peer.hello_sent) {
             let at = now + ms(self.rng.range(1, 100));
             self.at(at, Event::Write(p));
             return;

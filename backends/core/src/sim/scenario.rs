@@ -5,10 +5,10 @@ use super::check::Checker;
 use super::log::Log;
 use super::rng::Rng;
 use super::world::{Event, Peer, Server, Side, World};
+use super::Layers;
 use crate::admission::AdmissionConfig;
 use crate::clock::Clock;
 use crate::config::{TcpClientConfig, Watermarks};
-use crate::layer::LayerFactory;
 use crate::runtime::{ClientConn, LoopSettings};
 use crate::service::{Service, ServiceConfig, SocketOptions};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -21,13 +21,13 @@ fn ms(n: u64) -> Duration {
 }
 
 impl World {
-    /// Draws a scenario from `seed`. `layer` builds the framing layer used by the framed
+    /// Draws a scenario from `seed`. `layers` builds the layers of the framed
     /// servers and clients (`None`: every connection is plain).
     pub(crate) fn build(
         seed: u64,
         clock: Clock,
         log: Log,
-        layer: Option<LayerFactory>,
+        layers: Layers,
     ) -> (Arc<Mutex<World>>, LoopSettings) {
         let mut rng = Rng::new(seed);
         let settings = LoopSettings {
@@ -61,7 +61,8 @@ impl World {
         w.me = weak.clone();
         let start = w.clock.now();
         for s in 0..rng.size(1, 3) {
-            let framed = layer.is_some() && rng.chance(50);
+            let framed = layers.framing.is_some() && rng.chance(50);
+            let hello = framed && layers.hello.is_some() && rng.chance(40);
             let (marks, chunk) = limits(&mut rng);
             let handler = Arc::new(Checker::new(weak.clone(), Side::Server(s)));
             let config = ServiceConfig {
@@ -69,7 +70,7 @@ impl World {
                 chunk,
                 max_connections: rng.chance(20).then(|| rng.size(1, 3)),
                 idle_timeout: rng.chance(20).then(|| ms(rng.range(200, 4_000))),
-                handshake_timeout: None,
+                handshake_timeout: hello.then(|| ms(rng.range(300, 3_000))),
                 socket: SocketOptions {
                     no_delay: true,
                     keep_alive: None,
@@ -78,8 +79,12 @@ impl World {
             };
             let service = Service::new(handler, config, 16);
             if framed {
-                let factory = layer.clone().expect("framed only with a layer");
-                service.set_layers(vec![factory]);
+                let mut stack = Vec::new();
+                if hello {
+                    stack.extend(layers.hello.clone());
+                }
+                stack.extend(layers.framing.clone());
+                service.set_layers(stack);
             }
             let listener = unbound_listener();
             let fd = raw_fd(&listener);
@@ -94,7 +99,7 @@ impl World {
             });
             w.at(start + ms(rng.range(0, 200)), Event::Listen(s));
             for _ in 0..rng.size(1, 10) {
-                let p = w.new_peer(Side::Server(s), framed, marks.high, chunk);
+                let p = w.new_peer(Side::Server(s), framed, hello, marks.high, chunk);
                 w.at(start + ms(rng.range(0, 8_000)), Event::Connect(p));
             }
             if rng.chance(40) {
@@ -102,7 +107,8 @@ impl World {
             }
         }
         for c in 0..rng.size(0, 4) {
-            let framed = layer.is_some() && rng.chance(50);
+            let framed = layers.framing.is_some() && rng.chance(50);
+            let hello = framed && layers.hello.is_some() && rng.chance(40);
             let (marks, chunk) = limits(&mut rng);
             let config = TcpClientConfig {
                 connect_timeout: ms(rng.range(100, 3_000)),
@@ -112,13 +118,14 @@ impl World {
                 idle_timeout: rng.chance(15).then(|| ms(rng.range(200, 4_000))),
                 ..TcpClientConfig::default()
             };
-            let p = w.new_peer(Side::Client(c), framed, marks.high, chunk);
+            let p = w.new_peer(Side::Client(c), framed, hello, marks.high, chunk);
             let addr = w.peers[p].addr;
             let handler = Arc::new(Checker::new(weak.clone(), Side::Client(c)));
             let socket = unbound_socket();
             let client = ClientConn::new(addr, config, socket, handler);
-            if framed {
-                let factory = layer.clone().expect("framed only with a layer");
+            let hello_layer = layers.hello.clone().filter(|_| hello);
+            let framing = layers.framing.clone().filter(|_| framed);
+            for factory in hello_layer.into_iter().chain(framing) {
                 if client.add_layer(factory()).is_err() {
                     w.log
                         .violation(start, "add_layer refused on a fresh client".into());
@@ -135,7 +142,14 @@ impl World {
         (world, settings)
     }
 
-    fn new_peer(&mut self, side: Side, framed: bool, high: usize, chunk: usize) -> usize {
+    fn new_peer(
+        &mut self,
+        side: Side,
+        framed: bool,
+        hello: bool,
+        high: usize,
+        chunk: usize,
+    ) -> usize {
         let p = self.peers.len();
         let rng = &mut self.rng;
         let addr = match side {
@@ -162,6 +176,9 @@ impl World {
             side,
             addr,
             framed,
+            hello,
+            hello_sent: false,
+            got_hello: false,
             high,
             chunk,
             in_key: rng.next_u64(),

@@ -24,6 +24,8 @@ pub(super) enum Event {
     Listen(usize),
     /// A peer connects to its server (joins the backlog).
     Connect(usize),
+    /// A peer sends its handshake byte.
+    Hello(usize),
     /// A peer writes some of what it has to send.
     Write(usize),
     /// A peer reads what arrived (its receive window empties).
@@ -71,6 +73,10 @@ pub(super) struct Peer {
     pub(super) side: Side,
     pub(super) addr: SocketAddr,
     pub(super) framed: bool,
+    /// The connection starts with the one-byte handshake ([`super::HELLO`]) both ways.
+    pub(super) hello: bool,
+    pub(super) hello_sent: bool,
+    pub(super) got_hello: bool,
     pub(super) high: usize,
     pub(super) chunk: usize,
     /// The pattern of bytes this peer sends, and of bytes the core sends it.
@@ -197,6 +203,7 @@ impl World {
                 self.peer_up(p, now);
             }
             Event::Write(p) => self.peer_write(p, now),
+            Event::Hello(p) => self.peer_hello(p, now),
             Event::Read(p) => self.peer_read(p, now),
             Event::Shutdown(p) => self.peer_shutdown(p, now),
             Event::Reset(p) => self.peer_reset(p, now),

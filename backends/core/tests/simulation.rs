@@ -8,6 +8,10 @@
 //!
 //! Each seed runs once; every tenth (and a replayed one) runs twice, and the two traces
 //! must match.
+//!
+//! A seed names a scenario of this version of the simulator: changing how scenarios are
+//! drawn (`backends/core/src/sim/scenario.rs` and the world's choices) gives the same seed
+//! another scenario, so a replay command is for the commit that printed it.
 #![cfg(all(feature = "sim", unix))]
 
 use ringmill_core::layer::{Frames, Layer, LayerFactory};

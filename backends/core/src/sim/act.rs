@@ -190,9 +190,14 @@ impl World {
                 sender.pause_reads();
             }
             _ => {
-                self.log.event(now, "act-resume", ordinal, 0);
+                // Half the time two threads resume at once: two commands in one turn.
+                let twice = self.rng.chance(50);
+                self.log.event(now, "act-resume", ordinal, u64::from(twice));
                 self.peers[p].paused = false;
                 sender.resume_reads();
+                if twice {
+                    sender.resume_reads();
+                }
             }
         }
     }

@@ -1,5 +1,7 @@
 //! Per-slot state: the connection's descriptor, its operations in flight and the storage
-//! they point to.
+//! they point to. The slot table itself is the core's
+//! [`SlotTable`](ringmill_core::slots::SlotTable), and the generation that tags each
+//! operation is the core's too ([`Slot::generation`](ringmill_core::driver::Slot)).
 
 use crate::recv::RecvState;
 use crate::send::SendBuf;
@@ -13,14 +15,15 @@ pub(crate) struct Conn {
     /// Operations of this connection whose final completion is not reaped yet (receive,
     /// send, connect, cancels).
     pub inflight: u32,
-    /// `close` was called: only `Closed` may be reported from now on.
+    /// `close` was called and the kernel has not let go yet: only `Closed` may be
+    /// reported from now on.
     pub closing: bool,
     /// Receive side.
     pub recv: RecvState,
     /// Storage of the send in flight.
     pub send: Box<SendBuf>,
-    /// A send is in flight.
-    pub sending: bool,
+    /// A SEND or SENDMSG is queued or in the kernel: its completion is not reaped yet.
+    pub send_in_flight: bool,
     /// The address of the connect in flight, kept alive until its completion.
     pub connect_addr: Option<Box<SockAddr>>,
 }
@@ -34,7 +37,7 @@ impl Conn {
             closing: false,
             recv: RecvState::default(),
             send: send.unwrap_or_else(SendBuf::new),
-            sending: false,
+            send_in_flight: false,
             connect_addr: None,
         }
     }
@@ -46,19 +49,8 @@ impl Conn {
 
     /// Operations the kernel matches by descriptor: the receive, the send and the connect.
     pub(crate) fn fd_ops(&self) -> u32 {
-        u32::from(self.recv.armed)
-            + u32::from(self.sending)
+        u32::from(self.recv.multishot_armed)
+            + u32::from(self.send_in_flight)
             + u32::from(self.connect_addr.is_some())
     }
-}
-
-/// One entry of the slot table: the slot's current generation and its connection.
-#[derive(Default)]
-pub(crate) struct SlotEntry {
-    /// Generation of the current (or next) use of the slot; part of every `user_data`.
-    pub gen: u32,
-    /// The connection, while the driver owns the slot.
-    pub conn: Option<Conn>,
-    /// Send storage of the previous connection, reused by the next.
-    pub spare_send: Option<Box<SendBuf>>,
 }

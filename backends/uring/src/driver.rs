@@ -2,17 +2,21 @@
 
 use crate::accept::{self, Listener};
 use crate::buf_ring::{BufRing, BGID};
-use crate::conn::{Conn, SlotEntry};
+use crate::conn::Conn;
 use crate::error::SetupError;
 use crate::recv::{self, Stashed};
 use crate::ring::{Ring, Wait};
+use crate::send::SendBuf;
 use crate::setup::{self, TaskRun};
-use crate::user_data::{next_gen, Kind, UserData};
+use crate::user_data::{Kind, UserData};
 use crate::waker::WakeReader;
 use io_uring::types::CancelBuilder;
 use io_uring::{cqueue, opcode, types};
-use ringmill_core::driver::{Completion, Driver, DriverCounters, Flow, ListenerId, Slot, Waker};
+use ringmill_core::driver::{
+    self, Completion, Driver, DriverCounters, Flow, ListenerId, Slot, Waker,
+};
 use ringmill_core::pool::BufferPool;
+use ringmill_core::slots::SlotTable;
 use ringmill_core::DriverConfig;
 use socket2::SockAddr;
 use std::collections::HashMap;
@@ -46,19 +50,25 @@ pub struct UringDriver {
     ring: Ring,
     wake: ManuallyDrop<WakeReader>,
     bufs: ManuallyDrop<BufRing>,
-    slots: Vec<SlotEntry>,
+    /// The connections, at the core's slots.
+    slots: SlotTable<Conn>,
+    /// Send storage of closed connections, reused by the next ones. Boxed because a
+    /// connection's `msghdr` must keep its address while the kernel may read it, and the
+    /// box moves in and out of here as it is.
+    #[allow(clippy::vec_box)]
+    spare_sends: Vec<Box<SendBuf>>,
     listeners: HashMap<u32, Listener>,
     /// Slots whose receive ended with `ENOBUFS`, to re-arm once buffers are back.
-    starved: Vec<u32>,
+    starved: Vec<Slot>,
     /// Slots resumed with stashed completions, to deliver at the next poll.
-    flush: Vec<u32>,
+    flush: Vec<Slot>,
     /// Listeners resumed with stashed accepts, to deliver at the next poll.
     accept_flush: Vec<u32>,
     /// Slots closed with nothing in flight, whose `Closed` the next poll reports.
-    closed: Vec<u32>,
-    /// Sends refused because one was in flight on the slot (slot, generation): the next
-    /// poll reports a failed `Sent` for each, unless the slot was closed meanwhile.
-    refused_sends: Vec<(u32, u32)>,
+    closed: Vec<Slot>,
+    /// Sends refused because one was in flight on the slot: the next poll reports a
+    /// failed `Sent` for each, unless the slot was closed meanwhile.
+    refused_sends: Vec<Slot>,
     /// Reused buffer of reaped CQEs.
     cqes: Vec<cqueue::Entry>,
     description: String,
@@ -126,7 +136,8 @@ impl UringDriver {
             ring,
             wake,
             bufs: ManuallyDrop::new(bufs),
-            slots: Vec::new(),
+            slots: SlotTable::new(),
+            spare_sends: Vec::new(),
             listeners: HashMap::new(),
             starved: Vec::new(),
             flush: Vec::new(),
@@ -141,21 +152,12 @@ impl UringDriver {
         })
     }
 
-    /// The slot table entry for `slot`, growing the table as needed.
-    fn entry(&mut self, slot: Slot) -> &mut SlotEntry {
-        let i = slot.index();
-        if i >= self.slots.len() {
-            self.slots.resize_with(i + 1, SlotEntry::default);
-        }
-        &mut self.slots[i]
-    }
-
     /// Arms the multishot receive of `slot`.
-    fn arm_recv(ring: &mut Ring, slot: u32, gen: u32, conn: &mut Conn) {
-        debug_assert!(!conn.recv.armed);
-        conn.recv.armed = true;
+    fn arm_recv(ring: &mut Ring, slot: Slot, conn: &mut Conn) {
+        debug_assert!(!conn.recv.multishot_armed);
+        conn.recv.multishot_armed = true;
         conn.inflight += 1;
-        let sqe = recv::recv_sqe(conn.raw_fd(), UserData::new(slot, gen, Kind::Recv));
+        let sqe = recv::recv_sqe(conn.raw_fd(), UserData::of(slot, Kind::Recv));
         // SAFETY: the receive refers to the connection's descriptor, which stays open until
         // the connection's last completion (the connection is dropped only then), and to the
         // provided buffer ring, which outlives every operation (see `Drop`).
@@ -164,15 +166,15 @@ impl UringDriver {
 
     /// Stops delivering for `slot`: cancels the armed receive, whose completions until the
     /// cancel lands go to the stash.
-    fn pause(ring: &mut Ring, slot: u32, gen: u32, conn: &mut Conn) {
-        conn.recv.active = false;
-        if conn.recv.armed && !conn.recv.cancelling {
-            conn.recv.cancelling = true;
+    fn pause(ring: &mut Ring, slot: Slot, conn: &mut Conn) {
+        conn.recv.delivering = false;
+        if conn.recv.multishot_armed && !conn.recv.cancel_queued {
+            conn.recv.cancel_queued = true;
             conn.inflight += 1;
-            let target = UserData::new(slot, gen, Kind::Recv).encode();
+            let target = UserData::of(slot, Kind::Recv).encode();
             let sqe = opcode::AsyncCancel2::new(CancelBuilder::user_data(target))
                 .build()
-                .user_data(UserData::new(slot, gen, Kind::Cancel).encode());
+                .user_data(UserData::of(slot, Kind::Cancel).encode());
             // SAFETY: a cancel by user_data points to no memory.
             unsafe { ring.push(sqe) };
         }
@@ -183,8 +185,7 @@ impl UringDriver {
     fn drain_stash<F>(
         ring: &mut Ring,
         bufs: &mut BufRing,
-        slot: u32,
-        gen: u32,
+        slot: Slot,
         conn: &mut Conn,
         sink: &mut F,
     ) -> bool
@@ -192,11 +193,11 @@ impl UringDriver {
         F: FnMut(Completion<'_>) -> Flow,
     {
         let mut delivered = false;
-        while conn.recv.active {
+        while conn.recv.delivering {
             let Some(item) = conn.recv.stash.pop_front() else {
                 break;
             };
-            let slot_id = Slot(u64::from(slot));
+            let slot_id = slot;
             let flow = match item {
                 Stashed::Data { bid, len } => {
                     let flow = sink(Completion::Received {
@@ -221,10 +222,10 @@ impl UringDriver {
             };
             delivered = true;
             if flow == Flow::Pause {
-                Self::pause(ring, slot, gen, conn);
+                Self::pause(ring, slot, conn);
             }
         }
-        if !conn.recv.active {
+        if !conn.recv.delivering {
             recv::spill(&mut conn.recv.stash, bufs);
         }
         delivered
@@ -281,15 +282,13 @@ impl UringDriver {
 
     /// Drops the connection of `slot` (closing its descriptor) once nothing of it is in
     /// flight; the caller reports `Closed`.
-    fn finish_close(&mut self, slot: u32) {
-        let entry = &mut self.slots[slot as usize];
-        if let Some(conn) = entry.conn.take() {
+    fn finish_close(&mut self, slot: Slot) {
+        if let Some(conn) = self.slots.remove(slot) {
             debug_assert_eq!(conn.inflight, 0);
             debug_assert!(conn.recv.stash.is_empty());
-            entry.spare_send = Some(conn.send);
+            self.spare_sends.push(conn.send);
             // `conn.fd` is closed here, after the kernel let go of it.
         }
-        entry.gen = next_gen(entry.gen);
     }
 
     /// Delivers what was queued outside `poll`: `Closed` of quiet slots, resumed stashes.
@@ -300,33 +299,26 @@ impl UringDriver {
         let mut delivered = false;
         let mut closed = std::mem::take(&mut self.closed);
         for slot in closed.drain(..) {
-            sink(Completion::Closed {
-                slot: Slot(u64::from(slot)),
-            });
+            sink(Completion::Closed { slot });
             delivered = true;
         }
         closed.append(&mut self.closed);
         self.closed = closed;
-        for (slot, gen) in std::mem::take(&mut self.refused_sends) {
-            let entry = &self.slots[slot as usize];
-            if entry.gen == gen && entry.conn.as_ref().is_some_and(|conn| !conn.closing) {
+        for slot in std::mem::take(&mut self.refused_sends) {
+            if self.slots.get(slot).is_some_and(|conn| !conn.closing) {
                 sink(Completion::Sent {
-                    slot: Slot(u64::from(slot)),
-                    result: Err(io::Error::other("a send is already in flight on this slot")),
+                    slot,
+                    result: Err(driver::second_send_refused()),
                 });
                 delivered = true;
             }
         }
         let mut flush = std::mem::take(&mut self.flush);
         for slot in flush.drain(..) {
-            let Some(entry) = self.slots.get_mut(slot as usize) else {
-                continue;
-            };
-            let gen = entry.gen;
-            if let Some(conn) = entry.conn.as_mut() {
+            if let Some(conn) = self.slots.get_mut(slot) {
                 if !conn.closing {
                     delivered |=
-                        Self::drain_stash(&mut self.ring, &mut self.bufs, slot, gen, conn, sink);
+                        Self::drain_stash(&mut self.ring, &mut self.bufs, slot, conn, sink);
                 }
             }
         }
@@ -357,11 +349,7 @@ impl UringDriver {
         while fed < self.starved.len() && budget > 0 {
             let slot = self.starved[fed];
             fed += 1;
-            let Some(entry) = self.slots.get_mut(slot as usize) else {
-                continue;
-            };
-            let gen = entry.gen;
-            let Some(conn) = entry.conn.as_mut() else {
+            let Some(conn) = self.slots.get_mut(slot) else {
                 continue;
             };
             if !conn.recv.starved || conn.closing {
@@ -369,7 +357,7 @@ impl UringDriver {
             }
             conn.recv.starved = false;
             if conn.recv.should_arm() {
-                Self::arm_recv(&mut self.ring, slot, gen, conn);
+                Self::arm_recv(&mut self.ring, slot, conn);
                 self.rearms += 1;
                 budget -= 1;
             }
@@ -465,28 +453,17 @@ impl UringDriver {
         if bid.is_some() {
             self.bufs.taken();
         }
-        let slot = ud.index;
-        let Some(entry) = self.slots.get_mut(slot as usize) else {
+        let Some((slot, conn)) = lookup(&mut self.slots, ud) else {
+            log::debug!("io_uring: stale receive completion for slot {}", ud.index);
             if let Some(bid) = bid {
                 self.bufs.recycle(bid);
             }
             return false;
         };
-        let gen = entry.gen;
-        let conn = match entry.conn.as_mut() {
-            Some(conn) if gen == ud.gen => conn,
-            _ => {
-                log::debug!("io_uring: stale receive completion for slot {slot}");
-                if let Some(bid) = bid {
-                    self.bufs.recycle(bid);
-                }
-                return false;
-            }
-        };
         if !more {
             conn.inflight -= 1;
-            conn.recv.armed = false;
-            conn.recv.cancelling = false;
+            conn.recv.multishot_armed = false;
+            conn.recv.cancel_queued = false;
         }
         if conn.closing {
             if let Some(bid) = bid {
@@ -502,7 +479,7 @@ impl UringDriver {
                 }),
                 None => {
                     log::error!("io_uring: receive of {res} bytes without a buffer");
-                    conn.recv.ended = true;
+                    conn.recv.stream_ended = true;
                     Some(Stashed::Err(libc::EIO))
                 }
             }
@@ -512,7 +489,7 @@ impl UringDriver {
             }
             match -res {
                 0 => {
-                    conn.recv.ended = true;
+                    conn.recv.stream_ended = true;
                     Some(Stashed::Eof)
                 }
                 libc::ENOBUFS => {
@@ -525,7 +502,7 @@ impl UringDriver {
                 }
                 libc::ECANCELED => None,
                 errno => {
-                    conn.recv.ended = true;
+                    conn.recv.stream_ended = true;
                     Some(Stashed::Err(errno))
                 }
             }
@@ -533,9 +510,9 @@ impl UringDriver {
         if let Some(item) = item {
             conn.recv.stash.push_back(item);
         }
-        let delivered = Self::drain_stash(&mut self.ring, &mut self.bufs, slot, gen, conn, sink);
+        let delivered = Self::drain_stash(&mut self.ring, &mut self.bufs, slot, conn, sink);
         if !more && conn.recv.should_arm() {
-            Self::arm_recv(&mut self.ring, slot, gen, conn);
+            Self::arm_recv(&mut self.ring, slot, conn);
             self.rearms += 1;
         }
         delivered
@@ -546,20 +523,17 @@ impl UringDriver {
     where
         F: FnMut(Completion<'_>) -> Flow,
     {
-        let slot = ud.index;
-        let Some(entry) = self.slots.get_mut(slot as usize) else {
+        let Some((slot, conn)) = lookup(&mut self.slots, ud) else {
+            log::debug!(
+                "io_uring: stale {:?} completion for slot {}",
+                ud.kind,
+                ud.index
+            );
             return false;
-        };
-        let conn = match entry.conn.as_mut() {
-            Some(conn) if entry.gen == ud.gen => conn,
-            _ => {
-                log::debug!("io_uring: stale {:?} completion for slot {slot}", ud.kind);
-                return false;
-            }
         };
         conn.inflight -= 1;
         match ud.kind {
-            Kind::Send => conn.sending = false,
+            Kind::Send => conn.send_in_flight = false,
             Kind::Connect => conn.connect_addr = None,
             _ => {}
         }
@@ -575,7 +549,7 @@ impl UringDriver {
             }
             return self.maybe_closed(slot, sink);
         }
-        let slot_id = Slot(u64::from(slot));
+        let slot_id = slot;
         let result = if res >= 0 {
             Ok(res)
         } else {
@@ -601,19 +575,17 @@ impl UringDriver {
     }
 
     /// Reports `Closed` for a closing slot once nothing of it is in flight.
-    fn maybe_closed<F>(&mut self, slot: u32, sink: &mut F) -> bool
+    fn maybe_closed<F>(&mut self, slot: Slot, sink: &mut F) -> bool
     where
         F: FnMut(Completion<'_>) -> Flow,
     {
-        let done = self.slots[slot as usize]
-            .conn
-            .as_ref()
+        let done = self
+            .slots
+            .get(slot)
             .is_some_and(|c| c.closing && c.inflight == 0);
         if done {
             self.finish_close(slot);
-            sink(Completion::Closed {
-                slot: Slot(u64::from(slot)),
-            });
+            sink(Completion::Closed { slot });
         }
         done
     }
@@ -650,6 +622,36 @@ impl UringDriver {
         }
         delivered
     }
+}
+
+impl UringDriver {
+    /// Takes `fd` over as the connection of `slot`, reusing spare send storage; fails if
+    /// the slot's index is in use.
+    fn adopt(&mut self, slot: Slot, fd: OwnedFd) -> io::Result<&mut Conn> {
+        if self.slots.get_at(slot.index()).is_some() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("slot {} is in use", slot.index()),
+            ));
+        }
+        let conn = Conn::new(fd, self.spare_sends.pop());
+        if let Err(conn) = self.slots.insert(slot, conn) {
+            self.spare_sends.push(conn.send);
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("slot index {} is out of range", slot.index()),
+            ));
+        }
+        Ok(self.slots.get_mut(slot).expect("just inserted"))
+    }
+}
+
+/// The connection a completion's `user_data` names, unless the slot's index is vacant or
+/// used by a later connection (another generation).
+fn lookup(slots: &mut SlotTable<Conn>, ud: UserData) -> Option<(Slot, &mut Conn)> {
+    slots
+        .get_at_mut(ud.index as usize)
+        .filter(|(slot, _)| ud.names(*slot))
 }
 
 impl Driver for UringDriver {
@@ -720,28 +722,11 @@ impl Driver for UringDriver {
     }
 
     fn register(&mut self, slot: Slot, stream: TcpStream) -> io::Result<()> {
-        let entry = self.entry(slot);
-        if entry.conn.is_some() {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                format!("slot {} is in use", slot.index() as u32),
-            ));
-        }
-        let fd = OwnedFd::from(stream);
-        entry.conn = Some(Conn::new(fd, entry.spare_send.take()));
-        Ok(())
+        self.adopt(slot, OwnedFd::from(stream)).map(drop)
     }
 
     fn connect(&mut self, slot: Slot, socket: socket2::Socket, addr: SocketAddr) -> io::Result<()> {
-        let entry = self.entry(slot);
-        if entry.conn.is_some() {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                format!("slot {} is in use", slot.index() as u32),
-            ));
-        }
-        let gen = entry.gen;
-        let mut conn = Conn::new(OwnedFd::from(socket), entry.spare_send.take());
+        let conn = self.adopt(slot, OwnedFd::from(socket))?;
         let sa = Box::new(SockAddr::from(addr));
         let sqe = opcode::Connect::new(
             types::Fd(conn.raw_fd()),
@@ -749,10 +734,9 @@ impl Driver for UringDriver {
             sa.len(),
         )
         .build()
-        .user_data(UserData::new(slot.index() as u32, gen, Kind::Connect).encode());
+        .user_data(UserData::of(slot, Kind::Connect).encode());
         conn.connect_addr = Some(sa);
         conn.inflight += 1;
-        entry.conn = Some(conn);
         // SAFETY: the connect points to the boxed address, kept in `connect_addr` until the
         // connect's completion, and to the connection's descriptor, open until then.
         unsafe { self.ring.push(sqe) };
@@ -760,67 +744,46 @@ impl Driver for UringDriver {
     }
 
     fn recv(&mut self, slot: Slot) {
-        let Some(entry) = self.slots.get_mut(slot.index()) else {
+        let Some(conn) = self.slots.get_mut(slot) else {
             return;
         };
-        let gen = entry.gen;
-        let Some(conn) = entry.conn.as_mut() else {
-            return;
-        };
-        if conn.closing || conn.recv.active {
+        if conn.closing || conn.recv.delivering {
             return;
         }
-        conn.recv.active = true;
+        conn.recv.delivering = true;
         if !conn.recv.stash.is_empty() {
-            self.flush.push(slot.index() as u32);
+            self.flush.push(slot);
         }
         if conn.recv.should_arm() {
-            Self::arm_recv(&mut self.ring, slot.index() as u32, gen, conn);
+            Self::arm_recv(&mut self.ring, slot, conn);
         }
     }
 
     fn pause_recv(&mut self, slot: Slot) {
-        let Some(entry) = self.slots.get_mut(slot.index()) else {
+        let Some(conn) = self.slots.get_mut(slot) else {
             return;
         };
-        let gen = entry.gen;
-        let Some(conn) = entry.conn.as_mut() else {
-            return;
-        };
-        if conn.closing || !conn.recv.active {
+        if conn.closing || !conn.recv.delivering {
             return;
         }
-        Self::pause(&mut self.ring, slot.index() as u32, gen, conn);
+        Self::pause(&mut self.ring, slot, conn);
     }
 
     unsafe fn send(&mut self, slot: Slot, bufs: &[IoSlice<'_>]) {
-        let Some(entry) = self.slots.get_mut(slot.index()) else {
-            debug_assert!(false, "send on unknown slot {}", slot.index() as u32);
+        let Some(conn) = self.slots.get_mut(slot).filter(|conn| !conn.closing) else {
+            log::error!("io_uring: send on slot {slot}, which the driver does not own: ignored");
             return;
         };
-        let gen = entry.gen;
-        let Some(conn) = entry.conn.as_mut() else {
-            debug_assert!(false, "send on unknown slot {}", slot.index() as u32);
-            return;
-        };
-        if conn.closing {
-            return;
-        }
-        if conn.sending {
-            debug_assert!(false, "two sends in flight on slot {}", slot.index() as u32);
-            // Refused, as the mio driver does: a second request in flight would overwrite
-            // the first one's `msghdr` and could reach the socket before the first one's
-            // bytes.
-            self.refused_sends.push((slot.index() as u32, gen));
+        if conn.send_in_flight {
+            // Refused: a second request in flight would overwrite the first one's `msghdr`
+            // and could reach the socket before the first one's bytes.
+            log::error!("io_uring: second send on slot {slot} while one is in flight: refused");
+            self.refused_sends.push(slot);
             return;
         }
         let fd = conn.raw_fd();
-        let sqe = conn.send.prepare(
-            fd,
-            bufs,
-            UserData::new(slot.index() as u32, gen, Kind::Send),
-        );
-        conn.sending = true;
+        let sqe = conn.send.prepare(fd, bufs, UserData::of(slot, Kind::Send));
+        conn.send_in_flight = true;
         conn.inflight += 1;
         // SAFETY: a SENDMSG points to the connection's boxed `msghdr` and iovec array,
         // which are not touched again before its completion (one send in flight per slot),
@@ -831,53 +794,45 @@ impl Driver for UringDriver {
     }
 
     fn shutdown_write(&mut self, slot: Slot) {
-        let Some(conn) = self
-            .slots
-            .get_mut(slot.index())
-            .and_then(|entry| entry.conn.as_mut())
-        else {
+        let Some(conn) = self.slots.get_mut(slot) else {
             return;
         };
         if conn.closing {
             return;
         }
-        debug_assert!(!conn.sending, "shutdown_write with a send in flight");
+        if conn.send_in_flight {
+            log::error!("io_uring: shutdown_write on slot {slot} with a send in flight");
+        }
         // A direct syscall: it never blocks, and nothing waits for its outcome.
         if let Err(err) = socket2::SockRef::from(&conn.fd).shutdown(std::net::Shutdown::Write) {
-            log::debug!(
-                "io_uring: shutdown(SHUT_WR) of slot {}: {err}",
-                slot.index() as u32
-            );
+            log::debug!("io_uring: shutdown(SHUT_WR) of slot {slot}: {err}");
         }
     }
 
     fn close(&mut self, slot: Slot) {
-        let Some(entry) = self.slots.get_mut(slot.index()) else {
-            return;
-        };
-        let gen = entry.gen;
-        let Some(conn) = entry.conn.as_mut() else {
+        let Some(conn) = self.slots.get_mut(slot) else {
+            log::debug!("io_uring: close of slot {slot}, which the driver does not own: ignored");
             return;
         };
         if conn.closing {
             return;
         }
         conn.closing = true;
-        conn.recv.active = false;
+        conn.recv.delivering = false;
         for item in conn.recv.stash.drain(..) {
             if let Stashed::Data { bid, .. } = item {
                 self.bufs.recycle(bid);
             }
         }
         if conn.inflight == 0 {
-            self.finish_close(slot.index() as u32);
-            self.closed.push(slot.index() as u32);
+            self.finish_close(slot);
+            self.closed.push(slot);
             return;
         }
         conn.inflight += 1;
         let sqe = opcode::AsyncCancel2::new(CancelBuilder::fd(types::Fd(conn.raw_fd())).all())
             .build()
-            .user_data(UserData::new(slot.index() as u32, gen, Kind::Cancel).encode());
+            .user_data(UserData::of(slot, Kind::Cancel).encode());
         // SAFETY: a cancel by descriptor points to no memory; the descriptor stays open
         // until this cancel's own completion is reaped.
         unsafe { self.ring.push(sqe) };

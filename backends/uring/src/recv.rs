@@ -26,17 +26,18 @@ pub(crate) enum Stashed {
     Err(i32),
 }
 
-/// Where a connection's receive stands.
+/// Where a connection's receive stands, as far as the kernel and the stash go.
 #[derive(Debug, Default)]
 pub(crate) struct RecvState {
-    /// The core wants `Received` for this slot: `recv` was called and no pause since.
-    pub active: bool,
-    /// A multishot receive is in flight (its final completion has not been reaped).
-    pub armed: bool,
+    /// Completions go to the sink rather than to the stash: `recv` was called and neither
+    /// `pause_recv` nor a `Pause` answer came since.
+    pub delivering: bool,
+    /// A multishot receive is in the kernel (its final completion has not been reaped).
+    pub multishot_armed: bool,
     /// A cancel of the armed receive has been queued.
-    pub cancelling: bool,
+    pub cancel_queued: bool,
     /// The kernel reported end of stream or an error: the receive is never armed again.
-    pub ended: bool,
+    pub stream_ended: bool,
     /// The last receive ended with `ENOBUFS`; it is armed again once buffers are back.
     pub starved: bool,
     /// Completions not delivered yet, in order (while paused, or behind earlier ones).
@@ -46,7 +47,7 @@ pub(crate) struct RecvState {
 impl RecvState {
     /// Whether a new multishot receive should be armed now.
     pub(crate) fn should_arm(&self) -> bool {
-        self.active && !self.armed && !self.ended && !self.starved
+        self.delivering && !self.multishot_armed && !self.stream_ended && !self.starved
     }
 }
 
@@ -78,15 +79,15 @@ mod tests {
     fn arming_rules() {
         let mut r = RecvState::default();
         assert!(!r.should_arm(), "nothing before recv()");
-        r.active = true;
+        r.delivering = true;
         assert!(r.should_arm());
-        r.armed = true;
+        r.multishot_armed = true;
         assert!(!r.should_arm(), "one receive at a time");
-        r.armed = false;
+        r.multishot_armed = false;
         r.starved = true;
         assert!(!r.should_arm(), "waits for buffers");
         r.starved = false;
-        r.ended = true;
+        r.stream_ended = true;
         assert!(!r.should_arm(), "never after EOF");
     }
 }

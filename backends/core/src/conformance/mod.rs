@@ -28,14 +28,14 @@
 //! again), idle connections holding no receive buffer, close right after `register` or
 //! `connect`, and two broken calls.
 //!
+//! # Broken calls
+//!
+//! A `send` on a slot the driver does not own and a second `send` while one is in flight
+//! have the outcome the [driver contract](crate::driver) gives them; the suite checks it
+//! exactly, with no allowance for a build-dependent panic.
+//!
 //! # Where the contract text is silent
 //!
-//! * A `send` on a slot the driver does not own (never registered, or after its
-//!   `Closed`): the suite asks for no completion for that slot, or a debug-build panic at
-//!   the call, and the driver serving its other slots as before.
-//! * A second `send` while one is in flight (a precondition of `send`): the suite asks that
-//!   it be detected and change nothing: a debug-build panic at the call, or a failed
-//!   `Sent` for it, the send in flight completing as if alone.
 //! * When `unlisten` closes the socket: the suite asks only that connecting is refused
 //!   once later polls have run (the mio driver closes it at once, the io_uring driver once
 //!   the kernel let go of its accept).

@@ -1,24 +1,26 @@
-//! [`UringDriver`]: the core's [`Driver`] on io_uring.
+//! [`UringDriver`]: the core's [`Driver`] on io_uring: its state, setup, `poll` (submit,
+//! wait, reap) and the routing of each completion by its `user_data` kind.
+//!
+//! The operations themselves live by concept, each file with its submissions, its
+//! completions and what it delivers outside `poll`: accepting in `accept.rs`, receiving in
+//! `recv.rs`, sending in `send.rs`, closing in `close.rs`, and taking a socket over
+//! (`register`, `connect`) in `conn.rs`. The [`Driver`] impl here only hands each call on.
 
 use crate::accept::{self, Listener};
 use crate::buf_ring::{BufRing, BGID};
 use crate::conn::Conn;
 use crate::error::SetupError;
-use crate::recv::{self, Stashed};
 use crate::ring::{Ring, Wait};
 use crate::send::SendBuf;
 use crate::setup::{self, TaskRun};
 use crate::user_data::{Kind, UserData};
 use crate::waker::WakeReader;
 use io_uring::types::CancelBuilder;
-use io_uring::{cqueue, opcode, types};
-use ringmill_core::driver::{
-    self, Completion, Driver, DriverCounters, Flow, ListenerId, Slot, Waker,
-};
+use io_uring::{cqueue, opcode};
+use ringmill_core::driver::{Completion, Driver, DriverCounters, Flow, ListenerId, Slot, Waker};
 use ringmill_core::pool::BufferPool;
 use ringmill_core::slots::SlotTable;
 use ringmill_core::DriverConfig;
-use socket2::SockAddr;
 use std::collections::HashMap;
 use std::io::{self, IoSlice};
 use std::mem::ManuallyDrop;
@@ -47,34 +49,34 @@ const DROP_DRAIN: Duration = Duration::from_secs(2);
 /// buffers are leaked rather than freed while the kernel may still write to them.
 pub struct UringDriver {
     // Field order matters for drop: the ring goes before the memory it may point to.
-    ring: Ring,
-    wake: ManuallyDrop<WakeReader>,
-    bufs: ManuallyDrop<BufRing>,
+    pub(crate) ring: Ring,
+    pub(crate) wake: ManuallyDrop<WakeReader>,
+    pub(crate) bufs: ManuallyDrop<BufRing>,
     /// The connections, at the core's slots.
-    slots: SlotTable<Conn>,
+    pub(crate) slots: SlotTable<Conn>,
     /// Send storage of closed connections, reused by the next ones. Boxed because a
     /// connection's `msghdr` must keep its address while the kernel may read it, and the
     /// box moves in and out of here as it is.
     #[allow(clippy::vec_box)]
-    spare_sends: Vec<Box<SendBuf>>,
-    listeners: HashMap<u32, Listener>,
+    pub(crate) spare_sends: Vec<Box<SendBuf>>,
+    pub(crate) listeners: HashMap<u32, Listener>,
     /// Slots whose receive ended with `ENOBUFS`, to re-arm once buffers are back.
-    starved: Vec<Slot>,
+    pub(crate) starved: Vec<Slot>,
     /// Slots resumed with stashed completions, to deliver at the next poll.
-    flush: Vec<Slot>,
+    pub(crate) flush: Vec<Slot>,
     /// Listeners resumed with stashed accepts, to deliver at the next poll.
-    accept_flush: Vec<u32>,
+    pub(crate) accept_flush: Vec<u32>,
     /// Slots closed with nothing in flight, whose `Closed` the next poll reports.
-    closed: Vec<Slot>,
+    pub(crate) closed: Vec<Slot>,
     /// Sends refused because one was in flight on the slot: the next poll reports a
     /// failed `Sent` for each, unless the slot was closed meanwhile.
-    refused_sends: Vec<Slot>,
+    pub(crate) refused_sends: Vec<Slot>,
     /// Reused buffer of reaped CQEs.
-    cqes: Vec<cqueue::Entry>,
-    description: String,
-    enobufs: u64,
-    rearms: u64,
-    wakeups: u64,
+    pub(crate) cqes: Vec<cqueue::Entry>,
+    pub(crate) description: String,
+    pub(crate) enobufs: u64,
+    pub(crate) rearms: u64,
+    pub(crate) wakeups: u64,
 }
 
 impl UringDriver {
@@ -152,217 +154,17 @@ impl UringDriver {
         })
     }
 
-    /// Arms the multishot receive of `slot`.
-    fn arm_recv(ring: &mut Ring, slot: Slot, conn: &mut Conn) {
-        debug_assert!(!conn.recv.multishot_armed);
-        conn.recv.multishot_armed = true;
-        conn.inflight += 1;
-        let sqe = recv::recv_sqe(conn.raw_fd(), UserData::of(slot, Kind::Recv));
-        // SAFETY: the receive refers to the connection's descriptor, which stays open until
-        // the connection's last completion (the connection is dropped only then), and to the
-        // provided buffer ring, which outlives every operation (see `Drop`).
-        unsafe { ring.push(sqe) };
-    }
-
-    /// Stops delivering for `slot`: cancels the armed receive, whose completions until the
-    /// cancel lands go to the stash.
-    fn pause(ring: &mut Ring, slot: Slot, conn: &mut Conn) {
-        conn.recv.delivering = false;
-        if conn.recv.multishot_armed && !conn.recv.cancel_queued {
-            conn.recv.cancel_queued = true;
-            conn.inflight += 1;
-            let target = UserData::of(slot, Kind::Recv).encode();
-            let sqe = opcode::AsyncCancel2::new(CancelBuilder::user_data(target))
-                .build()
-                .user_data(UserData::of(slot, Kind::Cancel).encode());
-            // SAFETY: a cancel by user_data points to no memory.
-            unsafe { ring.push(sqe) };
-        }
-    }
-
-    /// Delivers the stash of `slot` while the core wants it; returns whether anything was
-    /// delivered. Buffers go back to the ring as soon as the sink returns.
-    fn drain_stash<F>(
-        ring: &mut Ring,
-        bufs: &mut BufRing,
-        slot: Slot,
-        conn: &mut Conn,
-        sink: &mut F,
-    ) -> bool
-    where
-        F: FnMut(Completion<'_>) -> Flow,
-    {
-        let mut delivered = false;
-        while conn.recv.delivering {
-            let Some(item) = conn.recv.stash.pop_front() else {
-                break;
-            };
-            let slot_id = slot;
-            let flow = match item {
-                Stashed::Data { bid, len } => {
-                    let flow = sink(Completion::Received {
-                        slot: slot_id,
-                        result: Ok(bufs.slice(bid, len as usize)),
-                    });
-                    bufs.recycle(bid);
-                    flow
-                }
-                Stashed::Copied(bytes) => sink(Completion::Received {
-                    slot: slot_id,
-                    result: Ok(&bytes),
-                }),
-                Stashed::Eof => sink(Completion::Received {
-                    slot: slot_id,
-                    result: Ok(&[]),
-                }),
-                Stashed::Err(errno) => sink(Completion::Received {
-                    slot: slot_id,
-                    result: Err(io::Error::from_raw_os_error(errno)),
-                }),
-            };
-            delivered = true;
-            if flow == Flow::Pause {
-                Self::pause(ring, slot, conn);
-            }
-        }
-        if !conn.recv.delivering {
-            recv::spill(&mut conn.recv.stash, bufs);
-        }
-        delivered
-    }
-
-    /// Arms the multishot accept of listener `id`.
-    fn arm_accept(ring: &mut Ring, id: u32, l: &mut Listener) {
-        debug_assert!(!l.armed);
-        l.armed = true;
-        l.inflight += 1;
-        let sqe = l.accept_sqe(id);
-        // SAFETY: the accept refers only to the listening descriptor, which stays open
-        // until the listener's last completion (the entry is removed only then).
-        unsafe { ring.push(sqe) };
-    }
-
-    /// Stops accepting on `id` for now: cancels the armed accept; accepts that land before
-    /// the cancel go to the stash.
-    fn pause_accept(ring: &mut Ring, id: u32, l: &mut Listener) {
-        l.active = false;
-        if l.armed && !l.cancelling {
-            l.cancelling = true;
-            l.inflight += 1;
-            let target = UserData::new(id, 0, Kind::Accept).encode();
-            let sqe = opcode::AsyncCancel2::new(CancelBuilder::user_data(target))
-                .build()
-                .user_data(UserData::new(id, 0, Kind::AcceptCancel).encode());
-            // SAFETY: a cancel by user_data points to no memory.
-            unsafe { ring.push(sqe) };
-        }
-    }
-
-    /// Delivers the accept stash of listener `id` while the core wants it.
-    fn drain_accepts<F>(ring: &mut Ring, id: u32, l: &mut Listener, sink: &mut F) -> bool
-    where
-        F: FnMut(Completion<'_>) -> Flow,
-    {
-        let mut delivered = false;
-        while l.active {
-            let Some(result) = l.stash.pop_front() else {
-                break;
-            };
-            delivered = true;
-            let flow = sink(Completion::Accepted {
-                listener: ListenerId(id),
-                result,
-            });
-            if flow == Flow::Pause {
-                Self::pause_accept(ring, id, l);
-            }
-        }
-        delivered
-    }
-
-    /// Drops the connection of `slot` (closing its descriptor) once nothing of it is in
-    /// flight; the caller reports `Closed`.
-    fn finish_close(&mut self, slot: Slot) {
-        if let Some(conn) = self.slots.remove(slot) {
-            debug_assert_eq!(conn.inflight, 0);
-            debug_assert!(conn.recv.stash.is_empty());
-            self.spare_sends.push(conn.send);
-            // `conn.fd` is closed here, after the kernel let go of it.
-        }
-    }
-
-    /// Delivers what was queued outside `poll`: `Closed` of quiet slots, resumed stashes.
+    /// Delivers what was queued outside `poll`: `Closed` of quiet slots, refused sends,
+    /// resumed stashes.
     fn flush_pending<F>(&mut self, sink: &mut F) -> bool
     where
         F: FnMut(Completion<'_>) -> Flow,
     {
-        let mut delivered = false;
-        let mut closed = std::mem::take(&mut self.closed);
-        for slot in closed.drain(..) {
-            sink(Completion::Closed { slot });
-            delivered = true;
-        }
-        closed.append(&mut self.closed);
-        self.closed = closed;
-        for slot in std::mem::take(&mut self.refused_sends) {
-            if self.slots.get(slot).is_some_and(|conn| !conn.closing) {
-                sink(Completion::Sent {
-                    slot,
-                    result: Err(driver::second_send_refused()),
-                });
-                delivered = true;
-            }
-        }
-        let mut flush = std::mem::take(&mut self.flush);
-        for slot in flush.drain(..) {
-            if let Some(conn) = self.slots.get_mut(slot) {
-                if !conn.closing {
-                    delivered |=
-                        Self::drain_stash(&mut self.ring, &mut self.bufs, slot, conn, sink);
-                }
-            }
-        }
-        flush.append(&mut self.flush);
-        self.flush = flush;
-        let mut accept_flush = std::mem::take(&mut self.accept_flush);
-        for id in accept_flush.drain(..) {
-            if let Some(l) = self.listeners.get_mut(&id) {
-                if !l.removed {
-                    delivered |= Self::drain_accepts(&mut self.ring, id, l, sink);
-                }
-            }
-        }
-        accept_flush.append(&mut self.accept_flush);
-        self.accept_flush = accept_flush;
+        let mut delivered = self.flush_closed(sink);
+        delivered |= self.flush_refused(sink);
+        delivered |= self.flush_stashes(sink);
+        delivered |= self.flush_accepts(sink);
         delivered
-    }
-
-    /// Re-arms the receives that ran out of buffers, oldest first, at most one per buffer
-    /// back in the ring: re-arming every starved receive at once would only earn most of
-    /// them another `ENOBUFS` (a herd of useless completions per recycled buffer).
-    fn feed_starved(&mut self) {
-        let mut budget = self.bufs.in_ring();
-        if self.starved.is_empty() || budget == 0 {
-            return;
-        }
-        let mut fed = 0;
-        while fed < self.starved.len() && budget > 0 {
-            let slot = self.starved[fed];
-            fed += 1;
-            let Some(conn) = self.slots.get_mut(slot) else {
-                continue;
-            };
-            if !conn.recv.starved || conn.closing {
-                continue;
-            }
-            conn.recv.starved = false;
-            if conn.recv.should_arm() {
-                Self::arm_recv(&mut self.ring, slot, conn);
-                self.rearms += 1;
-                budget -= 1;
-            }
-        }
-        self.starved.drain(..fed);
     }
 
     /// Reaps and dispatches every completion; returns whether anything reached the sink
@@ -414,15 +216,12 @@ impl UringDriver {
         };
         match ud.kind {
             Kind::Recv => self.on_recv(ud, res, flags, sink),
-            Kind::Send | Kind::Connect | Kind::Cancel => self.on_conn_op(ud, res, sink),
+            Kind::Send => self.on_send(ud, res, sink),
+            Kind::Connect => self.on_connect(ud, res, sink),
+            Kind::Cancel => self.on_cancel(ud, res, sink),
             Kind::Accept => self.on_accept(ud.index, res, flags, sink),
             Kind::AcceptCancel => {
-                if let Some(l) = self.listeners.get_mut(&ud.index) {
-                    l.inflight -= 1;
-                    if l.removed && l.inflight == 0 {
-                        self.listeners.remove(&ud.index);
-                    }
-                }
+                self.on_accept_cancel(ud.index);
                 false
             }
             Kind::Wake => {
@@ -442,216 +241,6 @@ impl UringDriver {
             Kind::Drain => false,
         }
     }
-
-    /// A multishot receive completion.
-    fn on_recv<F>(&mut self, ud: UserData, res: i32, flags: u32, sink: &mut F) -> bool
-    where
-        F: FnMut(Completion<'_>) -> Flow,
-    {
-        let more = cqueue::more(flags);
-        let bid = cqueue::buffer_select(flags);
-        if bid.is_some() {
-            self.bufs.taken();
-        }
-        let Some((slot, conn)) = lookup(&mut self.slots, ud) else {
-            log::debug!("io_uring: stale receive completion for slot {}", ud.index);
-            if let Some(bid) = bid {
-                self.bufs.recycle(bid);
-            }
-            return false;
-        };
-        if !more {
-            conn.inflight -= 1;
-            conn.recv.multishot_armed = false;
-            conn.recv.cancel_queued = false;
-        }
-        if conn.closing {
-            if let Some(bid) = bid {
-                self.bufs.recycle(bid);
-            }
-            return self.maybe_closed(slot, sink);
-        }
-        let item = if res > 0 {
-            match bid {
-                Some(bid) => Some(Stashed::Data {
-                    bid,
-                    len: res as u32,
-                }),
-                None => {
-                    log::error!("io_uring: receive of {res} bytes without a buffer");
-                    conn.recv.stream_ended = true;
-                    Some(Stashed::Err(libc::EIO))
-                }
-            }
-        } else {
-            if let Some(bid) = bid {
-                self.bufs.recycle(bid);
-            }
-            match -res {
-                0 => {
-                    conn.recv.stream_ended = true;
-                    Some(Stashed::Eof)
-                }
-                libc::ENOBUFS => {
-                    self.enobufs += 1;
-                    if !conn.recv.starved {
-                        conn.recv.starved = true;
-                        self.starved.push(slot);
-                    }
-                    None
-                }
-                libc::ECANCELED => None,
-                errno => {
-                    conn.recv.stream_ended = true;
-                    Some(Stashed::Err(errno))
-                }
-            }
-        };
-        if let Some(item) = item {
-            conn.recv.stash.push_back(item);
-        }
-        let delivered = Self::drain_stash(&mut self.ring, &mut self.bufs, slot, conn, sink);
-        if !more && conn.recv.should_arm() {
-            Self::arm_recv(&mut self.ring, slot, conn);
-            self.rearms += 1;
-        }
-        delivered
-    }
-
-    /// A send, connect or cancel completion of a connection.
-    fn on_conn_op<F>(&mut self, ud: UserData, res: i32, sink: &mut F) -> bool
-    where
-        F: FnMut(Completion<'_>) -> Flow,
-    {
-        let Some((slot, conn)) = lookup(&mut self.slots, ud) else {
-            log::debug!(
-                "io_uring: stale {:?} completion for slot {}",
-                ud.kind,
-                ud.index
-            );
-            return false;
-        };
-        conn.inflight -= 1;
-        match ud.kind {
-            Kind::Send => conn.send_in_flight = false,
-            Kind::Connect => conn.connect_addr = None,
-            _ => {}
-        }
-        if conn.closing {
-            if ud.kind == Kind::Cancel && conn.inflight > 0 {
-                // The close's cancel found fewer operations than are still out: make sure
-                // the rest end too (a receive sees end of stream, a send or connect fails).
-                let outstanding = conn.fd_ops();
-                if res < outstanding as i32 {
-                    // SAFETY: plain syscall on a descriptor the connection owns.
-                    unsafe { libc::shutdown(conn.raw_fd(), libc::SHUT_RDWR) };
-                }
-            }
-            return self.maybe_closed(slot, sink);
-        }
-        let slot_id = slot;
-        let result = if res >= 0 {
-            Ok(res)
-        } else {
-            Err(io::Error::from_raw_os_error(-res))
-        };
-        match ud.kind {
-            Kind::Send => {
-                sink(Completion::Sent {
-                    slot: slot_id,
-                    result: result.map(|n| n as usize),
-                });
-                true
-            }
-            Kind::Connect => {
-                sink(Completion::Connected {
-                    slot: slot_id,
-                    result: result.map(drop),
-                });
-                true
-            }
-            _ => false,
-        }
-    }
-
-    /// Reports `Closed` for a closing slot once nothing of it is in flight.
-    fn maybe_closed<F>(&mut self, slot: Slot, sink: &mut F) -> bool
-    where
-        F: FnMut(Completion<'_>) -> Flow,
-    {
-        let done = self
-            .slots
-            .get(slot)
-            .is_some_and(|c| c.closing && c.inflight == 0);
-        if done {
-            self.finish_close(slot);
-            sink(Completion::Closed { slot });
-        }
-        done
-    }
-
-    /// A multishot accept completion.
-    fn on_accept<F>(&mut self, id: u32, res: i32, flags: u32, sink: &mut F) -> bool
-    where
-        F: FnMut(Completion<'_>) -> Flow,
-    {
-        let more = cqueue::more(flags);
-        let Some(l) = self.listeners.get_mut(&id) else {
-            accept::discard(res);
-            return false;
-        };
-        if !more {
-            l.inflight -= 1;
-            l.armed = false;
-            l.cancelling = false;
-        }
-        if l.removed {
-            accept::discard(res);
-            if l.inflight == 0 {
-                self.listeners.remove(&id);
-            }
-            return false;
-        }
-        if let Some(result) = accept::accepted(res) {
-            l.stash.push_back(result);
-        }
-        let delivered = Self::drain_accepts(&mut self.ring, id, l, sink);
-        if !more && l.active && !l.armed {
-            Self::arm_accept(&mut self.ring, id, l);
-            self.rearms += 1;
-        }
-        delivered
-    }
-}
-
-impl UringDriver {
-    /// Takes `fd` over as the connection of `slot`, reusing spare send storage; fails if
-    /// the slot's index is in use.
-    fn adopt(&mut self, slot: Slot, fd: OwnedFd) -> io::Result<&mut Conn> {
-        if self.slots.get_at(slot.index()).is_some() {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                format!("slot {} is in use", slot.index()),
-            ));
-        }
-        let conn = Conn::new(fd, self.spare_sends.pop());
-        if let Err(conn) = self.slots.insert(slot, conn) {
-            self.spare_sends.push(conn.send);
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("slot index {} is out of range", slot.index()),
-            ));
-        }
-        Ok(self.slots.get_mut(slot).expect("just inserted"))
-    }
-}
-
-/// The connection a completion's `user_data` names, unless the slot's index is vacant or
-/// used by a later connection (another generation).
-fn lookup(slots: &mut SlotTable<Conn>, ud: UserData) -> Option<(Slot, &mut Conn)> {
-    slots
-        .get_at_mut(ud.index as usize)
-        .filter(|(slot, _)| ud.names(*slot))
 }
 
 impl Driver for UringDriver {
@@ -668,57 +257,15 @@ impl Driver for UringDriver {
     }
 
     fn listen(&mut self, id: ListenerId, listener: TcpListener) -> io::Result<()> {
-        if self.listeners.contains_key(&id.0) {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                format!("listener id {} is in use", id.0),
-            ));
-        }
-        let l = self
-            .listeners
-            .entry(id.0)
-            .or_insert(Listener::new(listener));
-        Self::arm_accept(&mut self.ring, id.0, l);
-        Ok(())
+        self.add_listener(id, listener)
     }
 
     fn resume_accept(&mut self, id: ListenerId) {
-        let Some(l) = self.listeners.get_mut(&id.0) else {
-            return;
-        };
-        if l.removed || l.active {
-            return;
-        }
-        l.active = true;
-        if !l.stash.is_empty() {
-            self.accept_flush.push(id.0);
-        }
-        if !l.armed {
-            Self::arm_accept(&mut self.ring, id.0, l);
-            self.rearms += 1;
-        }
+        self.resume_listener(id);
     }
 
     fn unlisten(&mut self, id: ListenerId) {
-        let Some(l) = self.listeners.get_mut(&id.0) else {
-            return;
-        };
-        if l.removed {
-            return;
-        }
-        Self::pause_accept(&mut self.ring, id.0, l);
-        // The descriptor can only be closed once the accept's cancel completes, a poll or
-        // more from now; until then the kernel would keep completing handshakes into a
-        // queue nobody accepts from. Shutting a listening socket down takes it out of
-        // LISTEN at once (Linux), so connects are refused from here on.
-        if let Err(e) = socket2::SockRef::from(&l.sock).shutdown(std::net::Shutdown::Both) {
-            log::debug!("ringmill: shutdown of listener {}: {e}", id.0);
-        }
-        l.removed = true;
-        l.stash.clear();
-        if l.inflight == 0 {
-            self.listeners.remove(&id.0);
-        }
+        self.remove_listener(id);
     }
 
     fn register(&mut self, slot: Slot, stream: TcpStream) -> io::Result<()> {
@@ -726,116 +273,29 @@ impl Driver for UringDriver {
     }
 
     fn connect(&mut self, slot: Slot, socket: socket2::Socket, addr: SocketAddr) -> io::Result<()> {
-        let conn = self.adopt(slot, OwnedFd::from(socket))?;
-        let sa = Box::new(SockAddr::from(addr));
-        let sqe = opcode::Connect::new(
-            types::Fd(conn.raw_fd()),
-            sa.as_ptr().cast::<libc::sockaddr>(),
-            sa.len(),
-        )
-        .build()
-        .user_data(UserData::of(slot, Kind::Connect).encode());
-        conn.connect_addr = Some(sa);
-        conn.inflight += 1;
-        // SAFETY: the connect points to the boxed address, kept in `connect_addr` until the
-        // connect's completion, and to the connection's descriptor, open until then.
-        unsafe { self.ring.push(sqe) };
-        Ok(())
+        self.start_connect(slot, socket, addr)
     }
 
     fn recv(&mut self, slot: Slot) {
-        let Some(conn) = self.slots.get_mut(slot) else {
-            return;
-        };
-        if conn.closing || conn.recv.delivering {
-            return;
-        }
-        conn.recv.delivering = true;
-        if !conn.recv.stash.is_empty() {
-            self.flush.push(slot);
-        }
-        if conn.recv.should_arm() {
-            Self::arm_recv(&mut self.ring, slot, conn);
-        }
+        self.start_recv(slot);
     }
 
     fn pause_recv(&mut self, slot: Slot) {
-        let Some(conn) = self.slots.get_mut(slot) else {
-            return;
-        };
-        if conn.closing || !conn.recv.delivering {
-            return;
-        }
-        Self::pause(&mut self.ring, slot, conn);
+        self.stop_recv(slot);
     }
 
     unsafe fn send(&mut self, slot: Slot, bufs: &[IoSlice<'_>]) {
-        let Some(conn) = self.slots.get_mut(slot).filter(|conn| !conn.closing) else {
-            log::error!("io_uring: send on slot {slot}, which the driver does not own: ignored");
-            return;
-        };
-        if conn.send_in_flight {
-            // Refused: a second request in flight would overwrite the first one's `msghdr`
-            // and could reach the socket before the first one's bytes.
-            log::error!("io_uring: second send on slot {slot} while one is in flight: refused");
-            self.refused_sends.push(slot);
-            return;
-        }
-        let fd = conn.raw_fd();
-        let sqe = conn.send.prepare(fd, bufs, UserData::of(slot, Kind::Send));
-        conn.send_in_flight = true;
-        conn.inflight += 1;
-        // SAFETY: a SENDMSG points to the connection's boxed `msghdr` and iovec array,
-        // which are not touched again before its completion (one send in flight per slot),
-        // and to the bytes of `bufs`, which the caller keeps valid and unchanged until
-        // `Sent` or `Closed` (this function's contract); both are reported only after the
-        // send's final completion.
-        unsafe { self.ring.push(sqe) };
+        // SAFETY: `start_send` asks exactly what this function's caller guarantees: the
+        // memory of `bufs` stays valid and unchanged until this slot's `Sent` or `Closed`.
+        unsafe { self.start_send(slot, bufs) }
     }
 
     fn shutdown_write(&mut self, slot: Slot) {
-        let Some(conn) = self.slots.get_mut(slot) else {
-            return;
-        };
-        if conn.closing {
-            return;
-        }
-        if conn.send_in_flight {
-            log::error!("io_uring: shutdown_write on slot {slot} with a send in flight");
-        }
-        // A direct syscall: it never blocks, and nothing waits for its outcome.
-        if let Err(err) = socket2::SockRef::from(&conn.fd).shutdown(std::net::Shutdown::Write) {
-            log::debug!("io_uring: shutdown(SHUT_WR) of slot {slot}: {err}");
-        }
+        self.shut_write(slot);
     }
 
     fn close(&mut self, slot: Slot) {
-        let Some(conn) = self.slots.get_mut(slot) else {
-            log::debug!("io_uring: close of slot {slot}, which the driver does not own: ignored");
-            return;
-        };
-        if conn.closing {
-            return;
-        }
-        conn.closing = true;
-        conn.recv.delivering = false;
-        for item in conn.recv.stash.drain(..) {
-            if let Stashed::Data { bid, .. } = item {
-                self.bufs.recycle(bid);
-            }
-        }
-        if conn.inflight == 0 {
-            self.finish_close(slot);
-            self.closed.push(slot);
-            return;
-        }
-        conn.inflight += 1;
-        let sqe = opcode::AsyncCancel2::new(CancelBuilder::fd(types::Fd(conn.raw_fd())).all())
-            .build()
-            .user_data(UserData::of(slot, Kind::Cancel).encode());
-        // SAFETY: a cancel by descriptor points to no memory; the descriptor stays open
-        // until this cancel's own completion is reaped.
-        unsafe { self.ring.push(sqe) };
+        self.start_close(slot);
     }
 
     fn poll<F>(&mut self, timeout: Option<Duration>, mut sink: F) -> io::Result<()>
@@ -938,122 +398,12 @@ impl Drop for UringDriver {
 }
 
 /// `65536` -> `"64KiB"`, `1000` -> `"1000B"`.
-fn human_size(bytes: usize) -> String {
+pub(crate) fn human_size(bytes: usize) -> String {
     if bytes >= 1 << 20 && bytes % (1 << 20) == 0 {
         format!("{}MiB", bytes >> 20)
     } else if bytes >= 1 << 10 && bytes % (1 << 10) == 0 {
         format!("{}KiB", bytes >> 10)
     } else {
         format!("{bytes}B")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::io::{Read, Write};
-
-    /// Echoes `total` bytes over one connection through a driver built with `mode` only.
-    fn echo_once(mode: TaskRun, total: usize) {
-        let config = DriverConfig {
-            buffer_size: 4096,
-            buffer_count: 4,
-            ring_entries: 8,
-            cq_entries: 16,
-            ..DriverConfig::default()
-        };
-        let mut driver = UringDriver::with_modes(&config, &[mode]).expect("ring setup");
-        assert!(
-            driver.describe().contains(mode.label()),
-            "{}",
-            driver.describe()
-        );
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
-        driver.listen(ListenerId(0), listener).unwrap();
-        let data: Vec<u8> = (0..total).map(|i| (i * 7 % 253) as u8).collect();
-        let expect = data.clone();
-        let client = std::thread::spawn(move || {
-            let mut s = TcpStream::connect(addr).unwrap();
-            s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-            let mut w = s.try_clone().unwrap();
-            let writer = std::thread::spawn(move || {
-                w.write_all(&data).unwrap();
-                w.shutdown(std::net::Shutdown::Write).unwrap();
-            });
-            let mut got = Vec::new();
-            s.read_to_end(&mut got).unwrap();
-            writer.join().unwrap();
-            got
-        });
-        let slot = Slot(5);
-        let mut pending: Vec<u8> = Vec::new();
-        let mut sending: Option<(Vec<u8>, usize)> = None;
-        let (mut eof, mut closing, mut closed) = (false, false, false);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !closed {
-            assert!(Instant::now() < deadline, "{mode:?}: echo stalled");
-            let mut accepted = None;
-            let mut sent = None;
-            driver
-                .poll(Some(Duration::from_millis(50)), |c| {
-                    match c {
-                        Completion::Accepted { result, .. } => accepted = Some(result.unwrap().0),
-                        Completion::Received { result, .. } => {
-                            let d = result.unwrap();
-                            assert!(!eof, "data after EOF");
-                            if d.is_empty() {
-                                eof = true;
-                            }
-                            pending.extend_from_slice(d);
-                        }
-                        Completion::Sent { result, .. } => sent = Some(result.unwrap()),
-                        Completion::Closed { .. } => closed = true,
-                        Completion::Connected { .. } => panic!("no connect here"),
-                    }
-                    Flow::Continue
-                })
-                .unwrap();
-            if let Some(stream) = accepted {
-                driver.register(slot, stream).unwrap();
-                driver.recv(slot);
-            }
-            if let Some(n) = sent {
-                let (buf, off) = sending.as_mut().unwrap();
-                *off += n;
-                if *off == buf.len() {
-                    sending = None;
-                } else {
-                    // SAFETY: `buf` stays in `sending`, unchanged, until `Sent`.
-                    unsafe { driver.send(slot, &[IoSlice::new(&buf[*off..])]) };
-                }
-            }
-            if sending.is_none() && !pending.is_empty() {
-                let buf = std::mem::take(&mut pending);
-                // SAFETY: `buf` moves into `sending` (its heap block stays put) until `Sent`.
-                unsafe { driver.send(slot, &[IoSlice::new(&buf)]) };
-                sending = Some((buf, 0));
-            }
-            if eof && sending.is_none() && pending.is_empty() && !closing {
-                closing = true;
-                driver.close(slot);
-            }
-        }
-        assert_eq!(client.join().unwrap(), expect, "{mode:?}: echo differs");
-    }
-
-    #[test]
-    fn echo_with_every_flag_combination() {
-        for mode in setup::ALL_TASKRUN {
-            echo_once(mode, 300_000);
-        }
-    }
-
-    #[test]
-    fn sizes_read_well() {
-        assert_eq!(human_size(65536), "64KiB");
-        assert_eq!(human_size(1 << 20), "1MiB");
-        assert_eq!(human_size(1000), "1000B");
     }
 }

@@ -98,6 +98,7 @@
 //! A driver is created on, and used from, one loop thread. Only its [`Waker`] crosses
 //! threads.
 
+use crate::clock::Clock;
 use std::io::{self, IoSlice};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
@@ -308,4 +309,13 @@ pub trait Driver: Sized + 'static {
 
     /// This driver's counters.
     fn counters(&self) -> DriverCounters;
+
+    /// The clock the loop measures every timeout against (connect, idle, handshake, close
+    /// linger, stop, accept back-off, user timers). Real drivers keep the default, the
+    /// system's monotonic clock; a simulated driver returns a manual [`Clock`] and moves it
+    /// in [`poll`](Self::poll), so no test of a timeout has to sleep. The loop asks once,
+    /// when it starts.
+    fn clock(&self) -> Clock {
+        Clock::system()
+    }
 }

@@ -1,6 +1,7 @@
 //! A loop's mailbox: commands from other threads (and from callbacks on the loop itself),
 //! and the waker that makes a sleeping loop read them.
 
+use crate::clock::Clock;
 use crate::conn::ConnShared;
 use crate::driver::{DriverCounters, Waker};
 use crate::metrics::LoopMetrics;
@@ -87,6 +88,8 @@ pub struct LoopShared {
     local: AtomicBool,
     /// Signalled when the gate opens (see [`Gate`]).
     gate_opened: Condvar,
+    /// The loop's clock (its driver's): every deadline on this loop is measured against it.
+    clock: Clock,
     counters: [AtomicU64; 9],
     stats: LoopStats,
 }
@@ -131,7 +134,19 @@ struct Inbox {
 }
 
 impl LoopShared {
+    /// A loop's shared part on the system clock (the unit tests' loops).
+    #[cfg(test)]
     pub(crate) fn new(index: usize, waker: Arc<dyn Waker>, held: bool) -> Arc<Self> {
+        Self::with_clock(index, waker, held, Clock::system())
+    }
+
+    /// A loop's shared part, its deadlines measured against `clock` (its driver's).
+    pub(crate) fn with_clock(
+        index: usize,
+        waker: Arc<dyn Waker>,
+        held: bool,
+        clock: Clock,
+    ) -> Arc<Self> {
         Arc::new(Self {
             id: NEXT_LOOP_ID.fetch_add(1, Ordering::Relaxed),
             index,
@@ -144,9 +159,16 @@ impl LoopShared {
             stopped: AtomicBool::new(false),
             local: AtomicBool::new(false),
             gate_opened: Condvar::new(),
+            clock,
             counters: Default::default(),
             stats: LoopStats::default(),
         })
+    }
+
+    /// The loop's clock: deadlines for this loop (timers scheduled from any thread) are
+    /// measured against it.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// The loop's position in its event loop (0-based).

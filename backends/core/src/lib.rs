@@ -17,6 +17,8 @@
 
 #[doc(hidden)]
 pub mod admission;
+#[doc(hidden)]
+pub mod clock;
 pub mod config;
 #[cfg(feature = "conformance")]
 #[doc(hidden)]

@@ -19,7 +19,7 @@ use crate::runtime::timer::{deadline_after, TimerState, UserTimer};
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// One loop thread, reachable from any thread: run closures and timers on it.
 ///
@@ -106,7 +106,7 @@ impl LoopHandle {
         f: impl FnOnce() + Send + 'static,
     ) -> Result<TimerId> {
         let state = TimerState::new(Arc::clone(&self.shared));
-        let at = deadline_after(Instant::now(), delay);
+        let at = deadline_after(self.shared.clock().now(), delay);
         self.push(UserTimer::once(Arc::clone(&state), at, Box::new(f)), state)
     }
 
@@ -130,7 +130,7 @@ impl LoopHandle {
             ))));
         }
         let state = TimerState::new(Arc::clone(&self.shared));
-        let at = deadline_after(Instant::now(), period);
+        let at = deadline_after(self.shared.clock().now(), period);
         let timer = UserTimer::repeating(Arc::clone(&state), at, period, Box::new(f));
         self.push(timer, state)
     }

@@ -112,22 +112,8 @@ impl UringDriver {
         let bufs = BufRing::new(&setup.ring, pool)?;
         let wake = WakeReader::new()
             .map_err(|e| SetupError::new("creating the waker's eventfd failed", e))?;
+        let description = setup::describe(&setup, &bufs);
         let mut ring = Ring::new(setup.ring);
-        let description = format!(
-            "io_uring ({}, sq {}, cq {}, multishot accept+recv, provided buffer ring {}x{}, \
-             registered buffers: {}, submit stable: {}{})",
-            setup.taskrun.label(),
-            ring.sq_entries(),
-            ring.cq_entries(),
-            bufs.count(),
-            human_size(bufs.buf_size()),
-            if bufs.registered() { "yes" } else { "no" },
-            if setup.submit_stable { "yes" } else { "no" },
-            setup
-                .kernel
-                .map(|(a, b)| format!(", kernel {a}.{b}"))
-                .unwrap_or_default(),
-        );
         let mut wake = ManuallyDrop::new(wake);
         let sqe = wake.read_sqe();
         // SAFETY: the read targets the waker's boxed buffer and eventfd, both owned by the
@@ -394,16 +380,5 @@ impl Drop for UringDriver {
             ManuallyDrop::drop(&mut self.bufs);
             ManuallyDrop::drop(&mut self.wake);
         }
-    }
-}
-
-/// `65536` -> `"64KiB"`, `1000` -> `"1000B"`.
-pub(crate) fn human_size(bytes: usize) -> String {
-    if bytes >= 1 << 20 && bytes % (1 << 20) == 0 {
-        format!("{}MiB", bytes >> 20)
-    } else if bytes >= 1 << 10 && bytes % (1 << 10) == 0 {
-        format!("{}KiB", bytes >> 10)
-    } else {
-        format!("{bytes}B")
     }
 }

@@ -1,7 +1,7 @@
 //! Tests of the whole driver that need its internals (the ring's flag combinations).
 
-use crate::driver::{human_size, UringDriver};
-use crate::setup::{self, TaskRun};
+use crate::driver::UringDriver;
+use crate::setup::{self, human_size, TaskRun};
 use ringmill_core::driver::{Completion, Driver, Flow, ListenerId, Slot};
 use ringmill_core::DriverConfig;
 use std::io::IoSlice;

@@ -118,7 +118,12 @@ where
                     return;
                 }
             };
-            let shared = LoopShared::new(index, driver.waker(), settings.dispatch_on_run);
+            let shared = LoopShared::with_clock(
+                index,
+                driver.waker(),
+                settings.dispatch_on_run,
+                driver.clock(),
+            );
             let _ = tx.send(Ok((Arc::clone(&shared), driver.describe())));
             // A held loop waits here, before its first poll, for `release` (or a stop).
             let open = shared.wait_gate();

@@ -194,6 +194,7 @@ pub(crate) struct Worker<D: Driver> {
 
 impl<D: Driver> Worker<D> {
     pub(crate) fn new(driver: D, shared: Arc<LoopShared>, settings: LoopSettings) -> Self {
+        let now = shared.clock().now();
         Self {
             driver,
             state: State {
@@ -209,7 +210,7 @@ impl<D: Driver> Worker<D> {
                 flush: Vec::new(),
                 accepted: Vec::new(),
                 commands: Vec::new(),
-                now: Instant::now(),
+                now,
                 stopping: false,
                 accept_backoff: ACCEPT_BACKOFF_MIN,
                 accept_error_reported: false,
@@ -250,7 +251,7 @@ impl<D: Driver> Worker<D> {
                     break;
                 }
             }
-            self.state.now = Instant::now();
+            self.state.now = self.state.shared.clock().now();
             self.turn();
             self.state
                 .shared
@@ -518,7 +519,7 @@ impl<D: Driver> Worker<D> {
         }
         // The deadline counts from now: the turn's clock was read before this turn's
         // work, which can be long under load, and would end the stop early.
-        self.state.now = Instant::now();
+        self.state.now = self.state.shared.clock().now();
         let deadline = deadline_after(self.state.now, self.state.settings.stop_timeout);
         self.state.timers.add(deadline, TimerKind::Stop);
         for index in 0..self.state.conns.len() {
@@ -775,7 +776,7 @@ impl State {
         {
             return Some(Duration::ZERO);
         }
-        self.timers.next_in(Instant::now())
+        self.timers.next_in(self.shared.clock().now())
     }
 
     fn alloc(&mut self) -> Slot {
@@ -934,8 +935,10 @@ impl State {
                 l.paused = true;
                 let backoff = self.accept_backoff;
                 self.accept_backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
-                self.timers
-                    .add(Instant::now() + backoff, TimerKind::ResumeAccept(listener));
+                self.timers.add(
+                    self.shared.clock().now() + backoff,
+                    TimerKind::ResumeAccept(listener),
+                );
                 if !self.accept_error_reported {
                     self.accept_error_reported = true;
                     log::warn!("ringmill: accept failed, backing off: {e}");
@@ -1034,7 +1037,7 @@ impl State {
             Ok(data) => {
                 // Not `self.now`: that was taken before the poll, which may have slept
                 // for as long as the idle timeout itself before these bytes came.
-                conn.last_active = Instant::now();
+                conn.last_active = self.shared.clock().now();
                 conn.service.count(Stat::BytesIn, data.len() as u64);
                 if conn.layers.is_some() {
                     return self.receive_layered(slot, data);

@@ -43,6 +43,9 @@ pub mod pool;
 pub mod runtime;
 #[doc(hidden)]
 pub mod service;
+#[cfg(all(feature = "sim", unix))]
+#[doc(hidden)]
+pub mod sim;
 #[doc(hidden)]
 pub mod slots;
 

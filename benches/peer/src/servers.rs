@@ -20,11 +20,18 @@
 //!
 //! Protocol with the runner: the server prints `READY <description>` on stdout once it
 //! accepts; each line `stats` on stdin is answered with `allocs <count>`; end of stdin ends
-//! the process.
+//! the process. For profiling (`benches/peer/profile.sh`), a line `counters` is answered
+//! with one line `counters allocs=N` followed, for the ringmill servers, by the loops'
+//! driver counters (`enters=`, `sqes=`, `cqes=`, `events=`, `wakeups=`, `rearms=`,
+//! `enobufs=`) and the server's `bytes_in=` and `bytes_out=`, summed over the loop threads.
 
 use crate::{alloc, proc};
 use std::io::{BufRead, Write};
 use std::net::SocketAddr;
+use std::sync::OnceLock;
+
+/// What a ringmill server adds to the `counters` answer (set once it has started).
+static COUNTERS: OnceLock<Box<dyn Fn() -> String + Send + Sync>> = OnceLock::new();
 
 /// Every server kind, in the order the runner interleaves them.
 pub const KINDS: [&str; 6] = [
@@ -82,6 +89,15 @@ pub fn main(kind: &str, port: u16, threads: usize) -> Result<(), String> {
                 Ok(_) if line.trim() == "stats" => {
                     let mut out = std::io::stdout().lock();
                     let _ = writeln!(out, "allocs {}", alloc::count());
+                    let _ = out.flush();
+                }
+                Ok(_) if line.trim() == "counters" => {
+                    // Read before formatting, so this answer's own allocations fall
+                    // after the count.
+                    let allocs = alloc::count();
+                    let extra = COUNTERS.get().map(|f| f()).unwrap_or_default();
+                    let mut out = std::io::stdout().lock();
+                    let _ = writeln!(out, "counters allocs={allocs}{extra}");
                     let _ = out.flush();
                 }
                 Ok(_) => {}
@@ -236,8 +252,21 @@ fn ringmill_server(
         .max_connections(MAX_CONNS)
         .no_delay(true)
         .build();
-    let server = TcpServer::new(config, Echo).map_err(|e| e.to_string())?;
+    let server = std::sync::Arc::new(TcpServer::new(config, Echo).map_err(|e| e.to_string())?);
     server.start(&event_loop).map_err(|e| e.to_string())?;
+    let handles = event_loop.handles();
+    let counted = std::sync::Arc::clone(&server);
+    let _ = COUNTERS.set(Box::new(move || {
+        let d = handles
+            .iter()
+            .map(|h| h.metrics().driver)
+            .fold(ringmill::DriverCounters::default(), |a, b| a + b);
+        let m = counted.metrics();
+        format!(
+            " enters={} sqes={} cqes={} events={} wakeups={} rearms={} enobufs={} bytes_in={} bytes_out={}",
+            d.enters, d.sqes, d.cqes, d.events, d.wakeups, d.rearms, d.enobufs, m.bytes_in, m.bytes_out
+        )
+    }));
     ready(&format!(
         "ringmill {}, {threads} loop thread{}: {}",
         event_loop.backend(),

@@ -2,11 +2,15 @@
 """Summarises the files benches/peer/profile.sh wrote into OUT, as markdown on stdout.
 
     benches/peer/profile-summary.py OUT [--top N]
+    benches/peer/profile-summary.py --buckets OUT1 OUT2 ...
 
 Per server and cell: messages of the measured window, server CPU per message (perf's
 task-clock over those messages), syscalls, io_uring SQEs and CQEs and allocations per
 message, the shares of the samples by kind (user, kernel, copies, locks and atomics), and
 the top N symbols by self and by children (with inlined frames) share.
+
+With --buckets: one table over several OUT folders (repetitions of the same runs), the
+median per server and cell of CPU per message and of the samples' shares by bucket.
 """
 
 import glob
@@ -74,8 +78,80 @@ def short(sym, width=110):
     return sym if len(sym) <= width else sym[: width - 3] + "..."
 
 
+IO_URING_K = re.compile(r"^_*io_|^io_uring|^tctx_|^task_work_run")
+EPOLL_K = re.compile(r"^ep_|epoll|^__pollwait|^sock_poll|^tcp_poll")
+# (name, test on (kind, symbol)), first match wins.
+BUCKETS = [
+    ("user copy", lambda k, s: k == "." and COPY_USER.search(s)),
+    ("user other", lambda k, s: k == "."),
+    ("kernel recv copy", lambda k, s: k == "k" and "_copy_to_iter" in s),
+    ("kernel send copy", lambda k, s: k == "k" and "_copy_from_iter" in s),
+    ("io_uring", lambda k, s: k == "k" and IO_URING_K.search(s)),
+    ("epoll", lambda k, s: k == "k" and EPOLL_K.search(s)),
+    ("irq-restore", lambda k, s: k == "k" and "irqrestore" in s),
+    ("kernel other", lambda k, s: True),
+]
+
+
+def median(xs):
+    xs = sorted(xs)
+    if not xs:
+        return float("nan")
+    m = len(xs) // 2
+    return xs[m] if len(xs) % 2 else (xs[m - 1] + xs[m]) / 2
+
+
+def buckets(dirs):
+    tags = sorted(
+        {os.path.basename(p)[: -len(".load")] for d in dirs for p in glob.glob(os.path.join(d, "*.load"))},
+        key=lambda t: (int(t.rsplit("-", 1)[1].split("x")[0]), t),
+    )
+    names = [b[0] for b in BUCKETS]
+    print("| server, cell | runs | CPU us/msg (min-max) | syscalls/msg | " + " | ".join(f"{n} %" for n in names) + " |")
+    print("|---|---|---|---|" + "---|" * len(names))
+    rows_abs = []
+    for tag in tags:
+        cpus, sysc, shares, abs_ = [], [], {n: [] for n in names}, {n: [] for n in names}
+        for d in dirs:
+            base = os.path.join(d, tag)
+            if not os.path.exists(base + ".self"):
+                continue
+            msgs = parse_load(base + ".load")
+            st = parse_stat(base + ".stat")
+            if msgs and "task-clock" in st:
+                cpus.append(st["task-clock"] * 1000 / msgs[0])
+                sysc.append(st.get("raw_syscalls:sys_enter", 0) / msgs[0])
+            acc = {n: 0.0 for n in names}
+            for p, k, sym in parse_report(base + ".self"):
+                for n, test in BUCKETS:
+                    if test(k, sym):
+                        acc[n] += p
+                        break
+            for n in names:
+                shares[n].append(acc[n])
+                if msgs and "task-clock" in st:
+                    abs_[n].append(acc[n] / 100 * st["task-clock"] * 1000 / msgs[0])
+        if not cpus:
+            continue
+        print(
+            f"| {tag} | {len(cpus)} | {median(cpus):.2f} ({min(cpus):.2f}-{max(cpus):.2f}) | {median(sysc):.4f} | "
+            + " | ".join(f"{median(shares[n]):.1f}" for n in names)
+            + " |"
+        )
+        rows_abs.append((tag, abs_))
+    print("\nThe same buckets in microseconds of server CPU per message (median over the runs of")
+    print("share x that run's CPU per message; as noisy as CPU per message itself):\n")
+    print("| server, cell | " + " | ".join(names) + " |")
+    print("|---|" + "---|" * len(names))
+    for tag, abs_ in rows_abs:
+        print(f"| {tag} | " + " | ".join(f"{median(abs_[n]):.2f}" for n in names) + " |")
+
+
 def main():
     args = sys.argv[1:]
+    if args and args[0] == "--buckets":
+        buckets(args[1:])
+        return
     top = 25
     if "--top" in args:
         i = args.index("--top")

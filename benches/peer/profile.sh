@@ -72,6 +72,6 @@ spid=
 
 perf report -i "$tag.perf.data" --no-children --sort sym -g none --stdio 2>/dev/null \
     | grep -v '^$' >"$tag.self"
-perf report -i "$tag.perf.data" --children --sort sym -g none --percent-limit 1 --stdio 2>/dev/null \
+perf report -i "$tag.perf.data" --children --sort sym -g none --percent-limit 0.5 --stdio 2>/dev/null \
     | grep -v '^$' >"$tag.children"
 echo "wrote $tag.*"

@@ -110,7 +110,11 @@ pub fn main(kind: &str, port: u16, threads: usize) -> Result<(), String> {
         "monoio" => monoio_server(addr),
         "mill-net" => millnet_server(addr),
         "plain-mio" => crate::plain::run(addr, |_| {
-            ready("plain mio loop, 1 thread: epoll edge-triggered, one 64 KiB read buffer written straight back, only the unwritten tail queued per connection")
+            let buffer = match std::env::var("PEER_PLAIN_BUF") {
+                Ok(b) => format!("one {b} B read buffer (PEER_PLAIN_BUF)"),
+                Err(_) => "one 64 KiB read buffer".to_string(),
+            };
+            ready(&format!("plain mio loop, 1 thread: epoll edge-triggered, {buffer} written straight back, only the unwritten tail queued per connection"))
         }),
         "ringmill-uring" => ringmill_server(addr, ringmill::Backend::Uring, threads),
         "ringmill-mio" => ringmill_server(addr, ringmill::Backend::Mio, threads),
@@ -242,16 +246,37 @@ fn ringmill_server(
         }
     }
 
-    let event_loop = ringmill::EventLoop::builder()
+    // For profiling only (`benches/peer/PROFILE.md`): the loop's receive buffers and the
+    // server's `on_data` chunk, when set; the comparison runs the defaults.
+    let env_size = |name: &str| -> std::result::Result<Option<usize>, String> {
+        match std::env::var(name) {
+            Err(_) => Ok(None),
+            Ok(v) => match v.parse::<usize>() {
+                Ok(n) if n > 0 => Ok(Some(n)),
+                _ => Err(format!("{name}={v}: a number above 0")),
+            },
+        }
+    };
+    let mut builder = ringmill::EventLoop::builder()
         .threads(threads)
-        .backend(backend)
+        .backend(backend);
+    if let Some(n) = env_size("PEER_RINGMILL_BUFFER_COUNT")? {
+        builder = builder.buffer_count(n);
+    }
+    if let Some(n) = env_size("PEER_RINGMILL_BUFFER_SIZE")? {
+        builder = builder.buffer_size(n);
+    }
+    let event_loop = builder
         .build()
         .map_err(|e| format!("ringmill {backend}: {e}"))?;
-    let config = TcpServerConfig::builder()
+    let mut config = TcpServerConfig::builder()
         .address(addr)
         .max_connections(MAX_CONNS)
-        .no_delay(true)
-        .build();
+        .no_delay(true);
+    if let Some(n) = env_size("PEER_RINGMILL_CHUNK")? {
+        config = config.buffer_size(n);
+    }
+    let config = config.build();
     let server = std::sync::Arc::new(TcpServer::new(config, Echo).map_err(|e| e.to_string())?);
     server.start(&event_loop).map_err(|e| e.to_string())?;
     let handles = event_loop.handles();
@@ -267,8 +292,16 @@ fn ringmill_server(
             d.enters, d.sqes, d.cqes, d.events, d.wakeups, d.rearms, d.enobufs, m.bytes_in, m.bytes_out
         )
     }));
+    let overrides: String = [
+        "PEER_RINGMILL_BUFFER_COUNT",
+        "PEER_RINGMILL_BUFFER_SIZE",
+        "PEER_RINGMILL_CHUNK",
+    ]
+    .iter()
+    .filter_map(|name| std::env::var(name).ok().map(|v| format!(", {name}={v}")))
+    .collect();
     ready(&format!(
-        "ringmill {}, {threads} loop thread{}: {}",
+        "ringmill {}, {threads} loop thread{}: {}{overrides}",
         event_loop.backend(),
         if threads == 1 { "" } else { "s" },
         event_loop.backend_description()

@@ -215,8 +215,11 @@ def main():
         if ct:
             size = int(tag.rsplit("x", 2)[1])
             shown = {k: v for k, v in ct.items() if v}
+            by_bytes = (
+                f" (messages by bytes out: {ct['bytes_out'] // size})" if "bytes_out" in ct else ""
+            )
             print(
-                f"\nserver counters over the window (messages by bytes out: {ct.get('bytes_out', 0) // size}): "
+                f"\nserver counters over the window{by_bytes}: "
                 + ", ".join(f"{k} {v} ({v / n:.4f}/msg)" for k, v in shown.items() if not k.startswith("bytes"))
             )
         for kind, path in (("self", ".self"), ("children", ".children")):

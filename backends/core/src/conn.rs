@@ -8,7 +8,7 @@ use crate::config::Watermarks;
 use crate::driver::Slot;
 use crate::error::SendError;
 use crate::id::ConnectionId;
-use crate::inbox::{CloseMode, Command, LoopShared};
+use crate::inbox::{Command, LoopShared};
 use crate::metrics::{ServiceStats, Stat};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -16,6 +16,18 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 const NO_SLOT: u32 = u32::MAX;
+
+/// How a close treats data still queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseMode {
+    /// Deliver what is queued (up to the loop's linger deadline), then close.
+    Flush,
+    /// Drop what is queued and close now.
+    Abort,
+    /// Write what the socket takes at once of what is queued, drop the rest and close
+    /// now: mill-net's `close`. No linger, no waiting for the peer.
+    Discard,
+}
 
 /// The outbound queue and its accounting, under the connection's lock.
 #[derive(Debug)]

@@ -1,10 +1,9 @@
 //! What handlers and user threads use to act on connections: [`ServerContext`] and
 //! [`ConnSender`].
 
-use crate::conn::ConnShared;
+use crate::conn::{CloseMode, ConnShared};
 use crate::error::{NetworkError, Result, SendError};
 use crate::id::ConnectionId;
-use crate::inbox::CloseMode;
 use crate::loop_handle::{LoopHandle, TimerId};
 use crate::service::Service;
 use std::fmt;

@@ -2,7 +2,7 @@
 //! and the waker that makes a sleeping loop read them.
 
 use crate::clock::Clock;
-use crate::conn::ConnShared;
+use crate::conn::{CloseMode, ConnShared};
 use crate::driver::{DriverCounters, Waker};
 use crate::metrics::LoopMetrics;
 use crate::runtime::timer::UserTimer;
@@ -22,18 +22,6 @@ thread_local! {
 }
 
 static NEXT_LOOP_ID: AtomicUsize = AtomicUsize::new(1);
-
-/// How a close treats data still queued.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseMode {
-    /// Deliver what is queued (up to the loop's linger deadline), then close.
-    Flush,
-    /// Drop what is queued and close now.
-    Abort,
-    /// Write what the socket takes at once of what is queued, drop the rest and close
-    /// now: mill-net's `close`. No linger, no waiting for the peer.
-    Discard,
-}
 
 /// Work for a loop.
 pub(crate) enum Command {

@@ -1,7 +1,8 @@
 //! A loop thread that died of a panic no callback guard covers: everything that would
 //! wait for it is told it is gone.
 
-use super::{Driver, Slot, Worker};
+use super::worker::Worker;
+use crate::driver::{Driver, Slot};
 use crate::error::NetworkError;
 use crate::inbox::LoopShared;
 

@@ -1,6 +1,6 @@
 //! Keeping the loop's own bookkeeping bounded by what is alive.
 
-use super::State;
+use super::worker::State;
 use crate::driver::Slot;
 use crate::id::ConnectionId;
 

@@ -193,7 +193,7 @@ impl ConnShared {
         };
         if schedule {
             if let Some(owner) = self.owner.get() {
-                if !owner.push(Command::Flush(Arc::clone(self))) {
+                if !owner.push_flush(self) {
                     // The loop is gone: nothing will ever write this.
                     let mut q = self.lock();
                     q.closed = true;

@@ -19,6 +19,10 @@ thread_local! {
     static CURRENT_LOOP: Cell<usize> = const { Cell::new(0) };
     /// The loop running on this thread, for `LoopHandle::current`.
     static CURRENT_SHARED: RefCell<Option<Arc<LoopShared>>> = const { RefCell::new(None) };
+    /// Connections the loop running on this thread must flush, put here by sends made on
+    /// that thread (callbacks, timers, posted closures): no inbox, no lock, no wake-up,
+    /// and no turn's delay. The loop takes them just before it flushes.
+    static LOCAL_FLUSH: RefCell<Vec<Arc<ConnShared>>> = const { RefCell::new(Vec::new()) };
 }
 
 static NEXT_LOOP_ID: AtomicUsize = AtomicUsize::new(1);
@@ -181,6 +185,7 @@ impl LoopShared {
 
     pub(crate) fn leave() {
         CURRENT_LOOP.with(|c| c.set(0));
+        LOCAL_FLUSH.with(|l| l.borrow_mut().clear());
         CURRENT_SHARED.with(|c| c.borrow_mut().take());
     }
 
@@ -222,6 +227,30 @@ impl LoopShared {
             }
         }
         true
+    }
+
+    /// Asks the loop to flush `conn`, which has bytes queued: from the loop's own thread
+    /// straight onto its flush list (taken in the same turn), from any other thread
+    /// through the inbox. `false` if the loop is gone.
+    pub(crate) fn push_flush(&self, conn: &Arc<ConnShared>) -> bool {
+        if !self.is_current() {
+            return self.push(Command::Flush(Arc::clone(conn)));
+        }
+        if self.is_stopped() {
+            return false;
+        }
+        LOCAL_FLUSH.with(|l| l.borrow_mut().push(Arc::clone(conn)));
+        true
+    }
+
+    /// Moves the flushes asked for on this (the loop's) thread into `into`.
+    pub(crate) fn take_local_flushes(into: &mut Vec<Arc<ConnShared>>) {
+        LOCAL_FLUSH.with(|l| std::mem::swap(&mut *l.borrow_mut(), into));
+    }
+
+    /// Whether sends on this (the loop's) thread asked for flushes not taken yet.
+    pub(crate) fn has_local_flushes() -> bool {
+        LOCAL_FLUSH.with(|l| !l.borrow().is_empty())
     }
 
     /// Asks the loop to stop. Idempotent. A loop still held (never released) is

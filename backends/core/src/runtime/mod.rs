@@ -21,6 +21,8 @@ mod receive;
 mod send;
 mod stack;
 mod stop;
+#[cfg(test)]
+mod tests;
 pub(crate) mod timer;
 mod worker;
 

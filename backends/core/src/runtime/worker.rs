@@ -57,6 +57,8 @@ pub(crate) struct State {
     pub(super) flush: Vec<Slot>,
     pub(super) accepted: Vec<(ListenerId, TcpStream, SocketAddr)>,
     pub(super) commands: Vec<Command>,
+    /// The flushes asked for on this thread, taken each turn (see `take_local_flushes`).
+    pub(super) local_flushes: Vec<Arc<ConnShared>>,
     pub(super) now: Instant,
     pub(super) stopping: bool,
     pub(super) accept_backoff: Duration,
@@ -98,6 +100,7 @@ impl<D: Driver> Worker<D> {
                 flush: Vec::new(),
                 accepted: Vec::new(),
                 commands: Vec::new(),
+                local_flushes: Vec::new(),
                 now,
                 stopping: false,
                 accept_backoff: ACCEPT_BACKOFF_MIN,
@@ -178,10 +181,24 @@ impl<D: Driver> Worker<D> {
             self.state.timer(timer);
         }
         self.apply_ops();
+        self.take_local_flushes();
         self.flush();
         // Flushing can finish a drain (nothing left to write) and queue closes.
         self.apply_ops();
         self.ack_stops();
+    }
+
+    /// Puts the connections that sends on this thread asked to flush on the flush list
+    /// (see [`LoopShared::push_flush`]).
+    fn take_local_flushes(&mut self) {
+        let mut local = std::mem::take(&mut self.state.local_flushes);
+        LoopShared::take_local_flushes(&mut local);
+        for conn in local.drain(..) {
+            if let Some(slot) = self.state.slot_of(&conn) {
+                self.state.schedule_flush(slot);
+            }
+        }
+        self.state.local_flushes = local;
     }
 
     /// Answers the `TcpServer::stop` callers whose service has no connection left here.
@@ -225,6 +242,7 @@ impl State {
             || !self.flush.is_empty()
             || !self.accepted.is_empty()
             || self.shared.has_local_work()
+            || LoopShared::has_local_flushes()
         {
             return Some(Duration::ZERO);
         }

@@ -11,11 +11,11 @@ use crate::id::ConnectionId;
 use crate::inbox::{Command, LoopShared};
 use crate::metrics::{ServiceStats, Stat};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-const NO_SLOT: u32 = u32::MAX;
+const NO_SLOT: u64 = u64::MAX;
 
 /// How a close treats data still queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,7 +60,7 @@ pub struct ConnShared {
     owner: OnceLock<Arc<LoopShared>>,
     /// The peer's address, set before the connection is announced.
     peer: OnceLock<SocketAddr>,
-    slot: AtomicU32,
+    slot: AtomicU64,
     read_paused: AtomicBool,
     out: Mutex<OutQueue>,
     /// Signalled when `finished` is set.
@@ -82,7 +82,7 @@ impl ConnShared {
             marks,
             owner: OnceLock::new(),
             peer: OnceLock::new(),
-            slot: AtomicU32::new(NO_SLOT),
+            slot: AtomicU64::new(NO_SLOT),
             read_paused: AtomicBool::new(false),
             out: Mutex::new(OutQueue {
                 pending: Vec::new(),

@@ -12,9 +12,13 @@
 //! * A connection is named by a [`Slot`], chosen by the core. A slot is handed to the
 //!   driver by [`Driver::register`] or [`Driver::connect`] and stays owned by the driver
 //!   until the driver reports [`Completion::Closed`] for it, after [`Driver::close`]. The
-//!   core never reuses a slot before that `Closed`, so a driver may index its own tables
-//!   by slot; it should still tag in-kernel operations with a generation of its own, so
-//!   that a late completion for an earlier use of the slot is recognised and dropped.
+//!   core never reuses a slot's index before that `Closed`. A slot carries the generation
+//!   of its use of the index ([`Slot::generation`]), which changes every time the core
+//!   reuses the index: a driver keeps its per-connection state in a
+//!   [`SlotTable`](crate::slots::SlotTable) filled at the core's slots, and tags its
+//!   in-kernel operations with the slot's generation (or its low bits), so that a late
+//!   completion for an earlier use of the index is recognised and dropped. A driver needs
+//!   no generation counter of its own.
 //! * A listener is named by a [`ListenerId`]. The core never reuses a listener id within
 //!   one loop.
 //!
@@ -81,15 +85,38 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The core's name for one connection on one loop. See the module docs for its lifetime.
+/// The core's name for one connection on one loop: a table index (the low 32 bits) and
+/// the generation of this use of the index (the high 32 bits). See the module docs for its
+/// lifetime and [`crate::slots`] for the table that hands slots out.
+///
+/// `Slot(n)` with `n` below 2^32 is index `n` in generation 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Slot(pub u32);
+pub struct Slot(pub u64);
 
 impl Slot {
+    /// The slot of `index` in `generation`.
+    #[inline]
+    pub const fn new(index: u32, generation: u32) -> Slot {
+        Slot(index as u64 | ((generation as u64) << 32))
+    }
+
     /// The slot as an index into a table.
     #[inline]
     pub fn index(self) -> usize {
-        self.0 as usize
+        self.0 as u32 as usize
+    }
+
+    /// The generation of this use of the index: a driver tags its kernel operations with
+    /// it (or its low bits) to recognise a completion for an earlier use.
+    #[inline]
+    pub fn generation(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+}
+
+impl std::fmt::Display for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index(), self.generation())
     }
 }
 

@@ -10,9 +10,9 @@
 //! Applications use the `ringmill` crate, which re-exports what they need from here.
 //! This crate is the engine shared by `ringmill`, `ringmill-mio` and `ringmill-uring`,
 //! which are released together in lockstep. The engine modules (`admission`, `driver`,
-//! `inbox`, `map`, `pool`, `runtime`, `service`) are hidden from the documentation and are
-//! not semver surface: they may change in any release. Items re-exported by `ringmill`
-//! follow `ringmill`'s version.
+//! `inbox`, `map`, `pool`, `runtime`, `service`, `slots`) are hidden from the
+//! documentation and are not semver surface: they may change in any release. Items
+//! re-exported by `ringmill` follow `ringmill`'s version.
 #![warn(missing_docs)]
 
 #[doc(hidden)]
@@ -43,6 +43,8 @@ pub mod pool;
 pub mod runtime;
 #[doc(hidden)]
 pub mod service;
+#[doc(hidden)]
+pub mod slots;
 
 pub use config::{DriverConfig, TcpClientConfig, TcpServerConfig, TcpServerConfigBuilder};
 pub use context::{ConnSender, ServerContext};

@@ -75,7 +75,8 @@ impl MioDriver {
         connecting: bool,
     ) -> io::Result<(u32, &mut Conn)> {
         let generation = self.reactor.slots.next_generation(slot)?;
-        let token = token::conn(slot, generation).ok_or_else(|| too_large("slot", slot.0))?;
+        let token =
+            token::conn(slot, generation).ok_or_else(|| too_large("slot", slot.index() as u32))?;
         let mut stream = mio::net::TcpStream::from_std(stream);
         sys::prepare(&stream)?;
         self.poll.registry().register(

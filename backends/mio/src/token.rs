@@ -54,7 +54,7 @@ pub(crate) fn listener(id: ListenerId) -> Option<Token> {
 
 /// The token of connection `slot` in its `generation`, if the slot fits.
 pub(crate) fn conn(slot: Slot, generation: u32) -> Option<Token> {
-    encode(KIND_CONN, slot.0, generation_bits(generation))
+    encode(KIND_CONN, slot.index() as u32, generation_bits(generation))
 }
 
 fn encode(kind: usize, id: u32, generation: u32) -> Option<Token> {
@@ -74,7 +74,7 @@ pub(crate) fn decode(token: Token) -> Option<Target> {
         KIND_WAKER if raw == KIND_WAKER => Some(Target::Waker),
         KIND_LISTENER => Some(Target::Listener(ListenerId(id))),
         KIND_CONN => Some(Target::Conn {
-            slot: Slot(id),
+            slot: Slot(u64::from(id)),
             generation: raw.checked_shr(GEN_SHIFT).unwrap_or(0) as u32,
         }),
         _ => None,
@@ -92,11 +92,11 @@ mod tests {
             let t = listener(ListenerId(id)).unwrap();
             assert_eq!(decode(t), Some(Target::Listener(ListenerId(id))));
             for generation in [0, 1, 5, u32::MAX] {
-                let t = conn(Slot(id), generation).unwrap();
+                let t = conn(Slot(u64::from(id)), generation).unwrap();
                 assert_eq!(
                     decode(t),
                     Some(Target::Conn {
-                        slot: Slot(id),
+                        slot: Slot(u64::from(id)),
                         generation: generation_bits(generation),
                     })
                 );
@@ -119,13 +119,13 @@ mod tests {
     #[test]
     fn generations_differ_in_tokens() {
         assert_eq!(GEN_BITS, 30);
-        let a = conn(Slot(u32::MAX), 1).unwrap();
-        let b = conn(Slot(u32::MAX), 2).unwrap();
+        let a = conn(Slot(u64::from(u32::MAX)), 1).unwrap();
+        let b = conn(Slot(u64::from(u32::MAX)), 2).unwrap();
         assert_ne!(a, b);
         assert_eq!(
             decode(a),
             Some(Target::Conn {
-                slot: Slot(u32::MAX),
+                slot: Slot(u64::from(u32::MAX)),
                 generation: 1
             })
         );

@@ -196,7 +196,7 @@ impl UringDriver {
             let Some(item) = conn.recv.stash.pop_front() else {
                 break;
             };
-            let slot_id = Slot(slot);
+            let slot_id = Slot(u64::from(slot));
             let flow = match item {
                 Stashed::Data { bid, len } => {
                     let flow = sink(Completion::Received {
@@ -300,7 +300,9 @@ impl UringDriver {
         let mut delivered = false;
         let mut closed = std::mem::take(&mut self.closed);
         for slot in closed.drain(..) {
-            sink(Completion::Closed { slot: Slot(slot) });
+            sink(Completion::Closed {
+                slot: Slot(u64::from(slot)),
+            });
             delivered = true;
         }
         closed.append(&mut self.closed);
@@ -309,7 +311,7 @@ impl UringDriver {
             let entry = &self.slots[slot as usize];
             if entry.gen == gen && entry.conn.as_ref().is_some_and(|conn| !conn.closing) {
                 sink(Completion::Sent {
-                    slot: Slot(slot),
+                    slot: Slot(u64::from(slot)),
                     result: Err(io::Error::other("a send is already in flight on this slot")),
                 });
                 delivered = true;
@@ -573,7 +575,7 @@ impl UringDriver {
             }
             return self.maybe_closed(slot, sink);
         }
-        let slot_id = Slot(slot);
+        let slot_id = Slot(u64::from(slot));
         let result = if res >= 0 {
             Ok(res)
         } else {
@@ -609,7 +611,9 @@ impl UringDriver {
             .is_some_and(|c| c.closing && c.inflight == 0);
         if done {
             self.finish_close(slot);
-            sink(Completion::Closed { slot: Slot(slot) });
+            sink(Completion::Closed {
+                slot: Slot(u64::from(slot)),
+            });
         }
         done
     }
@@ -720,7 +724,7 @@ impl Driver for UringDriver {
         if entry.conn.is_some() {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
-                format!("slot {} is in use", slot.0),
+                format!("slot {} is in use", slot.index() as u32),
             ));
         }
         let fd = OwnedFd::from(stream);
@@ -733,7 +737,7 @@ impl Driver for UringDriver {
         if entry.conn.is_some() {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
-                format!("slot {} is in use", slot.0),
+                format!("slot {} is in use", slot.index() as u32),
             ));
         }
         let gen = entry.gen;
@@ -745,7 +749,7 @@ impl Driver for UringDriver {
             sa.len(),
         )
         .build()
-        .user_data(UserData::new(slot.0, gen, Kind::Connect).encode());
+        .user_data(UserData::new(slot.index() as u32, gen, Kind::Connect).encode());
         conn.connect_addr = Some(sa);
         conn.inflight += 1;
         entry.conn = Some(conn);
@@ -768,10 +772,10 @@ impl Driver for UringDriver {
         }
         conn.recv.active = true;
         if !conn.recv.stash.is_empty() {
-            self.flush.push(slot.0);
+            self.flush.push(slot.index() as u32);
         }
         if conn.recv.should_arm() {
-            Self::arm_recv(&mut self.ring, slot.0, gen, conn);
+            Self::arm_recv(&mut self.ring, slot.index() as u32, gen, conn);
         }
     }
 
@@ -786,34 +790,36 @@ impl Driver for UringDriver {
         if conn.closing || !conn.recv.active {
             return;
         }
-        Self::pause(&mut self.ring, slot.0, gen, conn);
+        Self::pause(&mut self.ring, slot.index() as u32, gen, conn);
     }
 
     unsafe fn send(&mut self, slot: Slot, bufs: &[IoSlice<'_>]) {
         let Some(entry) = self.slots.get_mut(slot.index()) else {
-            debug_assert!(false, "send on unknown slot {}", slot.0);
+            debug_assert!(false, "send on unknown slot {}", slot.index() as u32);
             return;
         };
         let gen = entry.gen;
         let Some(conn) = entry.conn.as_mut() else {
-            debug_assert!(false, "send on unknown slot {}", slot.0);
+            debug_assert!(false, "send on unknown slot {}", slot.index() as u32);
             return;
         };
         if conn.closing {
             return;
         }
         if conn.sending {
-            debug_assert!(false, "two sends in flight on slot {}", slot.0);
+            debug_assert!(false, "two sends in flight on slot {}", slot.index() as u32);
             // Refused, as the mio driver does: a second request in flight would overwrite
             // the first one's `msghdr` and could reach the socket before the first one's
             // bytes.
-            self.refused_sends.push((slot.0, gen));
+            self.refused_sends.push((slot.index() as u32, gen));
             return;
         }
         let fd = conn.raw_fd();
-        let sqe = conn
-            .send
-            .prepare(fd, bufs, UserData::new(slot.0, gen, Kind::Send));
+        let sqe = conn.send.prepare(
+            fd,
+            bufs,
+            UserData::new(slot.index() as u32, gen, Kind::Send),
+        );
         conn.sending = true;
         conn.inflight += 1;
         // SAFETY: a SENDMSG points to the connection's boxed `msghdr` and iovec array,
@@ -838,7 +844,10 @@ impl Driver for UringDriver {
         debug_assert!(!conn.sending, "shutdown_write with a send in flight");
         // A direct syscall: it never blocks, and nothing waits for its outcome.
         if let Err(err) = socket2::SockRef::from(&conn.fd).shutdown(std::net::Shutdown::Write) {
-            log::debug!("io_uring: shutdown(SHUT_WR) of slot {}: {err}", slot.0);
+            log::debug!(
+                "io_uring: shutdown(SHUT_WR) of slot {}: {err}",
+                slot.index() as u32
+            );
         }
     }
 
@@ -861,14 +870,14 @@ impl Driver for UringDriver {
             }
         }
         if conn.inflight == 0 {
-            self.finish_close(slot.0);
-            self.closed.push(slot.0);
+            self.finish_close(slot.index() as u32);
+            self.closed.push(slot.index() as u32);
             return;
         }
         conn.inflight += 1;
         let sqe = opcode::AsyncCancel2::new(CancelBuilder::fd(types::Fd(conn.raw_fd())).all())
             .build()
-            .user_data(UserData::new(slot.0, gen, Kind::Cancel).encode());
+            .user_data(UserData::new(slot.index() as u32, gen, Kind::Cancel).encode());
         // SAFETY: a cancel by descriptor points to no memory; the descriptor stays open
         // until this cancel's own completion is reaped.
         unsafe { self.ring.push(sqe) };

@@ -137,7 +137,7 @@ impl State {
         let Some(conn) = self.conns[slot.index()].take() else {
             return;
         };
-        self.free.push(slot.0);
+        self.free.push(slot.index() as u32);
         self.live -= 1;
         let id = conn.id();
         conn.shared.lock().closed = true;

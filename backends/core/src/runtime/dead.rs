@@ -28,7 +28,7 @@ impl<D: Driver> Worker<D> {
                 std::mem::forget(std::mem::take(&mut conn.sending));
             }
             let established = conn.established;
-            let slot = Slot(index as u32);
+            let slot = Slot(index as u64);
             if established {
                 state.report(slot, NetworkError::EventLoopGone);
             }

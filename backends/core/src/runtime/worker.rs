@@ -78,7 +78,7 @@ pub(crate) struct Worker<D: Driver> {
 pub(super) fn conn_slots(conns: &[Option<Conn>]) -> Vec<Slot> {
     (0..conns.len())
         .filter(|&i| conns[i].is_some())
-        .map(|i| Slot(i as u32))
+        .map(|i| Slot(i as u64))
         .collect()
 }
 
@@ -270,10 +270,10 @@ impl State {
 
     pub(super) fn alloc(&mut self) -> Slot {
         match self.free.pop() {
-            Some(s) => Slot(s),
+            Some(s) => Slot(u64::from(s)),
             None => {
                 self.conns.push(None);
-                Slot((self.conns.len() - 1) as u32)
+                Slot((self.conns.len() - 1) as u64)
             }
         }
     }
@@ -285,7 +285,7 @@ impl State {
 
     pub(super) fn free_slot(&mut self, slot: Slot) {
         self.conns[slot.index()] = None;
-        self.free.push(slot.0);
+        self.free.push(slot.index() as u32);
     }
 
     /// The slot of a connection this loop owns, if it is still here.

@@ -5,10 +5,10 @@
 use super::callback::{self, Outcome};
 use super::phase::{Conn, Phase};
 use super::stack::Stack;
+use super::state::{Listener, Op, State, ACCEPT_BACKOFF_MAX, ACCEPT_BACKOFF_MIN};
 use super::timer::TimerKind;
-use super::worker::{Op, State, Worker};
-use crate::conn::ConnShared;
-use crate::context::ServerContext;
+use super::worker::Worker;
+use crate::conn::{ConnShared, Owner};
 use crate::driver::{Driver, Flow, ListenerId};
 use crate::error::{ConfigError, NetworkError};
 use crate::id::ConnectionId;
@@ -17,19 +17,6 @@ use crate::service::Service;
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::time::Duration;
-
-/// First and longest pause after a resource error while accepting.
-pub(super) const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
-const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
-
-/// A listening socket of a service, on this loop.
-pub(super) struct Listener {
-    pub(super) service: Arc<Service>,
-    pub(super) ctx: ServerContext,
-    /// Backing off after a resource error.
-    pub(super) paused: bool,
-}
 
 impl<D: Driver> Worker<D> {
     pub(super) fn listen(
@@ -40,7 +27,7 @@ impl<D: Driver> Worker<D> {
         let id = ListenerId(self.state.next_listener);
         self.state.next_listener += 1;
         self.driver.listen(id, listener)?;
-        let ctx = ServerContext::new(Arc::clone(&service));
+        let ctx = service.context();
         self.state.listeners.insert(
             id,
             Listener {
@@ -83,14 +70,14 @@ impl<D: Driver> Worker<D> {
                 drop(stream);
                 service.release();
                 service.release_place(ticket);
-                let ctx = ServerContext::new(Arc::clone(&service));
+                let ctx = service.context();
                 callback::call_quiet(|| service.handler.on_error(&ctx, None, error));
                 return;
             }
         };
         let id = ConnectionId::next();
         if !option_errors.is_empty() {
-            let ctx = ServerContext::new(Arc::clone(&service));
+            let ctx = service.context();
             for error in option_errors {
                 callback::call_quiet(|| service.handler.on_error(&ctx, Some(id), error));
             }
@@ -101,12 +88,12 @@ impl<D: Driver> Worker<D> {
             shared.set_layered();
         }
         let slot = self.state.alloc();
-        shared.attach(&self.state.shared, slot);
+        shared.attach(Arc::clone(&self.state.shared) as Arc<dyn Owner>, slot);
         if let Err(e) = self.driver.register(slot, stream) {
             self.state.free_slot(slot);
             service.release();
             service.release_place(ticket);
-            let ctx = ServerContext::new(Arc::clone(&service));
+            let ctx = service.context();
             callback::call_quiet(|| {
                 service
                     .handler

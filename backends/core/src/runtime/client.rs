@@ -1,6 +1,8 @@
 //! A client connection before and after it is handed to its loop: its layers and socket
 //! options gathered before the start, and the `Connect` command that starts it.
 
+use super::command::Command;
+use super::shared::LoopShared;
 use crate::admission::AdmissionConfig;
 use crate::config::TcpClientConfig;
 use crate::conn::ConnShared;
@@ -8,7 +10,6 @@ use crate::context::ConnSender;
 use crate::error::{ConfigError, NetworkError, Result};
 use crate::handler::NetworkHandler;
 use crate::id::ConnectionId;
-use crate::inbox::{Command, LoopShared};
 use crate::layer::Layer;
 use crate::service::{Service, ServiceConfig, SocketOptions};
 use std::net::SocketAddr;

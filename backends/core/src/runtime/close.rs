@@ -4,8 +4,8 @@
 
 use super::callback::{self, Outcome};
 use super::phase::Phase;
+use super::state::{Op, State};
 use super::timer::{deadline_after, TimerKind};
-use super::worker::{Op, State};
 use crate::conn::CloseMode;
 use crate::driver::{Flow, ListenerId, Slot};
 use crate::error::NetworkEvent;

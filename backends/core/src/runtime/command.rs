@@ -1,124 +1,53 @@
-//! The commands a loop takes from its inbox, and what it does with each; a command that
-//! arrives after the loop finished is refused (its waiters told, its sockets closed).
+//! The runtime's commands: the work other threads (and the loop's own callbacks) mail to a
+//! loop (`inbox.rs`), carried out in `dispatch.rs`.
 
-use super::callback;
-use super::worker::{State, Worker};
-use crate::context::ServerContext;
-use crate::driver::Driver;
+use super::timer::UserTimer;
+use crate::conn::{CloseMode, ConnShared};
 use crate::error::NetworkError;
-use crate::inbox::Command;
-use std::io;
+use crate::layer::Layer;
+use crate::service::Service;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::mpsc;
 use std::sync::Arc;
+use std::time::Duration;
 
-impl<D: Driver> Worker<D> {
-    pub(super) fn command(&mut self, command: Command) {
-        match command {
-            Command::Flush(shared) => {
-                if let Some(slot) = self.state.slot_of(&shared) {
-                    self.state.schedule_flush(slot);
-                }
-            }
-            Command::Close(shared, mode) => {
-                if let Some(slot) = self.state.slot_of(&shared) {
-                    self.state.begin_close(slot, mode);
-                }
-            }
-            Command::Pause(shared) => {
-                if let Some(slot) = self.state.slot_of(&shared) {
-                    self.state.pause(slot);
-                }
-            }
-            Command::Resume(shared) => {
-                if let Some(slot) = self.state.slot_of(&shared) {
-                    self.state.resume(slot);
-                }
-            }
-            Command::Listen {
-                service,
-                listener,
-                ack,
-            } => {
-                let result = if self.state.stopping || service.is_stopped() {
-                    Err(io::Error::other("event loop is stopping"))
-                } else {
-                    self.listen(Arc::clone(&service), listener)
-                };
-                if let Err(std::sync::mpsc::SendError(Err(e))) = ack.send(result) {
-                    // Nobody waits (the server was started on a held loop): the server
-                    // hears of it here.
-                    if !self.state.stopping && !service.is_stopped() {
-                        log::error!("ringmill: a loop could not take a listener: {e}");
-                        let ctx = ServerContext::new(Arc::clone(&service));
-                        callback::call_quiet(|| {
-                            service
-                                .handler
-                                .on_error(&ctx, None, NetworkError::Io(e.into()))
-                        });
-                    }
-                }
-            }
-            Command::StopService { service, ack } => {
-                self.stop_service(&service);
-                // Answered once its last connection here is gone (see `ack_stops`).
-                self.state.stop_acks.push((service, ack));
-            }
-            Command::Connect {
-                service,
-                conn,
-                socket,
-                addr,
-                timeout,
-                layers,
-                refused,
-            } => {
-                if !self.state.stopping && !conn.is_closed() {
-                    // Before the connect: the connection goes on without those options.
-                    let ctx = ServerContext::new(Arc::clone(&service));
-                    for error in refused {
-                        callback::call_quiet(|| {
-                            service.handler.on_error(&ctx, Some(conn.id), error)
-                        });
-                    }
-                }
-                self.connect(service, conn, socket, addr, timeout, layers)
-            }
-            Command::Post(task) => {
-                let ok = callback::call_task("posted closure", task);
-                self.state.shared.count_task_run(!ok);
-            }
-            Command::Timer(timer) => self.state.timers.add_user(timer, &self.state.shared),
-            Command::Stop => self.stop(),
-        }
-    }
-}
-
-impl State {
-    /// A command that arrived after the loop finished: undo what it asked for.
-    pub(super) fn refuse(&mut self, command: Command) {
-        match command {
-            Command::Listen { ack, .. } => {
-                let _ = ack.send(Err(io::Error::other("event loop has stopped")));
-            }
-            Command::StopService { ack, .. } => {
-                let _ = ack.send(());
-            }
-            Command::Connect { service, conn, .. } => {
-                conn.lock().closed = true;
-                service.conns.remove(conn.id);
-                let ctx = ServerContext::new(Arc::clone(&service));
-                callback::call_quiet(|| {
-                    service
-                        .handler
-                        .on_error(&ctx, Some(conn.id), NetworkError::EventLoopGone)
-                });
-                conn.set_finished();
-            }
-            Command::Close(conn, _) => conn.set_finished(),
-            Command::Flush(conn) | Command::Pause(conn) | Command::Resume(conn) => {
-                conn.lock().closed = true;
-            }
-            // Dropping a timer marks it done; a posted closure is dropped unrun.
-            Command::Post(_) | Command::Timer(_) | Command::Stop => {}
-        }
-    }
+/// Work for a loop.
+pub(crate) enum Command {
+    /// The connection has queued bytes to write.
+    Flush(Arc<ConnShared>),
+    /// Close the connection.
+    Close(Arc<ConnShared>, CloseMode),
+    /// Stop delivering the connection's bytes.
+    Pause(Arc<ConnShared>),
+    /// Deliver the connection's bytes again.
+    Resume(Arc<ConnShared>),
+    /// Accept connections for a service on this listener.
+    Listen {
+        service: Arc<Service>,
+        listener: TcpListener,
+        ack: mpsc::SyncSender<std::io::Result<()>>,
+    },
+    /// Stop a service on this loop: stop its listeners, close its connections.
+    StopService {
+        service: Arc<Service>,
+        ack: mpsc::SyncSender<()>,
+    },
+    /// Connect a client.
+    Connect {
+        service: Arc<Service>,
+        conn: Arc<ConnShared>,
+        socket: socket2::Socket,
+        addr: SocketAddr,
+        timeout: Duration,
+        /// The client's layers, bottom first (empty: none).
+        layers: Vec<Box<dyn Layer>>,
+        /// Socket options the system refused, reported to `on_error` with the id.
+        refused: Vec<NetworkError>,
+    },
+    /// Run a closure on the loop.
+    Post(Box<dyn FnOnce() + Send>),
+    /// Add a user timer to the loop's heap.
+    Timer(UserTimer),
+    /// Stop the loop: close everything, then exit.
+    Stop,
 }

@@ -3,10 +3,10 @@
 use super::callback;
 use super::phase::{Conn, Phase};
 use super::stack::Stack;
+use super::state::{Op, State};
 use super::timer::{deadline_after, TimerKind};
-use super::worker::{Op, State, Worker};
-use crate::conn::ConnShared;
-use crate::context::ServerContext;
+use super::worker::Worker;
+use crate::conn::{ConnShared, Owner};
 use crate::driver::{Driver, Slot};
 use crate::error::NetworkError;
 use crate::layer::Layer;
@@ -28,7 +28,7 @@ impl<D: Driver> Worker<D> {
         timeout: Duration,
         layers: Vec<Box<dyn Layer>>,
     ) {
-        let ctx = ServerContext::new(Arc::clone(&service));
+        let ctx = service.context();
         if self.state.stopping {
             shared.lock().closed = true;
             service.conns.remove(shared.id);
@@ -58,7 +58,7 @@ impl<D: Driver> Worker<D> {
                 shared.set_finished();
                 return;
             }
-            shared.attach(&self.state.shared, slot);
+            shared.attach(Arc::clone(&self.state.shared) as Arc<dyn Owner>, slot);
         }
         let taken = if connected {
             self.driver.register(slot, socket.into())

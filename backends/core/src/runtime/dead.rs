@@ -1,10 +1,10 @@
 //! A loop thread that died of a panic no callback guard covers: everything that would
 //! wait for it is told it is gone.
 
+use super::shared::LoopShared;
 use super::worker::Worker;
 use crate::driver::{Driver, Slot};
 use crate::error::NetworkError;
-use crate::inbox::LoopShared;
 
 impl<D: Driver> Worker<D> {
     /// Called once `run` unwound. Marks the loop stopped (senders and posters are refused

@@ -1,10 +1,10 @@
 //! What the loop's own deadlines do when they come: connect, idle, linger, handshake,
 //! accept back-off, stop (and the user's timers, run by the timer heap).
 
-use super::conn_slots;
 use super::phase::Phase;
+use super::state::conn_slots;
+use super::state::{Op, State};
 use super::timer::{deadline_after, TimerKind};
-use super::worker::{Op, State};
 use crate::conn::CloseMode;
 use crate::error::NetworkError;
 use crate::metrics::Stat;
@@ -60,7 +60,7 @@ impl State {
             }
             TimerKind::Handshake(slot, id) => self.handshake_expired(slot, id),
             TimerKind::ResumeAccept(listener) => self.resume_accepting(listener),
-            TimerKind::User(timer) => self.timers.fire_user(timer, self.now, &self.shared),
+            TimerKind::User(timer) => self.timers.fire_user(timer, self.now, &*self.shared),
             TimerKind::Stop => {
                 for slot in conn_slots(&self.conns) {
                     self.begin_close(slot, CloseMode::Abort);

@@ -1,6 +1,6 @@
 //! Keeping the loop's own bookkeeping bounded by what is alive.
 
-use super::worker::State;
+use super::state::State;
 use crate::driver::Slot;
 use crate::id::ConnectionId;
 

@@ -2,7 +2,7 @@
 //! the connection closes.
 
 use super::phase::Phase;
-use super::worker::State;
+use super::state::State;
 use crate::conn::CloseMode;
 use crate::driver::Slot;
 use crate::error::NetworkError;

@@ -7,32 +7,40 @@
 mod accept;
 mod callback;
 mod client;
-pub(crate) use callback::panic_message;
-pub use client::ClientConn;
 mod close;
 mod command;
 mod connect;
 mod dead;
 mod deadlines;
+mod dispatch;
+mod doors;
+mod establish;
 mod housekeeping;
+mod inbound;
 mod layer_failure;
 mod phase;
 mod receive;
 mod send;
+mod settings;
+pub(crate) mod shared;
 mod stack;
+mod state;
 mod stop;
 #[cfg(test)]
 mod tests;
 pub(crate) mod timer;
 mod worker;
 
-use worker::conn_slots;
+pub(crate) use callback::panic_message;
+pub use client::ClientConn;
+pub use settings::LoopSettings;
+pub use shared::LoopShared;
 
 use crate::context::ServerContext;
 use crate::driver::Driver;
 use crate::error::NetworkEvent;
-use crate::inbox::{Command, LoopShared};
 use crate::service::Service;
+use command::Command;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::{mpsc, Arc};
@@ -41,28 +49,6 @@ use std::time::Duration;
 
 /// How long a caller waits for a loop to acknowledge a command before giving up.
 const ACK_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Loop settings that are not the driver's.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LoopSettings {
-    /// How long `stop` lets queued output drain before closing connections anyway.
-    pub stop_timeout: Duration,
-    /// How long a graceful close waits for queued output before closing anyway.
-    pub linger: Duration,
-    /// The loop threads dispatch nothing until [`LoopShared::release`] (mill-io's
-    /// `EventLoop::run`); see `EventLoopBuilder::dispatch_on_run`.
-    pub dispatch_on_run: bool,
-}
-
-impl Default for LoopSettings {
-    fn default() -> Self {
-        Self {
-            stop_timeout: Duration::from_secs(5),
-            linger: Duration::from_secs(5),
-            dispatch_on_run: false,
-        }
-    }
-}
 
 /// A running loop thread.
 pub struct LoopThread {
@@ -278,5 +264,5 @@ pub fn notify_listening(service: &Arc<Service>, addr: SocketAddr) {
 
 /// A context for `service`.
 pub fn context(service: &Arc<Service>) -> ServerContext {
-    ServerContext::new(Arc::clone(service))
+    service.context()
 }

@@ -9,33 +9,13 @@
 use super::callback::{self, Outcome};
 use super::phase::Phase;
 use super::stack::Decoded;
-use super::worker::{Op, State};
+use super::state::{Op, State};
 use crate::conn::CloseMode;
 use crate::driver::{Flow, Slot};
 use crate::error::NetworkError;
-use crate::layer::{Frames, Piece};
+use crate::layer::Piece;
 use crate::metrics::Stat;
 use std::io;
-
-/// Received pieces waiting for the handler: delivered from `next` (and `offset` bytes
-/// into it). Holds no allocation until a pause (or a layer) leaves bytes here.
-#[derive(Default)]
-pub(super) struct Inbound {
-    pub(super) pieces: Frames,
-    next: usize,
-    offset: usize,
-}
-
-impl Inbound {
-    /// Drops what waits (the connection closes: nothing more is delivered).
-    pub(super) fn clear(&mut self) {
-        *self = Inbound::default();
-    }
-
-    fn is_empty(&self) -> bool {
-        self.pieces.is_empty()
-    }
-}
 
 impl State {
     pub(super) fn on_received(&mut self, slot: Slot, result: io::Result<&[u8]>) -> Flow {

@@ -10,7 +10,8 @@
 
 use super::callback;
 use super::phase::{Conn, Phase};
-use super::worker::{State, Worker};
+use super::state::State;
+use super::worker::Worker;
 use crate::conn::CloseMode;
 use crate::driver::{Driver, Slot};
 use crate::error::NetworkError;

@@ -1,7 +1,7 @@
 //! Stopping: a service on this loop (`TcpServer::stop`), the whole loop
 //! (`EventLoop::stop`), and a loop whose driver failed for good.
 
-use super::conn_slots;
+use super::state::conn_slots;
 use super::timer::{deadline_after, TimerKind};
 use super::worker::Worker;
 use crate::conn::CloseMode;

@@ -13,60 +13,15 @@
 //! 5. apply the queued ops, then flush (`send.rs`): every connection with queued output
 //!    gets one send covering everything queued during the iteration.
 //!
-//! A connection's phases and record are in `phase.rs`.
+//! The loop's state is in `state.rs`, a connection's phases and record in `phase.rs`.
 
-use super::accept::{Listener, ACCEPT_BACKOFF_MIN};
-use super::phase::Conn;
-use super::timer::Timers;
-use super::LoopSettings;
-use crate::conn::ConnShared;
-use crate::driver::{Completion, Driver, Flow, ListenerId, Slot};
-use crate::inbox::{Command, LoopShared};
-use crate::service::Service;
-use std::collections::BTreeMap;
+use super::command::Command;
+use super::settings::LoopSettings;
+use super::shared::LoopShared;
+use super::state::{Op, State};
+use crate::driver::Driver;
 use std::io;
-use std::net::{SocketAddr, TcpStream};
-use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-/// Driver work queued while the driver was busy delivering completions.
-pub(super) enum Op {
-    Recv(Slot),
-    PauseRecv(Slot),
-    ShutdownWrite(Slot),
-    Close(Slot),
-    /// Write what the socket takes at once of what is queued, then close (`CloseMode::Discard`).
-    Discard(Slot),
-    ResumeAccept(ListenerId),
-}
-
-/// Everything of a loop but its driver, so completions can update it while the driver is
-/// borrowed by `poll`.
-pub(crate) struct State {
-    pub(super) shared: Arc<LoopShared>,
-    pub(super) settings: LoopSettings,
-    pub(super) conns: Vec<Option<Conn>>,
-    pub(super) free: Vec<u32>,
-    pub(super) live: usize,
-    /// Ordered by id, so whatever walks them does so in the same order on every run.
-    pub(super) listeners: BTreeMap<ListenerId, Listener>,
-    pub(super) next_listener: u32,
-    pub(super) timers: Timers,
-    pub(super) ops: Vec<Op>,
-    pub(super) flush: Vec<Slot>,
-    pub(super) accepted: Vec<(ListenerId, TcpStream, SocketAddr)>,
-    pub(super) commands: Vec<Command>,
-    /// The flushes asked for on this thread, taken each turn (see `take_local_flushes`).
-    pub(super) local_flushes: Vec<Arc<ConnShared>>,
-    pub(super) now: Instant,
-    pub(super) stopping: bool,
-    pub(super) accept_backoff: Duration,
-    pub(super) accept_error_reported: bool,
-    /// `TcpServer::stop` callers waiting until none of their service's connections is
-    /// left on this loop (each `on_disconnect` delivered).
-    pub(super) stop_acks: Vec<(Arc<Service>, SyncSender<()>)>,
-}
 
 /// A loop thread's state and its driver.
 pub(crate) struct Worker<D: Driver> {
@@ -74,39 +29,11 @@ pub(crate) struct Worker<D: Driver> {
     pub(super) state: State,
 }
 
-/// The slots holding a connection now, in slot order.
-pub(super) fn conn_slots(conns: &[Option<Conn>]) -> Vec<Slot> {
-    (0..conns.len())
-        .filter(|&i| conns[i].is_some())
-        .map(|i| Slot(i as u64))
-        .collect()
-}
-
 impl<D: Driver> Worker<D> {
     pub(crate) fn new(driver: D, shared: Arc<LoopShared>, settings: LoopSettings) -> Self {
-        let now = shared.clock().now();
         Self {
             driver,
-            state: State {
-                shared,
-                settings,
-                conns: Vec::new(),
-                free: Vec::new(),
-                live: 0,
-                listeners: BTreeMap::new(),
-                next_listener: 0,
-                timers: Timers::default(),
-                ops: Vec::new(),
-                flush: Vec::new(),
-                accepted: Vec::new(),
-                commands: Vec::new(),
-                local_flushes: Vec::new(),
-                now,
-                stopping: false,
-                accept_backoff: ACCEPT_BACKOFF_MIN,
-                accept_error_reported: false,
-                stop_acks: Vec::new(),
-            },
+            state: State::new(shared, settings),
         }
     }
 
@@ -232,68 +159,6 @@ impl<D: Driver> Worker<D> {
                 }
                 Op::ResumeAccept(id) => self.driver.resume_accept(id),
             }
-        }
-    }
-}
-
-impl State {
-    fn poll_timeout(&self) -> Option<Duration> {
-        if !self.ops.is_empty()
-            || !self.flush.is_empty()
-            || !self.accepted.is_empty()
-            || self.shared.has_local_work()
-            || LoopShared::has_local_flushes()
-        {
-            return Some(Duration::ZERO);
-        }
-        self.timers.next_in(self.shared.clock().now())
-    }
-
-    fn on_completion(&mut self, completion: Completion<'_>) -> Flow {
-        match completion {
-            Completion::Received { slot, result } => self.on_received(slot, result),
-            Completion::Sent { slot, result } => {
-                self.on_sent(slot, result);
-                Flow::Continue
-            }
-            Completion::Accepted { listener, result } => self.on_accepted(listener, result),
-            Completion::Connected { slot, result } => {
-                self.on_connected(slot, result);
-                Flow::Continue
-            }
-            Completion::Closed { slot } => {
-                self.finish_close(slot);
-                Flow::Continue
-            }
-        }
-    }
-
-    pub(super) fn alloc(&mut self) -> Slot {
-        match self.free.pop() {
-            Some(s) => Slot(u64::from(s)),
-            None => {
-                self.conns.push(None);
-                Slot((self.conns.len() - 1) as u64)
-            }
-        }
-    }
-
-    pub(super) fn insert(&mut self, slot: Slot, conn: Conn) {
-        self.conns[slot.index()] = Some(conn);
-        self.live += 1;
-    }
-
-    pub(super) fn free_slot(&mut self, slot: Slot) {
-        self.conns[slot.index()] = None;
-        self.free.push(slot.index() as u32);
-    }
-
-    /// The slot of a connection this loop owns, if it is still here.
-    pub(super) fn slot_of(&self, shared: &Arc<ConnShared>) -> Option<Slot> {
-        let slot = shared.slot()?;
-        match self.conns.get(slot.index()) {
-            Some(Some(c)) if c.shared.id == shared.id => Some(slot),
-            _ => None,
         }
     }
 }

@@ -87,10 +87,9 @@ impl<D: Driver> Worker<D> {
         if !layers.is_empty() {
             shared.set_layered();
         }
-        let slot = self.state.alloc();
+        let slot = self.state.next_slot();
         shared.attach(Arc::clone(&self.state.shared) as Arc<dyn Owner>, slot);
         if let Err(e) = self.driver.register(slot, stream) {
-            self.state.free_slot(slot);
             service.release();
             service.release_place(ticket);
             let ctx = service.context();

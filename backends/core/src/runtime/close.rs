@@ -25,7 +25,7 @@ impl State {
             self.settings.linger
         };
         let now = self.now;
-        let Some(conn) = self.conns[slot.index()].as_mut() else {
+        let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
         let queued = {
@@ -63,7 +63,7 @@ impl State {
                 }
             }
         }
-        let Some(conn) = self.conns[slot.index()].as_mut() else {
+        let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
         if mode == CloseMode::Discard {
@@ -91,7 +91,7 @@ impl State {
     /// wait for peers, close at once. `deadline` adds the linger timer when none runs yet
     /// (nothing had to be drained).
     pub(super) fn drained(&mut self, slot: Slot, deadline: Option<Instant>) {
-        let Some(conn) = self.conns[slot.index()].as_mut() else {
+        let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
         if conn.read_done || !conn.linger || self.stopping {
@@ -114,7 +114,7 @@ impl State {
     /// Input that arrives after the write side was shut down: dropped, until the end of
     /// stream (or an error) lets the connection close.
     pub(super) fn on_lingering_received(&mut self, slot: Slot, result: io::Result<&[u8]>) -> Flow {
-        let Some(conn) = self.conns[slot.index()].as_mut() else {
+        let Some(conn) = self.conns.get_mut(slot) else {
             return Flow::Pause;
         };
         match result {
@@ -134,11 +134,9 @@ impl State {
 
     /// The driver let go of the connection (or is gone): forget it, then `on_disconnect`.
     pub(super) fn finish_close(&mut self, slot: Slot) {
-        let Some(conn) = self.conns[slot.index()].take() else {
+        let Some(conn) = self.conns.remove(slot) else {
             return;
         };
-        self.free.push(slot.index() as u32);
-        self.live -= 1;
         let id = conn.id();
         conn.shared.lock().closed = true;
         conn.service.conns.remove(id);

@@ -44,7 +44,7 @@ impl<D: Driver> Worker<D> {
         // A client made from a stream that is connected already is registered as it is
         // and established at once (its layers' handshakes still run, under the timeout).
         let connected = socket.peer_addr().is_ok();
-        let slot = self.state.alloc();
+        let slot = self.state.next_slot();
         {
             // Checked and attached under the queue's lock, which `request_close` takes to
             // mark the connection closed before it looks for an owner to tell: a close
@@ -53,7 +53,6 @@ impl<D: Driver> Worker<D> {
             if q.closed {
                 drop(q);
                 // Disconnected before it was started.
-                self.state.free_slot(slot);
                 service.conns.remove(shared.id);
                 shared.set_finished();
                 return;
@@ -66,7 +65,6 @@ impl<D: Driver> Worker<D> {
             self.driver.connect(slot, socket, addr)
         };
         if let Err(e) = taken {
-            self.state.free_slot(slot);
             shared.lock().closed = true;
             service.conns.remove(shared.id);
             callback::call_quiet(|| {
@@ -100,7 +98,7 @@ impl<D: Driver> Worker<D> {
 
 impl State {
     pub(super) fn on_connected(&mut self, slot: Slot, result: io::Result<()>) {
-        let Some(conn) = self.conns[slot.index()].as_mut() else {
+        let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
         if conn.phase != Phase::Connecting {

@@ -3,7 +3,7 @@
 
 use super::shared::LoopShared;
 use super::worker::Worker;
-use crate::driver::{Driver, Slot};
+use crate::driver::Driver;
 use crate::error::NetworkError;
 
 impl<D: Driver> Worker<D> {
@@ -17,8 +17,8 @@ impl<D: Driver> Worker<D> {
         for command in state.shared.close_inbox() {
             state.refuse(command);
         }
-        for index in 0..state.conns.len() {
-            let Some(conn) = state.conns[index].as_mut() else {
+        for slot in state.conns.slots() {
+            let Some(conn) = state.conns.get_mut(slot) else {
                 continue;
             };
             conn.shared.lock().closed = true;
@@ -28,7 +28,6 @@ impl<D: Driver> Worker<D> {
                 std::mem::forget(std::mem::take(&mut conn.sending));
             }
             let established = conn.established;
-            let slot = Slot(index as u64);
             if established {
                 state.report(slot, NetworkError::EventLoopGone);
             }

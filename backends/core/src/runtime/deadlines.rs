@@ -2,7 +2,6 @@
 //! accept back-off, stop (and the user's timers, run by the timer heap).
 
 use super::phase::Phase;
-use super::state::conn_slots;
 use super::state::{Op, State};
 use super::timer::{deadline_after, TimerKind};
 use crate::conn::CloseMode;
@@ -29,7 +28,7 @@ impl State {
                             io::Error::new(io::ErrorKind::TimedOut, "connect timed out").into(),
                         ),
                     );
-                    if let Some(conn) = self.conns[slot.index()].as_mut() {
+                    if let Some(conn) = self.conns.get_mut(slot) {
                         conn.shared.lock().closed = true;
                         conn.phase = Phase::Closing;
                         self.ops.push(Op::Close(slot));
@@ -40,7 +39,7 @@ impl State {
                 if !self.is(slot, id, Phase::Open) {
                     return;
                 }
-                let conn = self.conns[slot.index()].as_ref().expect("checked by is()");
+                let conn = self.conns.get(slot).expect("checked by is()");
                 let Some(idle) = conn.service.config.idle_timeout else {
                     return;
                 };
@@ -62,7 +61,7 @@ impl State {
             TimerKind::ResumeAccept(listener) => self.resume_accepting(listener),
             TimerKind::User(timer) => self.timers.fire_user(timer, self.now, &*self.shared),
             TimerKind::Stop => {
-                for slot in conn_slots(&self.conns) {
+                for slot in self.conns.slots() {
                     self.begin_close(slot, CloseMode::Abort);
                 }
             }

@@ -32,7 +32,7 @@ impl State {
     /// reading at once; `on_connect` waits until every layer is ready.
     pub(super) fn open(&mut self, slot: Slot) {
         let now = self.now;
-        let Some(conn) = self.conns[slot.index()].as_mut() else {
+        let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
         conn.phase = Phase::Open;
@@ -55,7 +55,7 @@ impl State {
             self.ready(slot);
             return;
         }
-        let Some(conn) = self.conns[slot.index()].as_mut() else {
+        let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
         // The idle timeout alone does not bound a handshake: a peer that trickles one byte
@@ -74,7 +74,7 @@ impl State {
     /// Every layer is ready (at once for an empty stack): `on_connect`, then the frames
     /// queued meanwhile go out and reading starts (or goes on).
     pub(super) fn ready(&mut self, slot: Slot) {
-        let Some(conn) = self.conns[slot.index()].as_mut() else {
+        let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
         if conn.phase != Phase::Open {
@@ -90,7 +90,7 @@ impl State {
         if !self.after_callback(slot, outcome) {
             return;
         }
-        let Some(conn) = self.conns[slot.index()].as_mut() else {
+        let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
         if conn.phase != Phase::Open {
@@ -104,7 +104,7 @@ impl State {
 
     /// Starts reading an open connection, unless the user paused it or it reads already.
     pub(super) fn start_receiving(&mut self, slot: Slot) {
-        let Some(conn) = self.conns[slot.index()].as_mut() else {
+        let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
         if conn.phase == Phase::Open
@@ -120,7 +120,7 @@ impl State {
     /// Whether `slot` is open and its layers' handshake has not finished (`on_connect` has
     /// not run).
     pub(super) fn handshaking(&self, slot: Slot) -> bool {
-        matches!(self.conns.get(slot.index()), Some(Some(c)) if c.phase == Phase::Open && !c.established)
+        matches!(self.conns.get(slot), Some(c) if c.phase == Phase::Open && !c.established)
     }
 
     /// Acts on a callback's outcome; returns whether the connection is still open.
@@ -138,7 +138,7 @@ impl State {
                 Stat::HandlerPanic,
             ),
         };
-        if let Some(conn) = self.conns[slot.index()].as_ref() {
+        if let Some(conn) = self.conns.get(slot) {
             conn.service.count(stat, 1);
         }
         self.report(slot, error);
@@ -148,7 +148,7 @@ impl State {
 
     /// `on_error` for the connection at `slot`.
     pub(super) fn report(&self, slot: Slot, error: NetworkError) {
-        if let Some(conn) = self.conns[slot.index()].as_ref() {
+        if let Some(conn) = self.conns.get(slot) {
             let id = conn.id();
             callback::call_quiet(|| conn.service.handler.on_error(&conn.ctx, Some(id), error));
         }
@@ -156,6 +156,6 @@ impl State {
 
     /// Whether `slot` still holds connection `id`, in `phase`.
     pub(super) fn is(&self, slot: Slot, id: ConnectionId, phase: Phase) -> bool {
-        matches!(self.conns.get(slot.index()), Some(Some(c)) if c.id() == id && c.phase == phase)
+        matches!(self.conns.get(slot), Some(c) if c.id() == id && c.phase == phase)
     }
 }

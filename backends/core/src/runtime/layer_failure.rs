@@ -15,7 +15,7 @@ impl State {
     /// An accepted connection's handshake deadline came: if its layers are still
     /// handshaking, report `Io(TimedOut)` and abort it.
     pub(super) fn handshake_expired(&mut self, slot: Slot, id: ConnectionId) {
-        let Some(conn) = self.conns[slot.index()].as_ref() else {
+        let Some(conn) = self.conns.get(slot) else {
             return;
         };
         if conn.id() != id || conn.phase != Phase::Open || !self.handshaking(slot) {
@@ -31,7 +31,7 @@ impl State {
 
     /// A layer failed (or the peer left during the handshake): report it, then close.
     pub(super) fn layer_failed(&mut self, slot: Slot, error: io::Error, mode: CloseMode) {
-        let Some(conn) = self.conns[slot.index()].as_mut() else {
+        let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
         // Frames queued before the failure are still encoded and written (unless it was
@@ -80,7 +80,7 @@ impl State {
     ) -> CloseMode {
         let mode = match panic_of(&error) {
             Some(_) => {
-                if let Some(conn) = self.conns[slot.index()].as_ref() {
+                if let Some(conn) = self.conns.get(slot) {
                     conn.service.count(Stat::HandlerPanic, 1);
                 }
                 CloseMode::Abort
@@ -95,7 +95,7 @@ impl State {
     /// `on_connect` ran, so no `on_disconnect` will tell; report it as `Io(e)` (an
     /// `UnexpectedEof` for an end of stream), client or server alike, then close.
     pub(super) fn peer_left_handshake(&mut self, slot: Slot, error: io::Error, mode: CloseMode) {
-        if let Some(conn) = self.conns[slot.index()].as_mut() {
+        if let Some(conn) = self.conns.get_mut(slot) {
             conn.stack.break_down();
         }
         self.report(slot, NetworkError::Io(error.into()));

@@ -19,7 +19,7 @@ use std::io;
 
 impl State {
     pub(super) fn on_received(&mut self, slot: Slot, result: io::Result<&[u8]>) -> Flow {
-        let Some(conn) = self.conns[slot.index()].as_mut() else {
+        let Some(conn) = self.conns.get_mut(slot) else {
             return Flow::Pause;
         };
         if conn.phase == Phase::Lingering {
@@ -41,9 +41,7 @@ impl State {
                     self.peer_left_handshake(slot, e, CloseMode::Flush);
                     return Flow::Pause;
                 }
-                let ended = self.conns[slot.index()]
-                    .as_mut()
-                    .map(|c| c.stack.end_of_stream());
+                let ended = self.conns.get_mut(slot).map(|c| c.stack.end_of_stream());
                 if let Some(Err(e)) = ended {
                     self.end_of_stream_refused(slot, e);
                 }
@@ -75,7 +73,7 @@ impl State {
 
     /// Bytes from the socket: through the stack, then to the handler.
     fn receive(&mut self, slot: Slot, data: &[u8]) -> Flow {
-        let Some(conn) = self.conns[slot.index()].as_mut() else {
+        let Some(conn) = self.conns.get_mut(slot) else {
             return Flow::Pause;
         };
         let step = match conn
@@ -99,7 +97,7 @@ impl State {
             self.ready(slot);
         }
         // What was decoded before an error still reaches the handler.
-        let flow = match self.conns[slot.index()].as_ref() {
+        let flow = match self.conns.get(slot) {
             Some(c) if c.phase == Phase::Open && c.established => self.deliver_queued(slot),
             // Still handshaking: keep reading.
             Some(c) if c.phase == Phase::Open && !c.shared.is_closed() => Flow::Continue,
@@ -117,7 +115,7 @@ impl State {
     fn deliver(&mut self, slot: Slot, data: &[u8]) -> Flow {
         let mut rest = data;
         while !rest.is_empty() {
-            let Some(conn) = self.conns[slot.index()].as_mut() else {
+            let Some(conn) = self.conns.get_mut(slot) else {
                 return Flow::Pause;
             };
             let n = rest.len().min(conn.service.config.chunk);
@@ -137,12 +135,12 @@ impl State {
     /// reads are paused.
     pub(super) fn deliver_queued(&mut self, slot: Slot) -> Flow {
         loop {
-            let Some(conn) = self.conns[slot.index()].as_ref() else {
+            let Some(conn) = self.conns.get(slot) else {
                 return Flow::Pause;
             };
             let inbound = &conn.inbound;
             let Some(piece) = inbound.pieces.get(inbound.next) else {
-                if let Some(conn) = self.conns[slot.index()].as_mut() {
+                if let Some(conn) = self.conns.get_mut(slot) {
                     if !conn.inbound.is_empty() {
                         conn.inbound.pieces.clear();
                         conn.inbound.next = 0;
@@ -165,7 +163,7 @@ impl State {
             };
             let id = conn.id();
             let outcome = callback::call(|| conn.service.handler.on_data(&conn.ctx, id, chunk));
-            if let Some(conn) = self.conns[slot.index()].as_mut() {
+            if let Some(conn) = self.conns.get_mut(slot) {
                 conn.inbound.next = next;
                 conn.inbound.offset = offset;
             }
@@ -185,7 +183,7 @@ impl State {
         if !self.after_callback(slot, outcome) {
             return Flow::Pause;
         }
-        let Some(conn) = self.conns[slot.index()].as_mut() else {
+        let Some(conn) = self.conns.get_mut(slot) else {
             return Flow::Pause;
         };
         if conn.phase != Phase::Open || conn.shared.is_closed() {
@@ -203,7 +201,7 @@ impl State {
     }
 
     pub(super) fn pause(&mut self, slot: Slot) {
-        let Some(conn) = self.conns[slot.index()].as_mut() else {
+        let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
         if conn.receiving && conn.shared.read_paused() {
@@ -213,7 +211,7 @@ impl State {
     }
 
     pub(super) fn resume(&mut self, slot: Slot) {
-        let Some(conn) = self.conns[slot.index()].as_mut() else {
+        let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
         if conn.phase != Phase::Open || conn.read_done || conn.receiving {

@@ -30,7 +30,7 @@ impl<D: Driver> Worker<D> {
         let mut list = std::mem::take(&mut self.state.flush);
         let mut failed = Vec::new();
         for &slot in &list {
-            let Some(conn) = self.state.conns[slot.index()].as_mut() else {
+            let Some(conn) = self.state.conns.get_mut(slot) else {
                 continue;
             };
             conn.in_flush_list = false;
@@ -47,7 +47,7 @@ impl<D: Driver> Worker<D> {
             conn.in_flight = true;
             // SAFETY: `conn.sending` is owned by this connection's entry, which stays in
             // `conns` until the driver reports `Closed` for the slot; its heap memory does
-            // not move when `conns` grows, and nothing writes to or reallocates it while
+            // not move when the table grows, and nothing writes to or reallocates it while
             // `in_flight` is set (only `Sent` clears it, and `flush` skips in-flight
             // connections). At most one send is in flight per slot (`in_flight`).
             unsafe { self.driver.send(slot, &bufs) };
@@ -66,7 +66,7 @@ impl<D: Driver> Worker<D> {
     /// One last send of what is queued, just before a discarding close: what the socket
     /// takes at once is written, the driver's close cancels the rest.
     pub(super) fn write_now(&mut self, slot: Slot) {
-        let Some(conn) = self.state.conns[slot.index()].as_mut() else {
+        let Some(conn) = self.state.conns.get_mut(slot) else {
             return;
         };
         if conn.in_flight {
@@ -101,7 +101,7 @@ fn refill_sending(conn: &mut Conn) -> io::Result<()> {
 impl State {
     /// Puts `slot` on the flush list (once per turn).
     pub(super) fn schedule_flush(&mut self, slot: Slot) {
-        if let Some(conn) = self.conns[slot.index()].as_mut() {
+        if let Some(conn) = self.conns.get_mut(slot) {
             if !conn.in_flush_list {
                 conn.in_flush_list = true;
                 self.flush.push(slot);
@@ -110,7 +110,7 @@ impl State {
     }
 
     pub(super) fn on_sent(&mut self, slot: Slot, result: io::Result<usize>) {
-        let Some(conn) = self.conns[slot.index()].as_mut() else {
+        let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
         conn.in_flight = false;
@@ -156,7 +156,7 @@ impl State {
             // Before `on_connect` (a layer handshake), the handler hears nothing.
             Phase::Open if !established => {}
             Phase::Open => {
-                let conn = self.conns[slot.index()].as_ref().expect("checked above");
+                let conn = self.conns.get(slot).expect("checked above");
                 let (id, service) = (conn.id(), Arc::clone(&conn.service));
                 if drained {
                     let outcome = callback::call(|| service.handler.on_drained(&conn.ctx, id));
@@ -165,7 +165,7 @@ impl State {
                     }
                 }
                 if empty {
-                    let Some(conn) = self.conns[slot.index()].as_ref() else {
+                    let Some(conn) = self.conns.get(slot) else {
                         return;
                     };
                     let outcome = callback::call(|| service.handler.on_writable(&conn.ctx, id));

@@ -10,6 +10,7 @@ use crate::conn::ConnShared;
 use crate::context::ServerContext;
 use crate::driver::{Completion, Flow, ListenerId, Slot};
 use crate::service::Service;
+use crate::slots::SlotTable;
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::mpsc::SyncSender;
@@ -44,9 +45,9 @@ pub(super) enum Op {
 pub(crate) struct State {
     pub(super) shared: Arc<LoopShared>,
     pub(super) settings: LoopSettings,
-    pub(super) conns: Vec<Option<Conn>>,
-    pub(super) free: Vec<u32>,
-    pub(super) live: usize,
+    /// The connections, by slot: the core's one slot table type, which the drivers use
+    /// too; a slot's generation tells a late completion for an earlier use of its index.
+    pub(super) conns: SlotTable<Conn>,
     /// Ordered by id, so whatever walks them does so in the same order on every run.
     pub(super) listeners: BTreeMap<ListenerId, Listener>,
     pub(super) next_listener: u32,
@@ -66,23 +67,13 @@ pub(crate) struct State {
     pub(super) stop_acks: Vec<(Arc<Service>, SyncSender<()>)>,
 }
 
-/// The slots holding a connection now, in slot order.
-pub(super) fn conn_slots(conns: &[Option<Conn>]) -> Vec<Slot> {
-    (0..conns.len())
-        .filter(|&i| conns[i].is_some())
-        .map(|i| Slot(i as u64))
-        .collect()
-}
-
 impl State {
     pub(super) fn new(shared: Arc<LoopShared>, settings: LoopSettings) -> Self {
         let now = shared.clock().now();
         State {
             shared,
             settings,
-            conns: Vec::new(),
-            free: Vec::new(),
-            live: 0,
+            conns: SlotTable::new(),
             listeners: BTreeMap::new(),
             next_listener: 0,
             timers: Timers::default(),
@@ -113,48 +104,65 @@ impl State {
 
     pub(super) fn on_completion(&mut self, completion: Completion<'_>) -> Flow {
         match completion {
-            Completion::Received { slot, result } => self.on_received(slot, result),
+            Completion::Received { slot, result } => match self.driver_slot(slot) {
+                Some(slot) => self.on_received(slot, result),
+                None => Flow::Pause,
+            },
             Completion::Sent { slot, result } => {
-                self.on_sent(slot, result);
+                if let Some(slot) = self.driver_slot(slot) {
+                    self.on_sent(slot, result);
+                }
                 Flow::Continue
             }
             Completion::Accepted { listener, result } => self.on_accepted(listener, result),
             Completion::Connected { slot, result } => {
-                self.on_connected(slot, result);
+                if let Some(slot) = self.driver_slot(slot) {
+                    self.on_connected(slot, result);
+                }
                 Flow::Continue
             }
             Completion::Closed { slot } => {
-                self.finish_close(slot);
+                if let Some(slot) = self.driver_slot(slot) {
+                    self.finish_close(slot);
+                }
                 Flow::Continue
             }
         }
     }
 
-    pub(super) fn alloc(&mut self) -> Slot {
-        match self.free.pop() {
-            Some(s) => Slot(u64::from(s)),
-            None => {
-                self.conns.push(None);
-                Slot((self.conns.len() - 1) as u64)
-            }
+    /// The connection a driver's completion is about, as a slot of this loop's table;
+    /// `None` if no connection holds it.
+    ///
+    /// A slot with a generation is taken as it is: a completion for an earlier use of
+    /// the index finds nothing. The drivers still name a slot by its index alone
+    /// (generation 0) in their completions; such a slot stands for the index's current
+    /// occupant, as it did before the table had generations. Once both drivers report the
+    /// slots they were given, this is `self.conns.contains(slot).then_some(slot)`.
+    fn driver_slot(&self, slot: Slot) -> Option<Slot> {
+        if slot.generation() != 0 {
+            return self.conns.contains(slot).then_some(slot);
         }
+        self.conns.get_at(slot.index()).map(|(slot, _)| slot)
+    }
+
+    /// The slot the next connection will take, reserved until [`insert`](Self::insert)
+    /// (nothing else takes a slot meanwhile: the driver's `register` or `connect` comes
+    /// between).
+    pub(super) fn next_slot(&mut self) -> Slot {
+        self.conns.next_slot()
     }
 
     pub(super) fn insert(&mut self, slot: Slot, conn: Conn) {
-        self.conns[slot.index()] = Some(conn);
-        self.live += 1;
-    }
-
-    pub(super) fn free_slot(&mut self, slot: Slot) {
-        self.conns[slot.index()] = None;
-        self.free.push(slot.index() as u32);
+        if self.conns.insert(slot, conn).is_err() {
+            unreachable!("slot {slot} was reserved for this connection");
+        }
     }
 
     /// The slot of a connection this loop owns, if it is still here.
     pub(super) fn slot_of(&self, shared: &Arc<ConnShared>) -> Option<Slot> {
         let slot = shared.slot()?;
-        match self.conns.get(slot.index()) {
-            Some(Some(c)) if c.shared.id == shared.id => Some(slot),
+        match self.conns.get(slot) {
+            Some(c) if c.shared.id == shared.id => Some(slot),
             _ => None,
         }
     }

@@ -1,7 +1,6 @@
 //! Stopping: a service on this loop (`TcpServer::stop`), the whole loop
 //! (`EventLoop::stop`), and a loop whose driver failed for good.
 
-use super::state::conn_slots;
 use super::timer::{deadline_after, TimerKind};
 use super::worker::Worker;
 use crate::conn::CloseMode;
@@ -24,8 +23,8 @@ impl<D: Driver> Worker<D> {
             self.state.listeners.remove(&id);
             self.driver.unlisten(id);
         }
-        for slot in conn_slots(&self.state.conns) {
-            let Some(conn) = self.state.conns[slot.index()].as_mut() else {
+        for slot in self.state.conns.slots() {
+            let Some(conn) = self.state.conns.get_mut(slot) else {
                 continue;
             };
             if Arc::ptr_eq(&conn.service, service) {
@@ -50,14 +49,14 @@ impl<D: Driver> Worker<D> {
         self.state.now = self.state.shared.clock().now();
         let deadline = deadline_after(self.state.now, self.state.settings.stop_timeout);
         self.state.timers.add(deadline, TimerKind::Stop);
-        for slot in conn_slots(&self.state.conns) {
+        for slot in self.state.conns.slots() {
             self.state.begin_close(slot, CloseMode::Flush);
         }
     }
 
     /// The driver failed for good: report every connection closed without its help.
     pub(super) fn abandon(&mut self) {
-        for slot in conn_slots(&self.state.conns) {
+        for slot in self.state.conns.slots() {
             self.state.finish_close(slot);
         }
         for (id, _) in std::mem::take(&mut self.state.listeners) {

@@ -26,6 +26,10 @@ struct Script {
     /// Each send issued: the turn it was issued in, and its bytes.
     sends: Mutex<Vec<(usize, Vec<u8>)>>,
     sent: Condvar,
+    /// The slots the loop connected, in order.
+    connects: Mutex<Vec<Slot>>,
+    /// Completions for the driver to deliver at its next poll (a test's injections).
+    inject: Mutex<Vec<(Slot, Vec<u8>)>>,
 }
 
 impl Script {
@@ -66,6 +70,7 @@ struct Scripted {
 }
 
 enum Due {
+    Received(Slot, Vec<u8>),
     Connected(Slot),
     Sent(Slot, usize),
     Closed(Slot),
@@ -90,6 +95,7 @@ impl Driver for Scripted {
         Ok(())
     }
     fn connect(&mut self, slot: Slot, _: socket2::Socket, _: SocketAddr) -> io::Result<()> {
+        self.script.connects.lock().unwrap().push(slot);
         self.due.push_back(Due::Connected(slot));
         Ok(())
     }
@@ -111,6 +117,9 @@ impl Driver for Scripted {
         F: FnMut(Completion<'_>) -> Flow,
     {
         self.script.polls.fetch_add(1, Ordering::SeqCst);
+        for (slot, bytes) in std::mem::take(&mut *self.script.inject.lock().unwrap()) {
+            self.due.push_back(Due::Received(slot, bytes));
+        }
         if self.due.is_empty() {
             let mut woken = self.wake.woken.lock().unwrap();
             let until = timeout.map(|t| Instant::now() + t.min(DEADLINE));
@@ -128,6 +137,10 @@ impl Driver for Scripted {
         }
         for due in std::mem::take(&mut self.due) {
             let _ = match due {
+                Due::Received(slot, bytes) => sink(Completion::Received {
+                    slot,
+                    result: Ok(&bytes),
+                }),
                 Due::Connected(slot) => sink(Completion::Connected {
                     slot,
                     result: Ok(()),
@@ -206,5 +219,91 @@ fn a_send_from_the_loop_thread_leaves_in_the_same_turn() {
         "the send made by a closure on the loop thread was issued in a later turn \
          (it went through the inbox)"
     );
+    assert!(shutdown(vec![lp]));
+}
+
+/// Records each connection's bytes.
+#[derive(Default)]
+struct Bytes {
+    got: Mutex<Vec<(ConnectionId, Vec<u8>)>>,
+    arrived: Condvar,
+}
+
+impl NetworkHandler for Arc<Bytes> {
+    fn on_data(&self, _: &ServerContext, conn: ConnectionId, data: &[u8]) -> Result<()> {
+        self.got.lock().unwrap().push((conn, data.to_vec()));
+        self.arrived.notify_all();
+        Ok(())
+    }
+}
+
+fn scripted_loop(script: &Arc<Script>) -> super::LoopThread {
+    let script = Arc::clone(script);
+    spawn(0, LoopSettings::default(), move || {
+        Ok::<_, io::Error>(Scripted {
+            script,
+            wake: Arc::default(),
+            due: VecDeque::new(),
+        })
+    })
+    .expect("loop")
+}
+
+/// A client on `lp`, connected (the scripted driver connects at once).
+fn client(lp: &super::LoopThread, handler: &Arc<Bytes>) -> ClientConn {
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    let client = ClientConn::new(
+        "127.0.0.1:9".parse().unwrap(),
+        TcpClientConfig::default(),
+        socket,
+        Arc::new(Arc::clone(handler)),
+    );
+    client.start(lp.shared()).expect("start");
+    let deadline = Instant::now() + DEADLINE;
+    while !client.is_connected() {
+        assert!(Instant::now() < deadline, "the client did not connect");
+        std::thread::yield_now();
+    }
+    client
+}
+
+#[test]
+fn a_completion_for_an_earlier_use_of_a_slot_reaches_nobody() {
+    let script = Arc::new(Script::default());
+    let lp = scripted_loop(&script);
+    let bytes = Arc::new(Bytes::default());
+    // Three clients in turn on the same index: generations 0, 1 and 2.
+    for _ in 0..2 {
+        client(&lp, &bytes).sender().close();
+    }
+    let last = client(&lp, &bytes);
+    let slots = script.connects.lock().unwrap().clone();
+    assert_eq!(slots.len(), 3);
+    assert!(
+        slots.iter().all(|s| s.index() == slots[0].index()),
+        "the freed index is reused: {slots:?}"
+    );
+    // A late `Received` for the second use of the index, then one for the current use.
+    script
+        .inject
+        .lock()
+        .unwrap()
+        .extend([(slots[1], b"stale".to_vec()), (slots[2], b"fresh".to_vec())]);
+    lp.shared().handle().post(|| {}).expect("wake the loop");
+    let deadline = Instant::now() + DEADLINE;
+    let mut got = bytes.got.lock().unwrap();
+    while !got.iter().any(|(_, b)| b == b"fresh") {
+        let left = deadline
+            .checked_duration_since(Instant::now())
+            .expect("the current connection's bytes did not arrive");
+        got = bytes.arrived.wait_timeout(got, left).unwrap().0;
+    }
+    assert_eq!(
+        *got,
+        [(last.id(), b"fresh".to_vec())],
+        "bytes for an earlier use of the slot reached the connection that holds it now"
+    );
+    drop(got);
     assert!(shutdown(vec![lp]));
 }

@@ -73,17 +73,18 @@ impl<D: Driver> Worker<D> {
             self.turn();
             self.state
                 .shared
-                .publish_counters(&self.driver.counters(), self.state.live);
+                .publish_counters(&self.driver.counters(), self.state.conns.len());
             self.state
                 .shared
                 .publish_timer_entries(self.state.timers.len());
-            if self.state.stopping && self.state.live == 0 && self.state.listeners.is_empty() {
+            if self.state.stopping && self.state.conns.is_empty() && self.state.listeners.is_empty()
+            {
                 break;
             }
         }
         self.state
             .shared
-            .publish_counters(&self.driver.counters(), self.state.live);
+            .publish_counters(&self.driver.counters(), self.state.conns.len());
         // Whatever reached the inbox after the last turn is dropped here (closing sockets,
         // failing listen acknowledgements).
         let leftovers = self.state.shared.close_inbox();
@@ -135,10 +136,7 @@ impl<D: Driver> Worker<D> {
         }
         let conns = &self.state.conns;
         self.state.stop_acks.retain(|(service, ack)| {
-            let left = conns
-                .iter()
-                .flatten()
-                .any(|c| Arc::ptr_eq(&c.service, service));
+            let left = conns.iter().any(|(_, c)| Arc::ptr_eq(&c.service, service));
             if !left {
                 let _ = ack.send(());
             }

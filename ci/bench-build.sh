@@ -10,3 +10,6 @@ cargo bench --workspace --no-run
 echo "== peer comparison: fmt, clippy"
 cargo fmt --manifest-path benches/peer/Cargo.toml -- --check
 cargo clippy --manifest-path benches/peer/Cargo.toml -- -D warnings
+
+echo "== peer comparison: its own tests (plain loop, load generators' byte check, report)"
+cargo test --manifest-path benches/peer/Cargo.toml

@@ -67,6 +67,25 @@
 //! 7. **Waking.** [`Driver::waker`] returns a handle that any thread may call; a
 //!    `poll` that is blocked, or the next one, returns promptly after a wake.
 //!
+//! # Broken calls
+//!
+//! The core never makes these calls; a driver answers them the same way in every build
+//! (no debug-only assertion), so that a bug in a caller shows the same on every backend:
+//!
+//! * **`send` on a slot the driver does not own** (never registered, already `Closed`,
+//!   being closed, or an index in use under another [generation](Slot::generation)): the
+//!   driver logs it with `log::error!`, sends nothing and reports **no completion** for
+//!   it. The connection that does own the index is not touched.
+//! * **A second `send` while one is in flight** (its `Sent` not delivered yet): the driver
+//!   logs it with `log::error!`, sends none of its bytes and reports **one failed `Sent`**
+//!   for it, with the error [`second_send_refused`] (`InvalidInput`), from a later
+//!   [`Driver::poll`] (never from inside `send`). The send in flight goes on as if alone and
+//!   reports its own one `Sent`. If the slot is closed before the refusal is delivered,
+//!   rule 1 holds: only `Closed` is reported.
+//! * `recv`, `pause_recv`, `shutdown_write` and `close` on a slot the driver does not own
+//!   do nothing. `register` and `connect` on an index the driver still owns fail with
+//!   `AlreadyExists` (and drop the socket, as any failure of theirs).
+//!
 //! # Buffers
 //!
 //! Received bytes are lent to the sink for the duration of the call only; the driver takes
@@ -90,7 +109,7 @@ use std::time::Duration;
 /// lifetime and [`crate::slots`] for the table that hands slots out.
 ///
 /// `Slot(n)` with `n` below 2^32 is index `n` in generation 0.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Slot(pub u64);
 
 impl Slot {
@@ -111,6 +130,12 @@ impl Slot {
     #[inline]
     pub fn generation(self) -> u32 {
         (self.0 >> 32) as u32
+    }
+}
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Slot({}/{})", self.index(), self.generation())
     }
 }
 
@@ -170,6 +195,15 @@ pub enum Completion<'a> {
         /// The connection.
         slot: Slot,
     },
+}
+
+/// The error of the failed `Sent` a driver reports for a second [`Driver::send`] made
+/// while one is in flight on the slot (`InvalidInput`); see the module docs.
+pub fn second_send_refused() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        "a send is already in flight on this slot",
+    )
 }
 
 /// Wakes a loop from any thread.
@@ -247,7 +281,8 @@ pub trait Driver: Sized + 'static {
     /// The memory `bufs` point to must stay valid and unchanged until the driver reports
     /// `Sent` for `slot`, or `Closed` if the slot is closed first: the kernel may read it
     /// at any time until then. The `IoSlice` array itself may be dropped when this returns.
-    /// The caller must not call `send` again for `slot` before that `Sent`.
+    /// The caller must not call `send` again for `slot` before that `Sent` (a driver refuses
+    /// such a call and keeps nothing of it: see "Broken calls" in the module docs).
     unsafe fn send(&mut self, slot: Slot, bufs: &[IoSlice<'_>]);
 
     /// Shuts down the sending side of `slot` (`shutdown(SHUT_WR)`): the peer gets end of

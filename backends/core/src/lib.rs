@@ -42,6 +42,9 @@ pub mod metrics;
 pub mod pool;
 mod runtime;
 mod service;
+#[cfg(all(feature = "sim", unix))]
+#[doc(hidden)]
+pub mod sim;
 #[doc(hidden)]
 pub mod slots;
 

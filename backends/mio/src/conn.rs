@@ -1,9 +1,12 @@
-//! Per-slot state: one connection's socket, the readiness seen on it, and its send.
+//! Per-slot state: one connection's socket, the readiness seen on it, and the buffers of
+//! its send. The slot table itself is the core's [`SlotTable`](ringmill_core::slots::SlotTable).
 //!
 //! mio is edge-triggered: an event says readiness *changed*, not that it holds. So each
 //! connection remembers whether it is still readable (an event was seen and reading has
 //! not yet hit `WouldBlock`, or, where [`sys::SHORT_READ_DRAINS`] holds, a read short of
-//! its buffer) and whether a send is waiting for the next writable event.
+//! its buffer) and whether a send is waiting for the next writable event. Everything else
+//! about the connection (whether the application receives, what is queued, whether it is
+//! closing) is the core's.
 
 use crate::sys;
 use mio::net::TcpStream;
@@ -54,36 +57,59 @@ pub(crate) struct Conn {
     /// An event said the peer closed its side (or the socket has an error): read on until
     /// end of stream or the error, whatever the size of each read.
     pub(crate) read_closed: bool,
-    /// `recv` was called and neither `pause_recv` nor a `Pause` answer came since.
-    pub(crate) recv_on: bool,
-    /// End of stream or an error was reported: no more `Received`.
-    pub(crate) recv_done: bool,
+    /// The driver reads this socket when it is readable: `recv` was called and neither
+    /// `pause_recv` nor a `Pause` answer came since.
+    pub(crate) reading: bool,
+    /// A read returned end of stream or failed: the socket is not read again.
+    pub(crate) read_ended: bool,
     /// A read is queued for the next poll (its budget ran out while still readable).
     pub(crate) read_queued: bool,
-    /// An outbound connect has not been reported yet.
-    pub(crate) connecting: bool,
-    /// A send is waiting for a writable event.
-    pub(crate) sending: bool,
+    /// The non-blocking `connect(2)` is still in progress (not reported yet).
+    pub(crate) connect_in_progress: bool,
+    /// The buffers of the send waiting for a writable event: held from `send` until its
+    /// outcome is decided, then cleared. Kept between sends and, through the driver's
+    /// spare list, between connections, so the steady state does not allocate.
+    pub(crate) send: Vec<RawBuf>,
+    /// Where the send the core asked for stands; the driver refuses a second one until
+    /// the first one's `Sent` is delivered.
+    pub(crate) send_stage: SendStage,
+}
+
+/// Where a connection's send stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SendStage {
+    /// No send, or its `Sent` was delivered.
+    Idle,
+    /// The buffers are held in [`Conn::send`] until the socket is writable.
+    Waiting,
+    /// Its outcome is queued for the next poll (a `Ready::Sent`).
+    Decided,
 }
 
 impl Conn {
-    /// A connection around a registered stream.
-    pub(crate) fn new(stream: TcpStream, connecting: bool) -> Self {
+    /// A connection around a registered stream, reusing `send` storage.
+    pub(crate) fn new(stream: TcpStream, connecting: bool, mut send: Vec<RawBuf>) -> Self {
+        send.clear();
         Self {
             stream,
             readable: false,
             read_closed: false,
-            recv_on: false,
-            recv_done: false,
+            reading: false,
+            read_ended: false,
             read_queued: false,
-            connecting,
-            sending: false,
+            connect_in_progress: connecting,
+            send,
+            send_stage: SendStage::Idle,
         }
     }
 
     /// Whether reading should go on now.
     pub(crate) fn wants_read(&self) -> bool {
-        self.readable && self.recv_on && !self.recv_done && !self.connecting && !self.read_queued
+        self.readable
+            && self.reading
+            && !self.read_ended
+            && !self.connect_in_progress
+            && !self.read_queued
     }
 
     /// Reads into `buf` and passes each read to `sink`, until `WouldBlock` (or a short read
@@ -110,7 +136,7 @@ impl Conn {
             match (&self.stream).read(&mut buf[..want]) {
                 Ok(0) => {
                     self.readable = false;
-                    self.recv_done = true;
+                    self.read_ended = true;
                     sink(Completion::Received {
                         slot,
                         result: Ok(&[]),
@@ -125,7 +151,7 @@ impl Conn {
                         result: Ok(&buf[..n]),
                     });
                     if flow == Flow::Pause {
-                        self.recv_on = false;
+                        self.reading = false;
                         return (delivered, false);
                     }
                     if n < want && sys::SHORT_READ_DRAINS && !self.read_closed {
@@ -142,7 +168,7 @@ impl Conn {
                 }
                 Err(err) => {
                     self.readable = false;
-                    self.recv_done = true;
+                    self.read_ended = true;
                     sink(Completion::Received {
                         slot,
                         result: Err(err),
@@ -217,94 +243,5 @@ pub(crate) fn write_out(stream: &TcpStream, bufs: &[RawBuf]) -> WriteOutcome {
                 return WriteOutcome::Finished(if written > 0 { Ok(written) } else { Err(err) });
             }
         }
-    }
-}
-
-/// The state kept for one slot number, whether a connection uses it or not.
-#[derive(Default)]
-struct Entry {
-    /// Bumped each time a connection takes the slot.
-    generation: u32,
-    /// The connection using the slot.
-    conn: Option<Conn>,
-    /// The buffers of the connection's send; kept between sends and connections so the
-    /// steady state does not allocate.
-    send: Vec<RawBuf>,
-}
-
-/// The connections of one loop, indexed by slot.
-#[derive(Default)]
-pub(crate) struct Slots {
-    entries: Vec<Entry>,
-}
-
-impl Slots {
-    /// The generation the next connection in `slot` will have; fails if `slot` is in use.
-    pub(crate) fn next_generation(&mut self, slot: Slot) -> io::Result<u32> {
-        let index = slot.index();
-        if index >= self.entries.len() {
-            self.entries.resize_with(index + 1, Entry::default);
-        }
-        let entry = &self.entries[index];
-        if entry.conn.is_some() {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                format!("slot {} is already in use", slot.0),
-            ));
-        }
-        Ok(entry.generation.wrapping_add(1))
-    }
-
-    /// Puts `conn` in `slot` (vacant, as checked by [`next_generation`](Self::next_generation)).
-    pub(crate) fn insert(&mut self, slot: Slot, generation: u32, conn: Conn) {
-        let entry = &mut self.entries[slot.index()];
-        debug_assert!(entry.conn.is_none());
-        entry.generation = generation;
-        entry.conn = Some(conn);
-        entry.send.clear();
-    }
-
-    /// Takes the connection out of `slot`, forgetting its send.
-    pub(crate) fn remove(&mut self, slot: Slot) -> Option<Conn> {
-        let entry = self.entries.get_mut(slot.index())?;
-        entry.send.clear();
-        entry.conn.take()
-    }
-
-    /// The connection in `slot`, its send buffers and its generation.
-    pub(crate) fn get_mut(&mut self, slot: Slot) -> Option<(&mut Conn, &mut Vec<RawBuf>, u32)> {
-        let entry = self.entries.get_mut(slot.index())?;
-        let generation = entry.generation;
-        entry
-            .conn
-            .as_mut()
-            .map(|conn| (conn, &mut entry.send, generation))
-    }
-
-    /// The connection in `slot` if it is still the one of `generation`.
-    pub(crate) fn live_mut(
-        &mut self,
-        slot: Slot,
-        generation: u32,
-    ) -> Option<(&mut Conn, &mut Vec<RawBuf>)> {
-        match self.get_mut(slot) {
-            Some((conn, send, g)) if g == generation => Some((conn, send)),
-            _ => None,
-        }
-    }
-
-    /// Whether `slot` still holds the connection of `generation`.
-    pub(crate) fn is_live(&self, slot: Slot, generation: u32) -> bool {
-        self.entries
-            .get(slot.index())
-            .is_some_and(|e| e.conn.is_some() && e.generation == generation)
-    }
-
-    /// The full generation of the connection in `slot`, if the token's generation bits
-    /// (see [`crate::token`]) match it.
-    pub(crate) fn generation_for_token(&self, slot: Slot, bits: u32) -> Option<u32> {
-        let entry = self.entries.get(slot.index())?;
-        (entry.conn.is_some() && crate::token::generation_bits(entry.generation) == bits)
-            .then_some(entry.generation)
     }
 }

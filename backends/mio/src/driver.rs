@@ -1,6 +1,6 @@
 //! [`MioDriver`]: the [`Driver`] contract on top of a readiness poller.
 
-use crate::conn::{write_out, Conn, RawBuf, WriteOutcome};
+use crate::conn::{write_out, Conn, RawBuf, SendStage, WriteOutcome};
 use crate::listener::Listener;
 use crate::reactor::Reactor;
 use crate::ready::Ready;
@@ -68,15 +68,14 @@ impl MioDriver {
     }
 
     /// Wraps, prepares and registers a stream as `slot`, and records it.
-    fn add(
-        &mut self,
-        slot: Slot,
-        stream: TcpStream,
-        connecting: bool,
-    ) -> io::Result<(u32, &mut Conn)> {
-        let generation = self.reactor.slots.next_generation(slot)?;
-        let token =
-            token::conn(slot, generation).ok_or_else(|| too_large("slot", slot.index() as u32))?;
+    fn add(&mut self, slot: Slot, stream: TcpStream, connecting: bool) -> io::Result<()> {
+        if self.reactor.slots.get_at(slot.index()).is_some() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("slot {} is already in use", slot.index()),
+            ));
+        }
+        let token = token::conn(slot).ok_or_else(|| too_large("slot", slot.index() as u32))?;
         let mut stream = mio::net::TcpStream::from_std(stream);
         sys::prepare(&stream)?;
         self.poll.registry().register(
@@ -84,15 +83,18 @@ impl MioDriver {
             token,
             Interest::READABLE | Interest::WRITABLE,
         )?;
-        self.reactor
-            .slots
-            .insert(slot, generation, Conn::new(stream, connecting));
-        let (conn, _, _) = self
+        let send = self.reactor.spare_sends.pop().unwrap_or_default();
+        if let Err(conn) = self
             .reactor
             .slots
-            .get_mut(slot)
-            .expect("the connection was just inserted");
-        Ok((generation, conn))
+            .insert(slot, Conn::new(stream, connecting, send))
+        {
+            // Checked vacant above; a slot index out of the table's range lands here.
+            let mut conn = conn;
+            let _ = self.poll.registry().deregister(&mut conn.stream);
+            return Err(too_large("slot", slot.index() as u32));
+        }
+        Ok(())
     }
 }
 
@@ -156,7 +158,7 @@ impl Driver for MioDriver {
     }
 
     fn register(&mut self, slot: Slot, stream: TcpStream) -> io::Result<()> {
-        self.add(slot, stream, false).map(drop)
+        self.add(slot, stream, false)
     }
 
     fn connect(&mut self, slot: Slot, socket: socket2::Socket, addr: SocketAddr) -> io::Result<()> {
@@ -166,84 +168,80 @@ impl Driver for MioDriver {
             Err(err) if sys::connect_in_progress(&err) => None,
             Err(err) => Some(Err(err)),
         };
-        let (generation, _) = self.add(slot, socket.into(), immediate.is_none())?;
+        self.add(slot, socket.into(), immediate.is_none())?;
         if let Some(result) = immediate {
-            self.reactor.ready.push_back(Ready::Connected {
-                slot,
-                generation,
-                result,
-            });
+            self.reactor
+                .ready
+                .push_back(Ready::Connected { slot, result });
         }
         Ok(())
     }
 
     fn recv(&mut self, slot: Slot) {
-        if let Some((conn, _, _)) = self.reactor.slots.get_mut(slot) {
-            conn.recv_on = true;
+        if let Some(conn) = self.reactor.slots.get_mut(slot) {
+            conn.reading = true;
             // Data that arrived while paused raised no new edge: go on where reading stopped.
             self.reactor.queue_read(slot);
         }
     }
 
     fn pause_recv(&mut self, slot: Slot) {
-        if let Some((conn, _, _)) = self.reactor.slots.get_mut(slot) {
-            conn.recv_on = false;
+        if let Some(conn) = self.reactor.slots.get_mut(slot) {
+            conn.reading = false;
         }
     }
 
     unsafe fn send(&mut self, slot: Slot, bufs: &[IoSlice<'_>]) {
-        let Some((conn, store, generation)) = self.reactor.slots.get_mut(slot) else {
-            log::warn!("send on slot {}, which is not open", slot.0);
+        let Some(conn) = self.reactor.slots.get_mut(slot) else {
+            log::error!("mio: send on slot {slot}, which the driver does not own: ignored");
             return;
         };
-        if conn.sending {
-            debug_assert!(false, "a send is already in flight on slot {}", slot.0);
-            self.reactor.ready.push_back(Ready::Sent {
-                slot,
-                generation,
-                result: Err(io::Error::other("a send is already in flight on this slot")),
-            });
+        if conn.send_stage != SendStage::Idle {
+            log::error!("mio: second send on slot {slot} while one is in flight: refused");
+            self.reactor.ready.push_back(Ready::Refused { slot });
             return;
         }
-        store.clear();
+        conn.send.clear();
         for buf in bufs {
             // SAFETY: `send`'s caller keeps the memory valid and unchanged until this slot's
             // `Sent` or `Closed` is reported; the `RawBuf`s are cleared as soon as the send's
             // outcome is decided (before its `Sent` is reported) or the slot is closed.
-            store.push(unsafe { RawBuf::new(buf) });
+            conn.send.push(unsafe { RawBuf::new(buf) });
         }
-        conn.sending = true;
-        if conn.connecting {
+        conn.send_stage = SendStage::Waiting;
+        if conn.connect_in_progress {
             return;
         }
-        if let WriteOutcome::Finished(result) = write_out(&conn.stream, store) {
-            conn.sending = false;
-            store.clear();
-            self.reactor.ready.push_back(Ready::Sent {
-                slot,
-                generation,
-                result,
-            });
+        if let WriteOutcome::Finished(result) = write_out(&conn.stream, &conn.send) {
+            conn.send_stage = SendStage::Decided;
+            conn.send.clear();
+            self.reactor.ready.push_back(Ready::Sent { slot, result });
         }
     }
 
     fn shutdown_write(&mut self, slot: Slot) {
-        if let Some((conn, _, _)) = self.reactor.slots.get_mut(slot) {
-            debug_assert!(!conn.sending, "shutdown_write with a send in flight");
+        if let Some(conn) = self.reactor.slots.get_mut(slot) {
+            if conn.send_stage != SendStage::Idle {
+                log::error!("mio: shutdown_write on slot {slot} with a send in flight");
+            }
             if let Err(err) = conn.stream.shutdown(std::net::Shutdown::Write) {
-                log::debug!("shutdown(SHUT_WR) of slot {}: {err}", slot.0);
+                log::debug!("mio: shutdown(SHUT_WR) of slot {slot}: {err}");
             }
         }
     }
 
     fn close(&mut self, slot: Slot) {
         let Some(mut conn) = self.reactor.slots.remove(slot) else {
-            log::warn!("close of slot {}, which is not open", slot.0);
+            log::debug!("mio: close of slot {slot}, which the driver does not own: ignored");
             return;
         };
         if let Err(err) = self.poll.registry().deregister(&mut conn.stream) {
-            log::debug!("deregistering slot {}: {err}", slot.0);
+            log::debug!("mio: deregistering slot {slot}: {err}");
         }
+        conn.send.clear();
+        self.reactor
+            .spare_sends
+            .push(std::mem::take(&mut conn.send));
         drop(conn);
         self.reactor.ready.push_back(Ready::Closed { slot });
     }

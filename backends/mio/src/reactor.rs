@@ -1,11 +1,12 @@
 //! The loop's tables and the step that turns readiness into completions.
 
-use crate::conn::{write_out, Conn, Slots, WriteOutcome};
+use crate::conn::{write_out, Conn, RawBuf, SendStage, WriteOutcome};
 use crate::listener::Listener;
 use crate::ready::Ready;
 use crate::token::{self, Target};
 use mio::event::Event;
-use ringmill_core::driver::{Completion, DriverCounters, Flow, ListenerId, Slot};
+use ringmill_core::driver::{self, Completion, DriverCounters, Flow, ListenerId, Slot};
+use ringmill_core::slots::SlotTable;
 use std::collections::{HashMap, VecDeque};
 use std::io;
 
@@ -15,13 +16,8 @@ use std::io;
 /// the next poll does not block while there is any.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Work {
-    /// Go on reading from a connection.
-    Read {
-        /// The connection.
-        slot: Slot,
-        /// Its generation when the work was queued.
-        generation: u32,
-    },
+    /// Go on reading from a connection (dropped if the slot was closed meanwhile).
+    Read(Slot),
     /// Go on accepting on a listener.
     Accept(ListenerId),
 }
@@ -29,7 +25,9 @@ pub(crate) enum Work {
 /// Everything the event handlers touch, apart from the `Poll` and its `Events`.
 pub(crate) struct Reactor {
     /// The connections, by slot.
-    pub(crate) slots: Slots,
+    pub(crate) slots: SlotTable<Conn>,
+    /// Send storage of closed connections, reused by the next ones.
+    pub(crate) spare_sends: Vec<Vec<RawBuf>>,
     /// The listeners.
     pub(crate) listeners: HashMap<ListenerId, Listener>,
     /// The loop's one receive buffer, lent to the sink for each read.
@@ -48,7 +46,8 @@ impl Reactor {
     /// Empty tables, a receive buffer of `buffer_size` bytes and the given read budget.
     pub(crate) fn new(buffer_size: usize, read_budget: usize) -> Self {
         Self {
-            slots: Slots::default(),
+            slots: SlotTable::new(),
+            spare_sends: Vec::new(),
             listeners: HashMap::new(),
             buf: vec![0; buffer_size],
             read_budget,
@@ -70,10 +69,10 @@ impl Reactor {
 
     /// Queues a read of `slot` for the next poll if it is readable and wanted.
     pub(crate) fn queue_read(&mut self, slot: Slot) {
-        if let Some((conn, _, generation)) = self.slots.get_mut(slot) {
+        if let Some(conn) = self.slots.get_mut(slot) {
             if conn.wants_read() {
                 conn.read_queued = true;
-                self.pending.push_back(Work::Read { slot, generation });
+                self.pending.push_back(Work::Read(slot));
             }
         }
     }
@@ -97,16 +96,20 @@ impl Reactor {
         let mut delivered = 0;
         while let Some(ready) = self.ready.pop_front() {
             let completion = match ready {
-                Ready::Sent {
+                Ready::Sent { slot, result } => match self.slots.get_mut(slot) {
+                    Some(conn) => {
+                        conn.send_stage = SendStage::Idle;
+                        Completion::Sent { slot, result }
+                    }
+                    None => continue,
+                },
+                Ready::Refused { slot } if self.slots.contains(slot) => Completion::Sent {
                     slot,
-                    generation,
-                    result,
-                } if self.slots.is_live(slot, generation) => Completion::Sent { slot, result },
-                Ready::Connected {
-                    slot,
-                    generation,
-                    result,
-                } if self.slots.is_live(slot, generation) => Completion::Connected { slot, result },
+                    result: Err(driver::second_send_refused()),
+                },
+                Ready::Connected { slot, result } if self.slots.contains(slot) => {
+                    Completion::Connected { slot, result }
+                }
                 Ready::Closed { slot } => Completion::Closed { slot },
                 _ => continue,
             };
@@ -128,12 +131,11 @@ impl Reactor {
                 break;
             };
             match work {
-                Work::Read { slot, generation } => {
-                    if let Some((conn, _)) = self.slots.live_mut(slot, generation) {
+                Work::Read(slot) => {
+                    if let Some(conn) = self.slots.get_mut(slot) {
                         conn.read_queued = false;
                         delivered += read(
                             slot,
-                            generation,
                             conn,
                             &mut self.buf,
                             self.read_budget,
@@ -172,13 +174,14 @@ impl Reactor {
                 listener.ready = true;
                 (accept(id, listener, &mut self.pending, sink), false)
             }
-            Some(Target::Conn { slot, generation }) => {
-                let Some(generation) = self.slots.generation_for_token(slot, generation) else {
+            Some(Target::Conn { index, generation }) => {
+                let Some((slot, conn)) = self.slots.get_at_mut(index as usize) else {
                     return (0, false);
                 };
-                let Some((conn, send)) = self.slots.live_mut(slot, generation) else {
+                if !token::names(slot, index, generation) {
+                    // An event for an earlier use of the slot.
                     return (0, false);
-                };
+                }
                 let mut delivered = 0;
                 let readable = event.is_readable() || event.is_read_closed() || event.is_error();
                 let writable = event.is_writable() || event.is_write_closed() || event.is_error();
@@ -188,11 +191,11 @@ impl Reactor {
                 if event.is_read_closed() || event.is_error() {
                     conn.read_closed = true;
                 }
-                if conn.connecting {
+                if conn.connect_in_progress {
                     let Some(result) = connect_outcome(conn, event) else {
                         return (0, false);
                     };
-                    conn.connecting = false;
+                    conn.connect_in_progress = false;
                     let failed = result.is_err();
                     sink(Completion::Connected { slot, result });
                     delivered += 1;
@@ -200,17 +203,16 @@ impl Reactor {
                         return (delivered, false);
                     }
                 }
-                if writable && conn.sending {
-                    if let WriteOutcome::Finished(result) = write_out(&conn.stream, send) {
-                        conn.sending = false;
-                        send.clear();
+                if writable && conn.send_stage == SendStage::Waiting {
+                    if let WriteOutcome::Finished(result) = write_out(&conn.stream, &conn.send) {
+                        conn.send_stage = SendStage::Idle;
+                        conn.send.clear();
                         sink(Completion::Sent { slot, result });
                         delivered += 1;
                     }
                 }
                 delivered += read(
                     slot,
-                    generation,
                     conn,
                     &mut self.buf,
                     self.read_budget,
@@ -228,7 +230,6 @@ impl Reactor {
 /// poll. Returns how many completions were delivered.
 fn read<F>(
     slot: Slot,
-    generation: u32,
     conn: &mut Conn,
     buf: &mut [u8],
     budget: usize,
@@ -244,7 +245,7 @@ where
     let (delivered, more) = conn.read_some(slot, buf, budget, sink);
     if more {
         conn.read_queued = true;
-        pending.push_back(Work::Read { slot, generation });
+        pending.push_back(Work::Read(slot));
     }
     delivered
 }

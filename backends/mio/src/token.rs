@@ -29,11 +29,12 @@ pub(crate) enum Target {
     Waker,
     /// A listening socket.
     Listener(ListenerId),
-    /// A connection, with the low bits of its generation (see [`generation_bits`]).
+    /// A connection: its slot's index and the low bits of its generation (see
+    /// [`generation_bits`]).
     Conn {
-        /// The connection's slot.
-        slot: Slot,
-        /// [`generation_bits`] of the generation the slot had when it was registered.
+        /// The slot's index.
+        index: u32,
+        /// [`generation_bits`] of the slot's generation.
         generation: u32,
     },
 }
@@ -52,9 +53,19 @@ pub(crate) fn listener(id: ListenerId) -> Option<Token> {
     encode(KIND_LISTENER, id.0, 0)
 }
 
-/// The token of connection `slot` in its `generation`, if the slot fits.
-pub(crate) fn conn(slot: Slot, generation: u32) -> Option<Token> {
-    encode(KIND_CONN, slot.index() as u32, generation_bits(generation))
+/// The token of connection `slot` (its index and its generation's low bits), if the slot
+/// fits.
+pub(crate) fn conn(slot: Slot) -> Option<Token> {
+    encode(
+        KIND_CONN,
+        slot.index() as u32,
+        generation_bits(slot.generation()),
+    )
+}
+
+/// Whether `slot` is the one a token of `index` and `generation` bits names.
+pub(crate) fn names(slot: Slot, index: u32, generation: u32) -> bool {
+    slot.index() == index as usize && generation_bits(slot.generation()) == generation
 }
 
 fn encode(kind: usize, id: u32, generation: u32) -> Option<Token> {
@@ -74,7 +85,7 @@ pub(crate) fn decode(token: Token) -> Option<Target> {
         KIND_WAKER if raw == KIND_WAKER => Some(Target::Waker),
         KIND_LISTENER => Some(Target::Listener(ListenerId(id))),
         KIND_CONN => Some(Target::Conn {
-            slot: Slot(u64::from(id)),
+            index: id,
             generation: raw.checked_shr(GEN_SHIFT).unwrap_or(0) as u32,
         }),
         _ => None,
@@ -92,14 +103,16 @@ mod tests {
             let t = listener(ListenerId(id)).unwrap();
             assert_eq!(decode(t), Some(Target::Listener(ListenerId(id))));
             for generation in [0, 1, 5, u32::MAX] {
-                let t = conn(Slot(u64::from(id)), generation).unwrap();
+                let slot = Slot::new(id, generation);
+                let t = conn(slot).unwrap();
                 assert_eq!(
                     decode(t),
                     Some(Target::Conn {
-                        slot: Slot(u64::from(id)),
+                        index: id,
                         generation: generation_bits(generation),
                     })
                 );
+                assert!(names(slot, id, generation_bits(generation)));
             }
         }
     }
@@ -107,11 +120,11 @@ mod tests {
     #[test]
     fn kinds_do_not_collide() {
         let l = listener(ListenerId(3)).unwrap();
-        let c = conn(Slot(3), 0).unwrap();
+        let c = conn(Slot(3)).unwrap();
         assert_ne!(l, c);
         assert_ne!(l, WAKER);
         assert_ne!(c, WAKER);
-        assert_ne!(conn(Slot(0), 0).unwrap(), WAKER);
+        assert_ne!(conn(Slot(0)).unwrap(), WAKER);
         assert_eq!(decode(Token(3)), None);
     }
 
@@ -119,15 +132,16 @@ mod tests {
     #[test]
     fn generations_differ_in_tokens() {
         assert_eq!(GEN_BITS, 30);
-        let a = conn(Slot(u64::from(u32::MAX)), 1).unwrap();
-        let b = conn(Slot(u64::from(u32::MAX)), 2).unwrap();
+        let a = conn(Slot::new(u32::MAX, 1)).unwrap();
+        let b = conn(Slot::new(u32::MAX, 2)).unwrap();
         assert_ne!(a, b);
         assert_eq!(
             decode(a),
             Some(Target::Conn {
-                slot: Slot(u64::from(u32::MAX)),
+                index: u32::MAX,
                 generation: 1
             })
         );
+        assert!(!names(Slot::new(u32::MAX, 2), u32::MAX, 1));
     }
 }

@@ -44,6 +44,8 @@ mod accept;
 #[cfg(target_os = "linux")]
 mod buf_ring;
 #[cfg(target_os = "linux")]
+mod close;
+#[cfg(target_os = "linux")]
 mod conn;
 #[cfg(target_os = "linux")]
 mod driver;
@@ -57,6 +59,8 @@ mod ring;
 mod send;
 #[cfg(target_os = "linux")]
 mod setup;
+#[cfg(all(test, target_os = "linux"))]
+mod tests;
 #[cfg(target_os = "linux")]
 mod user_data;
 #[cfg(target_os = "linux")]

@@ -63,16 +63,6 @@ impl Ring {
         &self.ring
     }
 
-    /// Submission queue entries.
-    pub(crate) fn sq_entries(&self) -> u32 {
-        self.ring.params().sq_entries()
-    }
-
-    /// Completion queue entries.
-    pub(crate) fn cq_entries(&self) -> u32 {
-        self.ring.params().cq_entries()
-    }
-
     /// Whether CQEs are waiting in the backlog (so the next wait must not block).
     pub(crate) fn has_backlog(&self) -> bool {
         !self.backlog.is_empty()

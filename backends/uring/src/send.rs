@@ -1,10 +1,15 @@
-//! Send requests and the per-slot storage they point to: `IORING_OP_SEND` for a request of
-//! one buffer (the common case, and cheaper in the kernel: no `msghdr` or iovec array to
-//! copy in), `IORING_OP_SENDMSG` for a vectored one.
+//! Sending: one request in flight per connection, `IORING_OP_SEND` for a request of one
+//! buffer (the common case, and cheaper in the kernel: no `msghdr` or iovec array to copy
+//! in), `IORING_OP_SENDMSG` for a vectored one, with the per-slot storage it points to; and
+//! the refusal of a second request while one is in flight (driver contract, "Broken
+//! calls").
 
+use crate::conn::lookup;
+use crate::driver::UringDriver;
 use crate::user_data::{Kind, UserData};
 use io_uring::{opcode, squeue, types};
-use std::io::IoSlice;
+use ringmill_core::driver::{self, Completion, Flow, Slot};
+use std::io::{self, IoSlice};
 use std::os::fd::RawFd;
 
 /// Most iovecs one `sendmsg(2)` takes (`IOV_MAX` on Linux). A longer request is sent up to
@@ -66,6 +71,79 @@ impl SendBuf {
             .flags(libc::MSG_NOSIGNAL as u32)
             .build()
             .user_data(user_data.encode())
+    }
+}
+
+impl UringDriver {
+    /// `Driver::send`: one SEND or SENDMSG, or the refusal of a second one in flight.
+    ///
+    /// # Safety
+    ///
+    /// As `Driver::send`: the memory `bufs` point to stays valid and unchanged until this
+    /// slot's `Sent` or `Closed`.
+    pub(crate) unsafe fn start_send(&mut self, slot: Slot, bufs: &[IoSlice<'_>]) {
+        let Some(conn) = self.slots.get_mut(slot).filter(|conn| !conn.closing) else {
+            log::error!("io_uring: send on slot {slot}, which the driver does not own: ignored");
+            return;
+        };
+        if conn.send_in_flight {
+            // Refused: a second request in flight would overwrite the first one's `msghdr`
+            // and could reach the socket before the first one's bytes.
+            log::error!("io_uring: second send on slot {slot} while one is in flight: refused");
+            self.refused_sends.push(slot);
+            return;
+        }
+        let fd = conn.raw_fd();
+        let sqe = conn.send.prepare(fd, bufs, UserData::of(slot, Kind::Send));
+        conn.send_in_flight = true;
+        conn.inflight += 1;
+        // SAFETY: a SENDMSG points to the connection's boxed `msghdr` and iovec array,
+        // which are not touched again before its completion (one send in flight per slot),
+        // and to the bytes of `bufs`, which the caller keeps valid and unchanged until
+        // `Sent` or `Closed` (this function's contract); both are reported only after the
+        // send's final completion.
+        unsafe { self.ring.push(sqe) };
+    }
+
+    /// A send completion.
+    pub(crate) fn on_send<F>(&mut self, ud: UserData, res: i32, sink: &mut F) -> bool
+    where
+        F: FnMut(Completion<'_>) -> Flow,
+    {
+        let Some((slot, conn)) = lookup(&mut self.slots, ud) else {
+            log::debug!("io_uring: stale send completion for slot {}", ud.index);
+            return false;
+        };
+        conn.inflight -= 1;
+        conn.send_in_flight = false;
+        if conn.closing {
+            return self.maybe_closed(slot, sink);
+        }
+        let result = if res >= 0 {
+            Ok(res as usize)
+        } else {
+            Err(io::Error::from_raw_os_error(-res))
+        };
+        sink(Completion::Sent { slot, result });
+        true
+    }
+
+    /// Reports the refused sends: a failed `Sent` each, unless the slot is closing or gone.
+    pub(crate) fn flush_refused<F>(&mut self, sink: &mut F) -> bool
+    where
+        F: FnMut(Completion<'_>) -> Flow,
+    {
+        let mut delivered = false;
+        for slot in std::mem::take(&mut self.refused_sends) {
+            if self.slots.get(slot).is_some_and(|conn| !conn.closing) {
+                sink(Completion::Sent {
+                    slot,
+                    result: Err(driver::second_send_refused()),
+                });
+                delivered = true;
+            }
+        }
+        delivered
     }
 }
 

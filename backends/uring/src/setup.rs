@@ -1,5 +1,6 @@
 //! Building the ring: setup flags, required features, opcode probe and kernel version.
 
+use crate::buf_ring::BufRing;
 use crate::error::SetupError;
 use io_uring::{opcode, IoUring, Probe};
 use ringmill_core::DriverConfig;
@@ -39,6 +40,36 @@ pub(crate) struct Setup {
     pub submit_stable: bool,
     /// The kernel version, if `uname` could be read.
     pub kernel: Option<(u32, u32)>,
+}
+
+/// The driver's one-line description: ring flags and sizes, buffers, kernel.
+pub(crate) fn describe(setup: &Setup, bufs: &BufRing) -> String {
+    format!(
+        "io_uring ({}, sq {}, cq {}, multishot accept+recv, provided buffer ring {}x{}, \
+         registered buffers: {}, submit stable: {}{})",
+        setup.taskrun.label(),
+        setup.ring.params().sq_entries(),
+        setup.ring.params().cq_entries(),
+        bufs.count(),
+        human_size(bufs.buf_size()),
+        if bufs.registered() { "yes" } else { "no" },
+        if setup.submit_stable { "yes" } else { "no" },
+        setup
+            .kernel
+            .map(|(a, b)| format!(", kernel {a}.{b}"))
+            .unwrap_or_default(),
+    )
+}
+
+/// `65536` -> `"64KiB"`, `1000` -> `"1000B"`.
+pub(crate) fn human_size(bytes: usize) -> String {
+    if bytes >= 1 << 20 && bytes % (1 << 20) == 0 {
+        format!("{}MiB", bytes >> 20)
+    } else if bytes >= 1 << 10 && bytes % (1 << 10) == 0 {
+        format!("{}KiB", bytes >> 10)
+    } else {
+        format!("{bytes}B")
+    }
 }
 
 /// Opcodes the driver uses, each with its name for the error message.

@@ -1,6 +1,9 @@
-//! The 64-bit `user_data` every SQE carries: slot (32 bits), generation (24 bits) and
-//! operation kind (8 bits), so a completion finds its connection and operation, and a
-//! completion for an earlier use of a slot is recognised by its generation.
+//! The 64-bit `user_data` every SQE carries: slot index (32 bits), the low 24 bits of the
+//! slot's generation (the core's, carried by the [`Slot`]) and operation kind (8 bits), so
+//! a completion finds its connection and operation, and a completion for an earlier use
+//! of a slot is recognised by its generation.
+
+use ringmill_core::driver::Slot;
 
 /// Bits of the generation field.
 const GEN_BITS: u32 = 24;
@@ -82,9 +85,18 @@ impl UserData {
     }
 }
 
-/// The generation after `gen`, wrapping within 24 bits.
-pub(crate) fn next_gen(gen: u32) -> u32 {
-    gen.wrapping_add(1) & GEN_MASK
+impl UserData {
+    /// A `user_data` for `kind` on connection `slot`: its index and the low 24 bits of
+    /// its generation.
+    pub(crate) fn of(slot: Slot, kind: Kind) -> Self {
+        Self::new(slot.index() as u32, slot.generation(), kind)
+    }
+
+    /// Whether this `user_data` names `slot` (its index and generation bits), rather than
+    /// an earlier use of the slot's index.
+    pub(crate) fn names(self, slot: Slot) -> bool {
+        self.index as usize == slot.index() && self.gen == slot.generation() & GEN_MASK
+    }
 }
 
 #[cfg(test)]
@@ -111,11 +123,16 @@ mod tests {
     }
 
     #[test]
-    fn generation_is_truncated_and_wraps() {
+    fn generation_is_truncated() {
         let ud = UserData::new(1, GEN_MASK + 5, Kind::Recv);
         assert_eq!(ud.gen, 4);
-        assert_eq!(next_gen(GEN_MASK), 0);
-        assert_eq!(next_gen(3), 4);
+        let slot = Slot::new(9, GEN_MASK + 5);
+        let ud = UserData::of(slot, Kind::Send);
+        assert_eq!((ud.index, ud.gen), (9, 4));
+        assert!(ud.names(slot));
+        assert!(!ud.names(Slot::new(9, 5)), "another generation");
+        assert!(!ud.names(Slot::new(8, GEN_MASK + 5)), "another index");
+        assert!(UserData::decode(ud.encode()).unwrap().names(slot));
     }
 
     #[test]

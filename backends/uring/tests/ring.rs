@@ -4,112 +4,96 @@
 //! and its counters.
 #![cfg(target_os = "linux")]
 
+mod common;
+
+use common::URING;
 use ringmill_core::conformance::harness::*;
 use ringmill_core::driver::Driver;
 use ringmill_core::DriverConfig;
 use ringmill_uring::UringDriver;
 use std::io;
 
-/// Whether this machine has io_uring; where it does not, the test says so by name
-/// (see `ringmill_core::conformance::driver_available`).
-fn available() -> bool {
-    ringmill_core::conformance::driver_available(|| {
-        UringDriver::new(&DriverConfig::default())
-            .map(drop)
-            .map_err(|e| format!("io_uring unavailable: {e}"))
-    })
-}
-
-fn driver(config: &DriverConfig) -> UringDriver {
-    UringDriver::new(config).expect("io_uring driver setup")
-}
-
 #[test]
 fn name_and_description() {
-    if !available() {
-        return;
-    }
-    let driver = driver(&small_config());
-    assert_eq!(driver.name(), "io_uring");
-    let d = driver.describe();
-    assert!(d.starts_with("io_uring ("), "{d}");
-    assert!(d.contains("multishot accept+recv"), "{d}");
-    assert!(d.contains("provided buffer ring 16x4KiB"), "{d}");
-    assert!(d.contains("registered buffers: "), "{d}");
-    eprintln!("{d}");
+    URING.run(|t| {
+        let driver = t.driver(&small_config());
+        assert_eq!(driver.name(), "io_uring");
+        let d = driver.describe();
+        assert!(d.starts_with("io_uring ("), "{d}");
+        assert!(d.contains("multishot accept+recv"), "{d}");
+        assert!(d.contains("provided buffer ring 16x4KiB"), "{d}");
+        assert!(d.contains("registered buffers: "), "{d}");
+        eprintln!("{d}");
+    });
 }
 
 #[test]
 fn invalid_config_is_a_setup_error() {
-    if !available() {
-        return;
-    }
-    let config = DriverConfig {
-        buffer_count: 3,
-        ..DriverConfig::default()
-    };
-    let err = UringDriver::new(&config)
-        .err()
-        .expect("3 buffers is not a power of two");
-    assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
-    assert!(err.reason().contains("buffer_count"), "{}", err.reason());
+    URING.run(|_| {
+        let config = DriverConfig {
+            buffer_count: 3,
+            ..DriverConfig::default()
+        };
+        let err = UringDriver::new(&config)
+            .err()
+            .expect("3 buffers is not a power of two");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert!(err.reason().contains("buffer_count"), "{}", err.reason());
+    });
 }
 
 #[test]
 fn counters_of_an_echo_run() {
-    if !available() {
-        return;
-    }
-    let driver = driver(&DriverConfig::default());
-    let (stats, counters) = echo_run(driver, Policy::default(), payloads(1, &[], 12, 1 << 20));
-    assert!(stats.bytes > 0);
-    assert!(
-        counters.enters > 0 && counters.sqes > 0 && counters.cqes > 0,
-        "{counters:?}"
-    );
-    assert_eq!(counters.events, 0, "{counters:?}");
-    assert_eq!(counters.recv_buffers_out, 0, "{counters:?}");
+    URING.run(|t| {
+        let driver = t.driver(&DriverConfig::default());
+        let (stats, counters) = echo_run(driver, Policy::default(), payloads(1, &[], 12, 1 << 20));
+        assert!(stats.bytes > 0);
+        assert!(
+            counters.enters > 0 && counters.sqes > 0 && counters.cqes > 0,
+            "{counters:?}"
+        );
+        assert_eq!(counters.events, 0, "{counters:?}");
+        assert_eq!(counters.recv_buffers_out, 0, "{counters:?}");
+    });
 }
 
 #[test]
 fn four_buffers_under_fifty_busy_connections_lose_nothing() {
-    if !available() {
-        return;
-    }
-    let driver = driver(&DriverConfig {
-        buffer_size: 4096,
-        buffer_count: 4,
-        ..DriverConfig::default()
+    URING.run(|t| {
+        let driver = t.driver(&DriverConfig {
+            buffer_size: 4096,
+            buffer_count: 4,
+            ..DriverConfig::default()
+        });
+        let (_, counters) = echo_run(
+            driver,
+            Policy::default(),
+            payloads(200, &[], 50, 256 * 1024),
+        );
+        assert!(
+            counters.enobufs > 0,
+            "the buffer ring never ran dry: {counters:?}"
+        );
+        assert!(counters.rearms > 0, "{counters:?}");
+        assert_eq!(counters.recv_buffers_out, 0, "{counters:?}");
     });
-    let (_, counters) = echo_run(
-        driver,
-        Policy::default(),
-        payloads(200, &[], 50, 256 * 1024),
-    );
-    assert!(
-        counters.enobufs > 0,
-        "the buffer ring never ran dry: {counters:?}"
-    );
-    assert!(counters.rearms > 0, "{counters:?}");
-    assert_eq!(counters.recv_buffers_out, 0, "{counters:?}");
 }
 
 #[test]
 fn tiny_completion_queue_loses_no_completion() {
-    if !available() {
-        return;
-    }
-    let driver = driver(&DriverConfig {
-        buffer_size: 4096,
-        buffer_count: 64,
-        ring_entries: 8,
-        cq_entries: 8,
-        ..DriverConfig::default()
+    URING.run(|t| {
+        let driver = t.driver(&DriverConfig {
+            buffer_size: 4096,
+            buffer_count: 64,
+            ring_entries: 8,
+            cq_entries: 8,
+            ..DriverConfig::default()
+        });
+        let (_, counters) = echo_run(
+            driver,
+            Policy::default(),
+            payloads(300, &[], 100, 128 * 1024),
+        );
+        eprintln!("tiny CQ counters: {counters:?}");
     });
-    let (_, counters) = echo_run(
-        driver,
-        Policy::default(),
-        payloads(300, &[], 100, 128 * 1024),
-    );
-    eprintln!("tiny CQ counters: {counters:?}");
 }

@@ -1,46 +1,98 @@
-//! Echo-server comparison: ringmill (io_uring and mio backends) against tokio, monoio and
-//! mill-net 4.0, measured by a load generator that is none of them.
+//! Echo-server comparison: ringmill (io_uring and mio backends) against tokio, monoio,
+//! mill-net 4.0 and a plain mio loop, measured by a load generator that is none of them.
 //!
 //! ```text
 //! cargo run --release --manifest-path benches/peer/Cargo.toml -- all
 //! ```
 //!
 //! `all` runs every cell, writes `results/raw.csv`, `results/idle.csv`, `results/chart.svg`
-//! and the repository's `BENCHMARKS.md`. Subcommands:
+//! and the repository's `BENCHMARKS.md`; `all --help` lists its options (a subset of
+//! servers and cells, repetitions, window, loop threads, another checkout of the library to
+//! compare against). Subcommands:
 //!
-//! - `all [--secs S] [--warmup S] [--reps N (default 5)] [--servers a,b] [--idle N] [--mode mio|blocking]
-//!   [--out DIR] [--md PATH] [--source TEXT] [--quick]`: measure and report (`--quick`: a one-minute smoke
-//!   run written to a temporary folder);
+//! - `all [OPTIONS]`: measure and report;
 //! - `report`: regenerate `BENCHMARKS.md` and the chart from the CSV files;
-//! - `server KIND PORT`: run one echo server (the runner starts these as child processes);
+//! - `server KIND PORT [THREADS]`: run one echo server (the runner starts these as child
+//!   processes);
 //! - `load HOST:PORT CONNS SIZE DEPTH [blocking]`: run the load generator alone against any
 //!   echo server for a few seconds and print what it measured.
 
 mod alloc;
 mod load;
+mod plain;
 mod proc;
 mod report;
 mod runner;
 mod servers;
 
+use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[global_allocator]
 static GLOBAL: alloc::Counting = alloc::Counting;
 
+#[derive(Parser)]
+#[command(
+    name = "ringmill-peer-bench",
+    about = "Echo-server comparison of ringmill against tokio, monoio, mill-net and a plain mio loop"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Measure (every cell and server unless narrowed) and write the report.
+    All(runner::Opts),
+    /// Regenerate BENCHMARKS.md and the chart from the stored CSV files.
+    Report(report::Opts),
+    /// Run one echo server (the runner starts these as child processes).
+    Server {
+        /// Server kind: tokio, monoio, mill-net, plain-mio, ringmill-uring, ringmill-mio.
+        kind: String,
+        /// Port on 127.0.0.1.
+        port: u16,
+        /// Loop threads (ringmill) or workers (tokio); the others ignore it.
+        #[arg(default_value_t = 1)]
+        threads: usize,
+    },
+    /// Run the load generator alone against an echo server (1 s warm-up, 3 s window).
+    Load {
+        /// HOST:PORT of the echo server.
+        addr: std::net::SocketAddr,
+        /// Connections.
+        conns: usize,
+        /// Message size, bytes.
+        size: usize,
+        /// Messages in flight per connection.
+        depth: usize,
+        /// `blocking`: the thread-per-connection client instead of the mio one.
+        mode: Option<String>,
+    },
+}
+
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.first().map(String::as_str) {
-        Some("server") => servers::main(&args[1..]),
-        Some("all") => runner::main(&args[1..]),
-        Some("report") => report::main(&args[1..]),
-        Some("load") => load::main(&args[1..]),
-        _ => Err(format!(
-            "usage: {} all | report | server KIND PORT | load ADDR CONNS SIZE DEPTH [blocking]\n\
-             servers: {}",
-            env!("CARGO_PKG_NAME"),
-            servers::KINDS.join(", ")
-        )),
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::Server {
+            kind,
+            port,
+            threads,
+        } => servers::main(&kind, port, threads),
+        Cmd::All(o) => runner::main(o),
+        Cmd::Report(o) => report::main(o),
+        Cmd::Load {
+            addr,
+            conns,
+            size,
+            depth,
+            mode,
+        } => match mode.as_deref() {
+            None | Some("mio") => load::main(addr, conns, size, depth, false),
+            Some("blocking") => load::main(addr, conns, size, depth, true),
+            Some(other) => Err(format!("unknown load mode {other}: mio or blocking")),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -39,18 +39,33 @@ pub fn rss_kib(pid: u32) -> Result<u64, String> {
 
 /// Pins the calling thread (and the threads it starts later) to `cpu`.
 pub fn pin_to(cpu: usize) -> Result<(), String> {
+    pin_set(cpu..cpu + 1)
+}
+
+/// Pins the calling thread (and the threads it starts later) to CPUs `0..n`.
+pub fn pin_to_first(n: usize) -> Result<(), String> {
+    pin_set(0..n.max(1))
+}
+
+/// Pins the calling thread (and the threads it starts later) to CPUs `cpus`.
+pub fn pin_set(cpus: std::ops::Range<usize>) -> Result<(), String> {
+    // cpu_set_t holds CPU_SETSIZE (1024) CPUs.
+    if cpus.end > 1024 {
+        return Err(format!("CPU {} is beyond CPU_SETSIZE", cpus.end - 1));
+    }
     // SAFETY: an all-zero cpu_set_t is a valid empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `cpu` is below CPU_SETSIZE (checked by the caller's core count), and `set` is a
-    // valid cpu_set_t.
-    unsafe { libc::CPU_SET(cpu, &mut set) };
+    for cpu in cpus.clone() {
+        // SAFETY: `cpu` is below CPU_SETSIZE (checked above), and `set` is a valid cpu_set_t.
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+    }
     // SAFETY: `set` is a valid cpu_set_t of the size passed.
     let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
     if rc == 0 {
         Ok(())
     } else {
         Err(format!(
-            "sched_setaffinity({cpu}): {}",
+            "sched_setaffinity({cpus:?}): {}",
             std::io::Error::last_os_error()
         ))
     }

@@ -1,27 +1,34 @@
 //! `report`: turns `raw.csv`, `idle.csv` and `machine.txt` into `BENCHMARKS.md` (medians,
-//! ratios to tokio, the targets checked against the numbers) and `chart.svg`.
+//! ratios to tokio and to the plain loop, the noise of the run, the targets checked against
+//! the numbers, the comparison with a base checkout when the run had one) and `chart.svg`.
+//!
+//! CSV files of runs made before the plain loop existed render too: what needs the plain
+//! loop says it was not measured.
 
 use crate::runner::{default_md, default_out};
-use crate::servers::{BASELINE, KINDS};
+use crate::servers::{workers, BASELINE, KINDS, PLAIN};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+/// `report`'s options.
+#[derive(clap::Args, Debug)]
+pub struct Opts {
+    /// Folder with raw.csv, idle.csv and machine.txt (chart.svg is written there).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The markdown report to write [default: the repository's BENCHMARKS.md].
+    #[arg(long)]
+    md: Option<PathBuf>,
+}
+
 /// `report [--out DIR] [--md PATH]`.
-pub fn main(args: &[String]) -> Result<(), String> {
-    let mut out = default_out();
-    let mut md = default_md();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let v = it.next().ok_or(format!("{a} needs a value"))?;
-        match a.as_str() {
-            "--out" => out = PathBuf::from(v),
-            "--md" => md = PathBuf::from(v),
-            other => return Err(format!("unknown option {other}")),
-        }
-    }
-    generate(&out, &md)
+pub fn main(o: Opts) -> Result<(), String> {
+    generate(
+        &o.out.unwrap_or_else(default_out),
+        &o.md.unwrap_or_else(default_md),
+    )
 }
 
 /// A cell's key: mode, conns, size, depth.
@@ -36,6 +43,20 @@ struct Med {
     allocs: f64,
     client_cpu: f64,
     server_cpu: f64,
+}
+
+impl Med {
+    fn from_row(r: &[f64; 7]) -> Med {
+        Med {
+            rate: r[0],
+            cpu: r[1],
+            p50: r[2],
+            p99: r[3],
+            allocs: r[4],
+            client_cpu: r[5],
+            server_cpu: r[6],
+        }
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -54,27 +75,103 @@ fn median(mut v: Vec<f64>) -> f64 {
 struct Data {
     /// Cells in run order.
     cells: Vec<Key>,
-    /// Servers in run order.
+    /// Servers in report order (`KINDS`, each `KIND@LABEL` right after its `KIND`).
     servers: Vec<String>,
     med: BTreeMap<(Key, String), Med>,
+    /// Every repetition: (rep, values), in run order.
+    reps: BTreeMap<(Key, String), Vec<(usize, Med)>>,
     /// Median idle bytes per connection, per server.
     idle: Vec<(String, f64, usize)>,
     idle_conns: usize,
     machine: Vec<(String, String)>,
+    /// Loop threads of the run (1 for runs that did not record it).
+    threads: usize,
 }
 
 impl Data {
     fn get(&self, k: &Key, s: &str) -> Option<Med> {
         self.med.get(&(k.clone(), s.to_string())).copied()
     }
+
+    fn has(&self, server: &str) -> bool {
+        self.servers.iter().any(|s| s == server)
+    }
+
+    /// Threads doing the work in `server` (machine.txt's `workers` line, else the rule).
+    fn workers(&self, server: &str) -> usize {
+        self.machine
+            .iter()
+            .find(|(k, _)| k.strip_prefix("workers ") == Some(server))
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or_else(|| workers(server, self.threads))
+    }
+
+    /// The per-repetition ratios `get(a) / get(b)` in cell `k`, repetitions paired by
+    /// number (they ran next to each other): (min, max), or None without a pair.
+    fn rep_range(&self, k: &Key, a: &str, b: &str, get: fn(&Med) -> f64) -> Option<(f64, f64)> {
+        let ra = self.reps.get(&(k.clone(), a.to_string()))?;
+        let rb = self.reps.get(&(k.clone(), b.to_string()))?;
+        let rs: Vec<f64> = ra
+            .iter()
+            .filter_map(|(i, m)| {
+                let (_, o) = rb.iter().find(|(j, _)| j == i)?;
+                let r = get(m) / get(o);
+                r.is_finite().then_some(r)
+            })
+            .collect();
+        if rs.is_empty() {
+            return None;
+        }
+        let lo = rs.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = rs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        Some((lo, hi))
+    }
+
+    /// (max - min) / median of `get` over the repetitions of `server` in `k`.
+    fn spread(&self, k: &Key, server: &str, get: fn(&Med) -> f64) -> Option<f64> {
+        let v: Vec<f64> = self
+            .reps
+            .get(&(k.clone(), server.to_string()))?
+            .iter()
+            .map(|(_, m)| get(m))
+            .collect();
+        if v.len() < 2 {
+            return None;
+        }
+        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let m = median(v);
+        (m > 0.0).then(|| (hi - lo) / m)
+    }
+
+    /// Repetitions per cell (the most any server had).
+    fn rep_count(&self) -> usize {
+        self.reps.values().map(Vec::len).max().unwrap_or(0)
+    }
 }
+
+/// Report order of a server: its kind's place in `KINDS`, a `KIND@LABEL` right after `KIND`.
+fn order(s: &str) -> (usize, usize, String) {
+    let (kind, label) = match s.split_once('@') {
+        Some((k, l)) => (k, l),
+        None => (s, ""),
+    };
+    (
+        KINDS.iter().position(|k| *k == kind).unwrap_or(usize::MAX),
+        usize::from(!label.is_empty()),
+        label.to_string(),
+    )
+}
+
+/// One repetition as read from raw.csv: its number and the values `Med::from_row` takes.
+type Sample = (usize, [f64; 7]);
 
 fn load(dir: &Path) -> Result<Data, String> {
     let raw = fs::read_to_string(dir.join("raw.csv"))
         .map_err(|e| format!("{}: {e}", dir.join("raw.csv").display()))?;
     let mut cells: Vec<Key> = Vec::new();
     let mut servers: Vec<String> = Vec::new();
-    let mut samples: BTreeMap<(Key, String), Vec<[f64; 7]>> = BTreeMap::new();
+    let mut samples: BTreeMap<(Key, String), Vec<Sample>> = BTreeMap::new();
     for line in raw.lines().skip(1).filter(|l| !l.trim().is_empty()) {
         let f: Vec<&str> = line.split(',').collect();
         if f.len() < 13 {
@@ -96,33 +193,42 @@ fn load(dir: &Path) -> Result<Data, String> {
         if !servers.iter().any(|s| s == f[4]) {
             servers.push(f[4].to_string());
         }
-        samples.entry((key, f[4].to_string())).or_default().push([
-            num(6)?,
-            num(7)?,
-            num(10)?,
-            num(11)?,
-            num(12)?,
-            num(9)?,
-            num(8)?,
-        ]);
+        let rep = num(5)? as usize;
+        samples.entry((key, f[4].to_string())).or_default().push((
+            rep,
+            [
+                num(6)?,
+                num(7)?,
+                num(10)?,
+                num(11)?,
+                num(12)?,
+                num(9)?,
+                num(8)?,
+            ],
+        ));
     }
-    servers.sort_by_key(|s| KINDS.iter().position(|k| k == s).unwrap_or(usize::MAX));
-    let med = samples
-        .into_iter()
-        .map(|(k, v)| {
-            let col = |i: usize| median(v.iter().map(|r| r[i]).collect());
-            let m = Med {
-                rate: col(0),
-                cpu: col(1),
-                p50: col(2),
-                p99: col(3),
-                allocs: col(4),
-                client_cpu: col(5),
-                server_cpu: col(6),
-            };
-            (k, m)
-        })
-        .collect();
+    servers.sort_by_key(|s| order(s));
+    let mut med = BTreeMap::new();
+    let mut reps = BTreeMap::new();
+    for (k, v) in samples {
+        let col = |i: usize| median(v.iter().map(|(_, r)| r[i]).collect());
+        let m = Med {
+            rate: col(0),
+            cpu: col(1),
+            p50: col(2),
+            p99: col(3),
+            allocs: col(4),
+            client_cpu: col(5),
+            server_cpu: col(6),
+        };
+        med.insert(k.clone(), m);
+        reps.insert(
+            k,
+            v.iter()
+                .map(|(i, r)| (*i, Med::from_row(r)))
+                .collect::<Vec<_>>(),
+        );
+    }
     let mut idle = Vec::new();
     let mut idle_conns = 0;
     if let Ok(text) = fs::read_to_string(dir.join("idle.csv")) {
@@ -137,26 +243,35 @@ fn load(dir: &Path) -> Result<Data, String> {
                 .or_default()
                 .push(f[5].parse().map_err(|_| format!("idle.csv: {line:?}"))?);
         }
-        for s in KINDS {
-            if let Some(v) = per.remove(s) {
+        let mut names: Vec<String> = per.keys().cloned().collect();
+        names.sort_by_key(|s| order(s));
+        for s in names {
+            if let Some(v) = per.remove(&s) {
                 let n = v.len();
-                idle.push((s.to_string(), median(v), n));
+                idle.push((s, median(v), n));
             }
         }
     }
-    let machine = fs::read_to_string(dir.join("machine.txt"))
+    let machine: Vec<(String, String)> = fs::read_to_string(dir.join("machine.txt"))
         .unwrap_or_default()
         .lines()
         .filter_map(|l| l.split_once(": "))
         .map(|(a, b)| (a.to_string(), b.to_string()))
         .collect();
+    let threads = machine
+        .iter()
+        .find(|(k, _)| k == "threads")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(1);
     Ok(Data {
         cells,
         servers,
         med,
+        reps,
         idle,
         idle_conns,
         machine,
+        threads,
     })
 }
 
@@ -182,26 +297,43 @@ fn rate(v: f64) -> String {
     }
 }
 
-fn ratio(v: f64, base: Option<f64>) -> String {
-    match base {
-        Some(b) if b > 0.0 && v.is_finite() => format!(" ({:.2}x)", v / b),
-        _ => String::new(),
+/// ` (1.05x)` against tokio, or ` (1.05x / 0.93x)` against tokio and the plain loop.
+fn ratios(v: f64, tokio: Option<f64>, plain: Option<f64>, with_plain: bool) -> String {
+    let one = |b: Option<f64>| match b {
+        Some(b) if b > 0.0 && v.is_finite() => format!("{:.2}x", v / b),
+        _ => "-".into(),
+    };
+    if with_plain {
+        format!(" ({} / {})", one(tokio), one(plain))
+    } else if tokio.is_some() {
+        format!(" ({})", one(tokio))
+    } else {
+        String::new()
     }
 }
 
+/// The references of a cell: tokio's medians and the plain loop's.
+struct Refs {
+    tokio: Option<Med>,
+    plain: Option<Med>,
+}
+
 /// One markdown table: a row per cell of `mode`, a column per server, `f` formats a value
-/// and its ratio to the baseline's.
-fn table(d: &Data, mode: &str, title: &str, f: &dyn Fn(&Med, Option<&Med>) -> String) -> String {
+/// given the references of its cell.
+fn table(d: &Data, mode: &str, title: &str, f: &dyn Fn(&Med, &Refs) -> String) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "| {title} | {} |", d.servers.join(" | "));
     let _ = writeln!(s, "|---|{}", "---:|".repeat(d.servers.len()));
     for k in d.cells.iter().filter(|k| k.0 == mode) {
-        let base = d.get(k, BASELINE);
+        let refs = Refs {
+            tokio: d.get(k, BASELINE),
+            plain: d.get(k, PLAIN),
+        };
         let cols: Vec<String> = d
             .servers
             .iter()
             .map(|srv| match d.get(k, srv) {
-                Some(m) => f(&m, base.as_ref()),
+                Some(m) => f(&m, &refs),
                 None => "failed".into(),
             })
             .collect();
@@ -230,7 +362,8 @@ fn cells_where(d: &Data, pred: impl Fn(&Key) -> bool) -> Vec<Key> {
     d.cells.iter().filter(|k| pred(k)).cloned().collect()
 }
 
-/// `server`'s metric over `other`'s in each of `cells`, checked with `ok(ratio)`.
+/// `server`'s metric over `other`'s in each of `cells`, checked with `ok(ratio)` on the
+/// medians; each line carries the range of the per-repetition ratios.
 fn compare(
     d: &Data,
     cells: &[Key],
@@ -246,10 +379,16 @@ fn compare(
             continue;
         };
         let r = get(&a) / get(&b);
+        let range = match d.rep_range(k, server, other, get) {
+            Some((lo, hi)) if d.rep_count() > 1 => {
+                format!(" (repetitions {lo:.2}-{hi:.2}x)")
+            }
+            _ => String::new(),
+        };
         out.push((
             ok(r),
             format!(
-                "{} client, {}: {server} {metric} {} vs {other} {} = {r:.2}x",
+                "{} client, {}: {server} {metric} {} vs {other} {} = {r:.2}x{range}",
                 k.0,
                 cell_name(k),
                 num(get(&a)),
@@ -269,6 +408,255 @@ fn num(v: f64) -> String {
     } else {
         format!("{v:.3}")
     }
+}
+
+/// The data path's targets: the ringmill backends against the plain loop's CPU per message
+/// and tokio's messages/s, cell by cell.
+fn limit_checks(d: &Data) -> Vec<Check> {
+    let cpu = |m: &Med| m.cpu;
+    let rate_of = |m: &Med| m.rate;
+    let uring = "ringmill-uring";
+    let mio = "ringmill-mio";
+    let all = d.cells.clone();
+    let many = cells_where(d, |k| k.1 >= 64);
+    let plain = d.has(PLAIN);
+    let mut out = Vec::new();
+    out.push(Check {
+        target: "io_uring backend: server CPU per message <= 1.0x the plain loop's in every cell with 64 or more connections".into(),
+        lines: if plain {
+            compare(d, &many, uring, PLAIN, "CPU us/msg", cpu, &|r| r <= 1.0)
+        } else {
+            Vec::new()
+        },
+    });
+    out.push(Check {
+        target: "mio backend: server CPU per message <= 1.1x the plain loop's in every cell".into(),
+        lines: if plain {
+            compare(d, &all, mio, PLAIN, "CPU us/msg", cpu, &|r| r <= 1.1)
+        } else {
+            Vec::new()
+        },
+    });
+    let mut lines = Vec::new();
+    for s in [uring, mio] {
+        lines.extend(compare(d, &all, s, BASELINE, "msg/s", rate_of, &|r| {
+            r >= 1.0
+        }));
+    }
+    out.push(Check {
+        target: "both backends: messages/s >= 1.0x tokio's in every cell, the one-connection cells and the blocking thread-per-connection client included".into(),
+        lines,
+    });
+    out
+}
+
+/// Writes the checks as a list: the verdict, how many comparisons meet it, each miss.
+fn write_checks(s: &mut String, checks: &[Check], none: &str) {
+    for c in checks {
+        let verdict = match c.met() {
+            Some(true) => "**met**".to_string(),
+            Some(false) => "**not met**".to_string(),
+            None => format!("not measured{none}"),
+        };
+        let _ = writeln!(s, "- {}: {verdict}", c.target);
+        let failed: Vec<_> = c.lines.iter().filter(|(ok, _)| !ok).collect();
+        let passed = c.lines.len() - failed.len();
+        if !c.lines.is_empty() {
+            let _ = writeln!(s, "  - {passed} of {} comparisons meet it", c.lines.len());
+        }
+        for (_, l) in failed {
+            let _ = writeln!(s, "  - missed: {l}");
+        }
+    }
+    let _ = writeln!(s);
+}
+
+/// The noise of the run: how far each server's repetitions lie apart, over the cells.
+fn noise(d: &Data) -> String {
+    let mut s = String::new();
+    let n = d.rep_count();
+    let _ = writeln!(
+        s,
+        "## Noise
+"
+    );
+    if n < 2 {
+        let _ = writeln!(
+            s,
+            "One repetition per cell: this run cannot say how noisy it is; its numbers are a \
+             smoke test, not a result.\n"
+        );
+        return s;
+    }
+    if n < 5 {
+        let _ = writeln!(
+            s,
+            "**Only {n} repetitions per cell**: the targets ask for medians of at least 5.\n"
+        );
+    }
+    let _ = writeln!(
+        s,
+        "How far the {n} repetitions of one server in one cell lie apart in this run: \
+         (max - min) / median, as the median over the cells and the worst cell, per load \
+         generator. A ratio between two servers whose difference is within these spreads \
+         is not a difference this run can show; the targets below carry the range of the \
+         per-repetition ratios (repetitions paired by number: they ran next to each other) \
+         for the same reason.\n"
+    );
+    let _ = writeln!(
+        s,
+        "| server | mio client: msg/s | mio client: CPU/msg | blocking client: msg/s | blocking client: CPU/msg |"
+    );
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|");
+    let mut all_spreads: Vec<f64> = Vec::new();
+    for srv in &d.servers {
+        let mut cols = Vec::new();
+        for mode in ["mio", "blocking"] {
+            for get in [(|m: &Med| m.rate) as fn(&Med) -> f64, |m: &Med| m.cpu] {
+                let mut v: Vec<(f64, &Key)> = d
+                    .cells
+                    .iter()
+                    .filter(|k| k.0 == mode)
+                    .filter_map(|k| Some((d.spread(k, srv, get)?, k)))
+                    .collect();
+                if v.is_empty() {
+                    cols.push("-".to_string());
+                    continue;
+                }
+                all_spreads.extend(v.iter().map(|(x, _)| *x));
+                let med = median(v.iter().map(|(x, _)| *x).collect());
+                v.sort_by(|a, b| a.0.total_cmp(&b.0));
+                let (worst, wk) = v[v.len() - 1];
+                cols.push(format!(
+                    "{:.0} % (worst {:.0} %, {})",
+                    med * 100.0,
+                    worst * 100.0,
+                    cell_name(wk)
+                ));
+            }
+        }
+        let _ = writeln!(s, "| {srv} | {} |", cols.join(" | "));
+    }
+    if !all_spreads.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nOver every server and cell: median spread {:.0} %, worst {:.0} %.\n",
+            median(all_spreads.clone()) * 100.0,
+            all_spreads.iter().copied().fold(0.0, f64::max) * 100.0
+        );
+    }
+    s
+}
+
+/// How much worse than the base a median ratio must be to count (with every repetition
+/// worse too).
+const WORSE_BY: f64 = 0.05;
+
+/// The ringmill servers of this checkout against their twins built from another checkout
+/// (`KIND@LABEL`), cell by cell.
+fn against_base(d: &Data) -> String {
+    let mut s = String::new();
+    let mut twins: Vec<(String, String)> = Vec::new();
+    for srv in &d.servers {
+        if let Some((k, _)) = srv.split_once('@') {
+            if d.has(k) {
+                twins.push((k.to_string(), srv.clone()));
+            }
+        }
+    }
+    if twins.is_empty() {
+        return s;
+    }
+    let _ = writeln!(
+        s,
+        "## Against the base checkout
+"
+    );
+    for (k, v) in d.machine.iter().filter(|(k, _)| k.starts_with("base ")) {
+        let _ = writeln!(s, "- `@{}`: {v}", k.trim_start_matches("base "));
+    }
+    let _ = writeln!(
+        s,
+        "\nThis checkout's server over the base's, per cell: messages/s (above 1.00x is \
+         better) and server CPU per message (below 1.00x is better), medians, with the range \
+         of the per-repetition ratios. Since tokio and the plain loop ran in the same \
+         interleaved repetitions, a server's ratio to them moves by the same factor. A cell \
+         is **worse** when the median ratio is worse by more than {:.0} % and every \
+         repetition's ratio is worse too. (Running with the base equal to this checkout \
+         shows what the noise alone produces.)\n",
+        WORSE_BY * 100.0
+    );
+    let rate_of = |m: &Med| m.rate;
+    let cpu = |m: &Med| m.cpu;
+    let mut worse: Vec<String> = Vec::new();
+    let mut median_worse = 0;
+    for (new, old) in &twins {
+        let _ = writeln!(s, "### {new} against {old}\n");
+        let _ = writeln!(s, "| cell | msg/s | CPU/msg |");
+        let _ = writeln!(s, "|---|---:|---:|");
+        for k in &d.cells {
+            let (Some(a), Some(b)) = (d.get(k, new), d.get(k, old)) else {
+                let _ = writeln!(s, "| {} {} | failed | failed |", k.0, cell_name(k));
+                continue;
+            };
+            let mut cols = Vec::new();
+            for (name, get, higher_better) in [
+                ("msg/s", rate_of as fn(&Med) -> f64, true),
+                ("CPU/msg", cpu, false),
+            ] {
+                let r = get(&a) / get(&b);
+                let range = d.rep_range(k, new, old, get);
+                let bad_median = if higher_better { r < 1.0 } else { r > 1.0 };
+                let beyond = if higher_better {
+                    r < 1.0 - WORSE_BY
+                } else {
+                    r > 1.0 + WORSE_BY
+                };
+                let bad_all = beyond
+                    && range
+                        .is_some_and(|(lo, hi)| if higher_better { hi < 1.0 } else { lo > 1.0 });
+                if bad_median {
+                    median_worse += 1;
+                }
+                let text = match range {
+                    Some((lo, hi)) if d.rep_count() > 1 => format!("{r:.2}x ({lo:.2}-{hi:.2}x)"),
+                    _ => format!("{r:.2}x"),
+                };
+                if bad_all {
+                    worse.push(format!(
+                        "{} client, {}: {new} {name} {} vs {old} {} = {text}",
+                        k.0,
+                        cell_name(k),
+                        num(get(&a)),
+                        num(get(&b))
+                    ));
+                    cols.push(format!("**{text}**"));
+                } else {
+                    cols.push(text);
+                }
+            }
+            let _ = writeln!(s, "| {} {} | {} |", k.0, cell_name(k), cols.join(" | "));
+        }
+        let _ = writeln!(s);
+    }
+    if worse.is_empty() {
+        let _ = writeln!(
+            s,
+            "No cell is worse ({median_worse} comparisons are worse at the median, by less than \
+             {:.0} % or not in every repetition).\n",
+            WORSE_BY * 100.0
+        );
+    } else {
+        let _ = writeln!(
+            s,
+            "Worse ({median_worse} comparisons are worse at the median, these beyond the noise):\n"
+        );
+        for w in &worse {
+            let _ = writeln!(s, "- {w}");
+        }
+        let _ = writeln!(s);
+    }
+    s
 }
 
 fn checks(d: &Data) -> Vec<Check> {
@@ -403,6 +791,16 @@ fn checks(d: &Data) -> Vec<Check> {
     out
 }
 
+/// The hex word after "commit " in `text`, if any.
+fn commit_in(text: &str) -> Option<String> {
+    let at = text.find("commit ")? + "commit ".len();
+    let word: String = text[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_hexdigit())
+        .collect();
+    (word.len() >= 7).then_some(word)
+}
+
 /// Writes `BENCHMARKS.md` to `md` and `chart.svg` into `dir`, from the CSV files in `dir`.
 pub fn generate(dir: &Path, md: &Path) -> Result<(), String> {
     let d = load(dir)?;
@@ -412,13 +810,19 @@ pub fn generate(dir: &Path, md: &Path) -> Result<(), String> {
     fs::write(md, text).map_err(|e| format!("{}: {e}", md.display()))
 }
 
-/// Geometric mean over the cells of `mode` of `server`'s metric over tokio's.
-fn geomean_ratio(d: &Data, mode: &str, server: &str, get: fn(&Med) -> f64) -> Option<f64> {
+/// Geometric mean over the cells of `mode` of `server`'s metric over `reference`'s.
+fn geomean_ratio(
+    d: &Data,
+    mode: &str,
+    server: &str,
+    reference: &str,
+    get: fn(&Med) -> f64,
+) -> Option<f64> {
     let logs: Vec<f64> = d
         .cells
         .iter()
         .filter(|k| k.0 == mode)
-        .filter_map(|k| Some(get(&d.get(k, server)?) / get(&d.get(k, BASELINE)?)))
+        .filter_map(|k| Some(get(&d.get(k, server)?) / get(&d.get(k, reference)?)))
         .filter(|r| r.is_finite() && *r > 0.0)
         .map(f64::ln)
         .collect();
@@ -455,35 +859,57 @@ fn markdown(d: &Data, dir: &Path, md: &Path) -> String {
     let _ = writeln!(
         s,
         "This file is generated by the peer comparison; do not edit it by hand. Regenerate it \
-         (about 22 minutes, on an otherwise idle machine with at least 2 cores) with:\n\n\
+         (about 28 minutes, on an otherwise idle machine with at least 2 cores) with:\n\n\
          ```sh\ncargo run --release --manifest-path benches/peer/Cargo.toml -- all\n```\n\n\
          `-- report` rebuilds this file and the chart from the stored CSV files without \
-         measuring. The criterion benches of the library itself (both backends, plus the \
+         measuring; `-- all --help` lists the options for a shorter comparison (a subset of \
+         servers and cells, fewer repetitions, a shorter window), for N loop threads on a \
+         larger machine, and for measuring another checkout of the library in the same run. The criterion benches of the library itself (both backends, plus the \
          connection map and buffer pool) run with `cargo bench`; see the end of this file.\n"
     );
     let _ = writeln!(s, "## Summary\n");
+    let plain = d.has(PLAIN);
+    let refs: Vec<&str> = if plain {
+        vec![BASELINE, PLAIN]
+    } else {
+        vec![BASELINE]
+    };
     let _ = writeln!(
         s,
-        "Geometric means over the cells of each load generator of the ratio to tokio \
+        "Geometric means over the cells of each load generator of the ratio to {} \
          (messages/s: higher is better; server CPU per message: lower is better). The tables \
-         below have every cell, and the targets section says which targets hold.\n"
+         below have every cell, the noise section says how far repetitions lie apart, and \
+         the targets section says which targets hold.\n",
+        if plain {
+            "tokio and to the plain mio loop (`plain-mio`, the limit: one thread, one 64 KiB \
+             buffer written straight back)"
+        } else {
+            "tokio (this run has no plain loop)"
+        }
     );
-    let _ = writeln!(
-        s,
-        "| server | mio client: msg/s | mio client: CPU/msg | blocking client: msg/s | blocking client: CPU/msg |"
-    );
-    let _ = writeln!(s, "|---|---:|---:|---:|---:|");
+    let mut head = String::from("| server |");
+    let mut rule = String::from("|---|");
+    for mode in ["mio", "blocking"] {
+        for metric in ["msg/s", "CPU/msg"] {
+            for r in &refs {
+                let _ = write!(head, " {mode} client: {metric} vs {r} |");
+                rule.push_str("---:|");
+            }
+        }
+    }
+    let _ = writeln!(s, "{head}\n{rule}");
     for srv in &d.servers {
-        let cols: Vec<String> = ["mio", "blocking"]
-            .iter()
-            .flat_map(|mode| {
-                [
-                    geomean_ratio(d, mode, srv, |m| m.rate),
-                    geomean_ratio(d, mode, srv, |m| m.cpu),
-                ]
-            })
-            .map(|g| g.map_or("-".into(), |g| format!("{g:.2}x")))
-            .collect();
+        let mut cols: Vec<String> = Vec::new();
+        for mode in ["mio", "blocking"] {
+            for get in [(|m: &Med| m.rate) as fn(&Med) -> f64, |m: &Med| m.cpu] {
+                for r in &refs {
+                    cols.push(
+                        geomean_ratio(d, mode, srv, r, get)
+                            .map_or("-".into(), |g| format!("{g:.2}x")),
+                    );
+                }
+            }
+        }
         let _ = writeln!(s, "| {srv} | {} |", cols.join(" | "));
     }
     let _ = writeln!(s);
@@ -491,7 +917,47 @@ fn markdown(d: &Data, dir: &Path, md: &Path) -> String {
     let _ = writeln!(s, "- CPU: {} ({} cores)", one("cpu"), one("cores"));
     let _ = writeln!(s, "- kernel: {}", one("kernel"));
     let _ = writeln!(s, "- library source: {}", one("source"));
+    for (k, v) in d.machine.iter().filter(|(k, _)| k.starts_with("base ")) {
+        let _ = writeln!(
+            s,
+            "- `@{}` servers: library at {v}",
+            k.trim_start_matches("base ")
+        );
+    }
     let _ = writeln!(s, "- run: {}", one("run"));
+    let client_cpu: usize = d
+        .machine
+        .iter()
+        .find(|(k, _)| k == "client cpu")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(d.threads);
+    let client_threads: usize = d
+        .machine
+        .iter()
+        .find(|(k, _)| k == "client threads")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(1);
+    if d.threads > 1 || client_cpu != d.threads || client_threads > 1 {
+        let _ = writeln!(
+            s,
+            "- loop threads: {} (servers on CPU{}); load generator: {} mio thread(s) from CPU {}",
+            d.threads,
+            if d.threads == 1 {
+                " 0".to_string()
+            } else {
+                format!("s 0-{}", d.threads - 1)
+            },
+            client_threads,
+            client_cpu
+        );
+    }
+    if client_cpu < d.threads {
+        let _ = writeln!(
+            s,
+            "- **the load generator shared CPU {client_cpu} with the servers: these numbers \
+             are no comparison**"
+        );
+    }
     for (k, v) in d.machine.iter().filter(|(k, _)| k.starts_with("server ")) {
         let _ = writeln!(s, "- {}: {v}", k.trim_start_matches("server "));
     }
@@ -511,19 +977,64 @@ fn markdown(d: &Data, dir: &Path, md: &Path) -> String {
         let _ = writeln!(s, "## Results: {what}\n");
         let _ = writeln!(
             s,
-            "Medians over the repetitions; ratios are to tokio. Rows: connections x message \
-             size x messages in flight per connection.\n"
+            "Medians over the repetitions; ratios are to {}. Rows: connections x message \
+             size x messages in flight per connection.\n",
+            if plain {
+                "tokio / to the plain loop"
+            } else {
+                "tokio"
+            }
         );
         let _ = writeln!(s, "### Messages per second (higher is better)\n");
-        s.push_str(&table(d, mode, "cell", &|m, b| {
-            format!("{}{}", rate(m.rate), ratio(m.rate, b.map(|b| b.rate)))
+        s.push_str(&table(d, mode, "cell", &|m, r| {
+            format!(
+                "{}{}",
+                rate(m.rate),
+                ratios(
+                    m.rate,
+                    r.tokio.map(|b| b.rate),
+                    r.plain.map(|b| b.rate),
+                    plain
+                )
+            )
         }));
+        if d.threads > 1 {
+            let _ = writeln!(
+                s,
+                "\n### Messages per second per core (higher is better)\n\n\
+                 Messages/s over the threads doing the work ({} for the ringmill servers, \
+                 tokio and mill-net; 1 for the plain loop and monoio).\n",
+                d.threads
+            );
+            let per: String = {
+                let mut t = String::new();
+                let _ = writeln!(t, "| cell | {} |", d.servers.join(" | "));
+                let _ = writeln!(t, "|---|{}", "---:|".repeat(d.servers.len()));
+                for k in d.cells.iter().filter(|k| k.0 == mode) {
+                    let cols: Vec<String> = d
+                        .servers
+                        .iter()
+                        .map(|srv| match d.get(k, srv) {
+                            Some(m) => rate(m.rate / d.workers(srv) as f64),
+                            None => "failed".into(),
+                        })
+                        .collect();
+                    let _ = writeln!(t, "| {} | {} |", cell_name(k), cols.join(" | "));
+                }
+                t
+            };
+            s.push_str(&per);
+        }
         let _ = writeln!(
             s,
             "\n### Server CPU microseconds per message (lower is better)\n"
         );
-        s.push_str(&table(d, mode, "cell", &|m, b| {
-            format!("{:.2}{}", m.cpu, ratio(m.cpu, b.map(|b| b.cpu)))
+        s.push_str(&table(d, mode, "cell", &|m, r| {
+            format!(
+                "{:.2}{}",
+                m.cpu,
+                ratios(m.cpu, r.tokio.map(|b| b.cpu), r.plain.map(|b| b.cpu), plain)
+            )
         }));
         let _ = writeln!(s, "\n### RTT p50 / p99, microseconds (lower is better)\n");
         s.push_str(&table(d, mode, "cell", &|m, _| {
@@ -559,34 +1070,51 @@ fn markdown(d: &Data, dir: &Path, md: &Path) -> String {
         let _ = writeln!(s);
     }
 
+    s.push_str(&noise(d));
     let _ = writeln!(s, "## Targets\n");
     let _ = writeln!(
         s,
         "Each target checked against the medians above, cell by cell. A target is met only \
-         when every comparison it covers is; the misses are listed with their numbers.\n"
+         when every comparison it covers is; the misses are listed with their numbers and \
+         the range of the per-repetition ratios.\n"
     );
-    for c in checks(d) {
-        let verdict = match c.met() {
-            Some(true) => "**met**",
-            Some(false) => "**not met**",
-            None => "not measured",
-        };
-        let _ = writeln!(s, "- {}: {verdict}", c.target);
-        let failed: Vec<_> = c.lines.iter().filter(|(ok, _)| !ok).collect();
-        let passed = c.lines.len() - failed.len();
-        if !c.lines.is_empty() {
-            let _ = writeln!(s, "  - {passed} of {} comparisons meet it", c.lines.len());
-        }
-        for (_, l) in failed {
-            let _ = writeln!(s, "  - missed: {l}");
-        }
-    }
-    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "### The data path at the limit: the plain loop's CPU, tokio's messages/s\n"
+    );
+    write_checks(
+        &mut s,
+        &limit_checks(d),
+        if plain {
+            ""
+        } else {
+            " (no plain-mio in this run)"
+        },
+    );
+    let _ = writeln!(s, "### Earlier targets\n");
+    write_checks(&mut s, &checks(d), "");
+    s.push_str(&against_base(d));
     // Hand-written analysis of a run (profiles, causes of misses), kept beside the raw data
     // so that regenerating the tables never drops it; it names the run it is about.
+    // A new run next to the findings of an older one leaves them out rather than let them
+    // speak about numbers they were not written for.
     if let Ok(findings) = fs::read_to_string(dir.join("FINDINGS.md")) {
-        s.push_str(findings.trim_end());
-        let _ = writeln!(s, "\n");
+        let about = commit_in(findings.lines().next().unwrap_or(""));
+        let run = commit_in(&one("source"));
+        match (about, run) {
+            (Some(a), Some(r)) if a != r => {
+                let _ = writeln!(
+                    s,
+                    "## Findings\n\nThe hand-written findings beside the raw data \
+                     (`FINDINGS.md`) are about the run of commit {a}, not this one (commit \
+                     {r}), and are left out.\n"
+                );
+            }
+            _ => {
+                s.push_str(findings.trim_end());
+                let _ = writeln!(s, "\n");
+            }
+        }
     }
     let _ = writeln!(s, "## Raw data and chart\n");
     let _ = writeln!(
@@ -611,18 +1139,30 @@ const METHOD: &str = "## Method
   example), mill-net 4.0 on mill-io 4.0 (`EventLoop::default()`, its default pool mode, one
   worker under `taskset -c 0`; the README's echo handler, `ctx.send_to(conn, data)`),
   ringmill on io_uring and on mio (1 loop thread, default configuration, the same
-  handler). Every server sets TCP_NODELAY, and mill-net and ringmill allow 20,000
-  connections (for the idle test); every other setting is the library's default. The
-  exact setup of each server, as it reported itself, is under Machine above.
+  handler), and **`plain-mio`** (`benches/peer/src/plain.rs`, about 200 lines): the limit a
+  library's loop is held against, one thread on `mio` (epoll, edge-triggered), one 64 KiB
+  read buffer written straight back to the socket, only the unwritten tail queued per
+  connection (such a connection is not read again until its tail is written), a read
+  shorter than the buffer taken as the end of what the socket had. Every server sets
+  TCP_NODELAY, and mill-net and ringmill allow 20,000 connections (for the idle test); every
+  other setting is the library's default. The exact setup of each server, as it reported
+  itself, is under Machine above.
 - **Processes and cores**: each server is a child process of the runner, started as
   `taskset -c 0 <runner> server KIND PORT`; the runner (the load generator) pins itself to
-  CPU 1. So the server's CPU time is its own and the two never share a core.
+  CPU 1. So the server's CPU time is its own and the two never share a core. With
+  `--threads N` the ringmill servers run N loop threads and tokio N workers (mill-net's
+  pool sizes itself to the CPUs it may use; monoio and the plain loop stay one thread), on
+  CPUs 0..N-1, and the load generator is on CPU N; `--client-threads M` spreads the mio
+  load generator over M threads on CPUs N..N+M-1, each driving every M-th connection.
+  Messages/s per core is messages/s over the threads doing a server's work.
 - **Load generators**, neither of them any of the servers' code: (1) one thread with one
   `mio::Poll` driving every connection, keeping `depth` messages in flight per connection
   (a new message is queued as soon as one is echoed back); (2) a blocking client with one
   thread per connection, each writing `depth` messages and reading their echo in a loop
   (small batches: the server sees one message per wake-up). Each connection is opened and
-  checked with a one-byte echo before the cell starts.
+  checked with a one-byte echo before the cell starts, and **every echoed byte is
+  checked**: each connection sends the stream whose byte at offset p is p mod 251, so a
+  lost, repeated, reordered or corrupted byte fails the run.
 - **Cells**: connections {1, 64, 512} x message size {64 B, 4 KiB} x in flight {1, 16} with
   the mio client; connections {1, 64, 512} x size {64 B, 4 KiB} at 1 in flight with the
   blocking client.
@@ -633,8 +1173,14 @@ const METHOD: &str = "## Method
   is queued for writing to the moment its last byte is read back (with 16 in flight it
   includes the wait behind the other 15). Allocations per message come from a counting
   global allocator in the server process, read at both ends of the window.
-- **Repetition**: within each cell the servers run interleaved (A B C D E, A B C D E, ...),
-  and each cell is repeated; the tables show medians of each metric separately.
+- **Repetition**: within each cell the servers run interleaved (A B C D E F, A B C D E F,
+  ...), and each cell is repeated (5 times unless the run says otherwise); the tables show
+  medians of each metric separately, and the noise section how far the repetitions lie
+  apart.
+- **Another checkout** (`--base PATH`): the same server code built against the library of
+  another checkout runs as `ringmill-uring@base` and `ringmill-mio@base`, interleaved with
+  the others in the same repetitions; its section compares this checkout's servers with
+  those cell by cell.
 - **Idle memory**: a fresh server; one connection is opened, echoed and closed; after a
   moment VmRSS is read; then 10,000 connections are opened, each checked with a one-byte
   echo, and left idle; after a moment VmRSS is read again. The growth divided by the number
@@ -665,7 +1211,21 @@ reference.
 // ---------------------------------------------------------------------------------------
 // The chart: hand-written SVG (no plotting dependency).
 
-const COLORS: [&str; 5] = ["#4e79a7", "#f28e2b", "#76b7b2", "#e15759", "#59a14f"];
+/// A server's colour: fixed per kind, a lighter shade for a `KIND@LABEL` twin.
+fn color(server: &str) -> &'static str {
+    let twin = server.contains('@');
+    match (server.split('@').next().unwrap_or(server), twin) {
+        ("tokio", _) => "#4e79a7",
+        ("monoio", _) => "#f28e2b",
+        ("mill-net", _) => "#76b7b2",
+        ("plain-mio", _) => "#9c755f",
+        ("ringmill-uring", false) => "#e15759",
+        ("ringmill-uring", true) => "#ff9d9a",
+        ("ringmill-mio", false) => "#59a14f",
+        ("ringmill-mio", true) => "#8cd17d",
+        _ => "#bab0ac",
+    }
+}
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -730,7 +1290,7 @@ fn panel(
                     gx + si as f64 * bw,
                     (bw - 1.0).max(1.0),
                     (top + height - by).max(0.5),
-                    COLORS[KINDS.iter().position(|k| k == srv).unwrap_or(0) % COLORS.len()],
+                    color(srv),
                     esc(srv),
                     esc(&format!("{} {}", k.0, cell_name(k)))
                 );
@@ -756,11 +1316,11 @@ fn chart(d: &Data) -> String {
     );
     let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
     for (i, srv) in d.servers.iter().enumerate() {
-        let x = left + i as f64 * 170.0;
+        let x = left + i as f64 * 150.0;
         let _ = writeln!(
             svg,
             r#"<rect x="{x}" y="12" width="12" height="12" fill="{}"/><text x="{}" y="22" font-size="12">{}</text>"#,
-            COLORS[KINDS.iter().position(|k| k == srv).unwrap_or(0) % COLORS.len()],
+            color(srv),
             x + 16.0,
             esc(srv)
         );
@@ -794,4 +1354,151 @@ fn chart(d: &Data) -> String {
     );
     let _ = writeln!(svg, "</svg>");
     svg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEADER: &str = "mode,conns,size,depth,server,rep,msgs_per_s,cpu_us_per_msg,server_cpu,client_cpu,rtt_p50_us,rtt_p99_us,allocs_per_msg";
+
+    /// A results folder in the temporary directory with `rows` (server, conns, rep, msg/s,
+    /// CPU us/msg) for the mio client, 4 KiB x 16.
+    fn results(name: &str, rows: &[(&str, usize, usize, f64, f64)]) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "ringmill-peer-report-{name}-{}",
+            std::process::id()
+        ));
+        fs::create_dir_all(&dir).unwrap();
+        let mut raw = format!("{HEADER}\n");
+        for (srv, conns, rep, rate, cpu) in rows {
+            raw.push_str(&format!(
+                "mio,{conns},4096,16,{srv},{rep},{rate},{cpu},0.9,0.9,100,200,0.0\n"
+            ));
+        }
+        fs::write(dir.join("raw.csv"), raw).unwrap();
+        fs::write(dir.join("machine.txt"), "cpu: test\ncores: 2\n").unwrap();
+        dir
+    }
+
+    fn render(dir: &Path) -> String {
+        let md = dir.join("BENCHMARKS.md");
+        generate(dir, &md).unwrap();
+        fs::read_to_string(md).unwrap()
+    }
+
+    #[test]
+    fn findings_of_another_run_are_left_out() {
+        let dir = results("findings", &[("tokio", 64, 0, 100.0, 5.0)]);
+        fs::write(
+            dir.join("FINDINGS.md"),
+            "## Findings (run of commit 5ac6856bc65d, by hand)\n\nThe cause was X.\n",
+        )
+        .unwrap();
+        fs::write(dir.join("machine.txt"), "source: commit 5ac6856bc65d\n").unwrap();
+        assert!(render(&dir).contains("The cause was X."));
+        fs::write(dir.join("machine.txt"), "source: commit 0123456789ab\n").unwrap();
+        let md = render(&dir);
+        assert!(!md.contains("The cause was X."), "{md}");
+        assert!(
+            md.contains("about the run of commit 5ac6856bc65d, not this one"),
+            "{md}"
+        );
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn results_without_the_plain_loop_still_render() {
+        let mut rows = Vec::new();
+        for rep in 0..3 {
+            for (srv, rate, cpu) in [
+                ("tokio", 100.0, 6.0),
+                ("monoio", 90.0, 6.5),
+                ("mill-net", 80.0, 7.0),
+                ("ringmill-uring", 110.0, 2.5),
+                ("ringmill-mio", 105.0, 2.7),
+            ] {
+                rows.push((srv, 64, rep, rate, cpu));
+            }
+        }
+        let dir = results("old", &rows);
+        let md = render(&dir);
+        assert!(
+            md.contains("ratio to tokio (this run has no plain loop)"),
+            "{md}"
+        );
+        assert!(
+            md.contains("not measured (no plain-mio in this run)"),
+            "{md}"
+        );
+        assert!(md.contains("| 64 x 4 KiB x 16 | 100 (1.00x) |"), "{md}");
+        assert!(md.contains("## Noise"), "{md}");
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn targets_against_the_plain_loop_list_each_miss_with_its_repetitions() {
+        let mut rows = Vec::new();
+        // io_uring: 1.2x the plain loop's CPU at 64 connections (a miss), 0.9x at 512;
+        // mio: 1.05x at both (met); both above tokio's messages/s.
+        for rep in 0..3 {
+            let j = rep as f64 * 0.01;
+            for (conns, uring_cpu) in [(64, 1.2), (512, 0.9)] {
+                rows.push(("tokio", conns, rep, 100.0, 5.0));
+                rows.push(("plain-mio", conns, rep, 300.0, 1.0 + j));
+                rows.push(("ringmill-uring", conns, rep, 250.0, uring_cpu + j));
+                rows.push(("ringmill-mio", conns, rep, 240.0, 1.05 + j));
+            }
+        }
+        let dir = results("plain", &rows);
+        let md = render(&dir);
+        let targets = &md[md.find("### The data path at the limit").unwrap()..];
+        let targets = &targets[..targets.find("### Earlier targets").unwrap()];
+        assert!(
+            targets.contains("with 64 or more connections: **not met**\n  - 1 of 2 comparisons meet it\n  - missed: mio client, 64 x 4 KiB x 16: ringmill-uring CPU us/msg 1.21 vs plain-mio 1.01 = 1.20x (repetitions 1.20-1.20x)"),
+            "{targets}"
+        );
+        assert!(
+            targets.contains("<= 1.1x the plain loop's in every cell: **met**"),
+            "{targets}"
+        );
+        assert!(
+            targets.contains("the blocking thread-per-connection client included: **met**"),
+            "{targets}"
+        );
+        // Per-cell tables carry both ratios.
+        assert!(md.contains("250 (2.50x / 0.83x)"), "{md}");
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_base_twin_that_is_better_in_every_repetition_makes_this_checkout_worse() {
+        let mut rows = Vec::new();
+        for rep in 0..5 {
+            let j = rep as f64;
+            rows.push(("tokio", 64, rep, 100.0, 5.0));
+            rows.push(("plain-mio", 64, rep, 300.0, 1.0));
+            rows.push(("ringmill-uring", 64, rep, 200.0 + j, 1.5));
+            rows.push(("ringmill-uring@base", 64, rep, 250.0 + j, 1.5));
+            rows.push(("ringmill-mio", 64, rep, 240.0 + j, 1.2));
+            rows.push(("ringmill-mio@base", 64, rep, 238.0 - j, 1.2));
+        }
+        let dir = results("base", &rows);
+        let md = render(&dir);
+        let base = &md[md.find("## Against the base checkout").unwrap()..];
+        assert!(
+            base.contains("- mio client, 64 x 4 KiB x 16: ringmill-uring msg/s 202 vs ringmill-uring@base 252 = 0.80x"),
+            "{base}"
+        );
+        assert!(
+            !base.contains("- mio client, 64 x 4 KiB x 16: ringmill-mio msg/s"),
+            "{base}"
+        );
+        // Twins sit right after their own server in the tables.
+        assert!(
+            md.contains("| cell | tokio | plain-mio | ringmill-uring | ringmill-uring@base | ringmill-mio | ringmill-mio@base |"),
+            "{md}"
+        );
+        fs::remove_dir_all(dir).unwrap();
+    }
 }

@@ -1,11 +1,12 @@
-//! `all`: starts each server as a child process pinned to CPU 0 (`taskset -c 0`), drives it
-//! from this process pinned to CPU 1, interleaves the servers (A B C A B C ...) within each
-//! cell, repeats, and writes the raw data and the report.
+//! `all`: starts each server as a child process pinned to CPU 0 (`taskset -c 0`; CPUs
+//! 0..N-1 with `--threads N`), drives it from this process pinned to the next CPU,
+//! interleaves the servers (A B C A B C ...) within each cell, repeats, and writes the raw
+//! data and the report.
 
 use crate::load::{self, Cell, Measured, Snap};
 use crate::proc;
 use crate::report;
-use crate::servers::KINDS;
+use crate::servers::{workers, KINDS, RINGMILL};
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -47,60 +48,438 @@ pub fn cells() -> Vec<Cell> {
     out
 }
 
-struct Opts {
+/// `all`'s options.
+#[derive(clap::Args, Debug)]
+#[command(after_help = "\
+A run narrowed by --servers, --cells, --mode, --threads, --client-cpu, --client-threads, \
+--base, fewer than 5 --reps or --quick writes to a temporary folder (printed at the end) unless --out/--md are given, so the committed \
+results stay as they are; a full run writes benches/peer/results and BENCHMARKS.md.
+
+Examples:
+  all                                          every cell and server, 5 repetitions
+  all --servers ringmill-uring,ringmill-mio,plain-mio,tokio --cells 4k --reps 5
+  all --cells 64x4kx16,512x4kx16 --secs 1 --reps 3
+  all --base ../main --servers tokio,plain-mio,ringmill-uring,ringmill-mio --idle 0
+  all --threads 4                              on a machine with at least 5 CPUs")]
+pub struct Opts {
+    /// Measured window of each run, seconds [default: 2; --quick: 0.3].
+    #[arg(long)]
+    secs: Option<f64>,
+    /// Warm-up before each window, seconds [default: 0.5; --quick: 0.1].
+    #[arg(long)]
+    warmup: Option<f64>,
+    /// Repetitions of each cell, the servers interleaved within each [default: 5; --quick: 1].
+    #[arg(long)]
+    reps: Option<usize>,
+    /// Connections of the idle-memory test, 0 to skip it [default: 10000; --quick: 1000].
+    #[arg(long)]
+    idle: Option<usize>,
+    /// Servers to run, comma-separated, in the order they interleave (default: all; with
+    /// --base, each ringmill server is followed by its twin from the other checkout, e.g.
+    /// ringmill-uring@base, unless such twins are named here).
+    #[arg(long, value_delimiter = ',')]
+    servers: Vec<String>,
+    /// Cells to run, comma-separated specs: `CONNSxSIZExDEPTH` with `*` for any part
+    /// (`*x4kx16`), a size alone (`4k`, `64b`), or `mio` / `blocking`, each optionally
+    /// prefixed by the client mode (`blocking:64x*x1`). A spec with no `*` that is not in
+    /// the standard grid adds that cell (`2048x4kx16`). Default: the whole grid.
+    #[arg(long, value_delimiter = ',')]
+    cells: Vec<String>,
+    /// Only the cells of one load generator.
+    #[arg(long, value_parser = ["mio", "blocking"])]
+    mode: Option<String>,
+    /// Loop threads of the ringmill servers (workers of tokio; the plain loop and monoio stay
+    /// one thread). Servers are pinned to CPUs 0..N-1, the load generator to CPU N.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// CPU of the load generator [default: N, the one after the servers']. A CPU below N
+    /// shares a core with the servers: for trying --threads on a small machine only, its
+    /// numbers are no comparison (the report says so).
+    #[arg(long)]
+    client_cpu: Option<usize>,
+    /// Threads of the mio load generator, on CPUs CLIENT_CPU.. (one each), each driving
+    /// every n-th connection; the blocking client's threads share those CPUs. For a server
+    /// with N loop threads one client thread is soon the limit.
+    #[arg(long, default_value_t = 1)]
+    client_threads: usize,
+    /// Another checkout of the library, `[LABEL=]PATH` to its root (repeatable): its ringmill
+    /// servers are built (this benchmark's server code against that library) and measured
+    /// in the same run as `ringmill-uring@LABEL` and `ringmill-mio@LABEL` (LABEL: `base`).
+    #[arg(long, value_name = "[LABEL=]PATH")]
+    base: Vec<String>,
+    /// Folder of the CSV files, machine.txt and chart.svg.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The markdown report to write [default: BENCHMARKS.md of the repository for a full
+    /// run, OUT/BENCHMARKS.md otherwise].
+    #[arg(long)]
+    md: Option<PathBuf>,
+    /// What to record as the library source (default: this checkout's git commit).
+    #[arg(long)]
+    source: Option<String>,
+    /// A smoke run: short windows, 1 repetition, written to a temporary folder.
+    #[arg(long)]
+    quick: bool,
+    /// Print the cells, servers, output and estimated time, and measure nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+/// The options resolved.
+struct Plan {
     secs: f64,
     warmup: f64,
     reps: usize,
     idle: usize,
+    threads: usize,
+    client_cpu: usize,
+    client_threads: usize,
     servers: Vec<String>,
+    cells: Vec<Cell>,
+    bases: Vec<Base>,
     out: PathBuf,
     md: PathBuf,
-    only_mode: Option<String>,
     source: Option<String>,
+    dry_run: bool,
 }
 
-fn parse(args: &[String]) -> Result<Opts, String> {
-    let mut o = Opts {
-        secs: 2.0,
-        warmup: 0.5,
-        reps: 5,
-        idle: 10_000,
-        servers: KINDS.iter().map(|s| s.to_string()).collect(),
-        out: default_out(),
-        md: default_md(),
-        only_mode: None,
-        source: None,
+/// Another checkout whose ringmill servers run beside this one's.
+struct Base {
+    label: String,
+    root: PathBuf,
+    exe: PathBuf,
+    source: String,
+}
+
+fn parse_size(s: &str) -> Option<usize> {
+    let l = s.to_ascii_lowercase();
+    let l = l.trim_end_matches("ib");
+    if let Some(k) = l.strip_suffix('k') {
+        k.parse::<usize>().ok().map(|k| k * 1024)
+    } else {
+        l.trim_end_matches('b').parse().ok()
+    }
+}
+
+/// One `--cells` spec: mode, conns, size, depth (`None`: any).
+type Spec = (Option<bool>, Option<usize>, Option<usize>, Option<usize>);
+
+fn parse_spec(spec: &str) -> Result<Spec, String> {
+    let bad = || {
+        format!(
+            "bad cell spec {spec:?}: CONNSxSIZExDEPTH (`*` for any), a size like 4k or 64b, or \
+             mio/blocking, optionally prefixed by mio: or blocking:"
+        )
     };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut val = || it.next().cloned().ok_or(format!("{a} needs a value"));
-        match a.as_str() {
-            "--secs" => o.secs = val()?.parse().map_err(|_| "bad --secs")?,
-            "--warmup" => o.warmup = val()?.parse().map_err(|_| "bad --warmup")?,
-            "--reps" => o.reps = val()?.parse().map_err(|_| "bad --reps")?,
-            "--idle" => o.idle = val()?.parse().map_err(|_| "bad --idle")?,
-            "--servers" => o.servers = val()?.split(',').map(str::to_string).collect(),
-            "--out" => o.out = val()?.into(),
-            "--md" => o.md = val()?.into(),
-            "--mode" => o.only_mode = Some(val()?),
-            "--source" => o.source = Some(val()?),
-            "--quick" => {
-                o.secs = 0.3;
-                o.warmup = 0.1;
-                o.reps = 1;
-                o.idle = 1000;
-                o.out = std::env::temp_dir().join("ringmill-peer-quick");
-                o.md = o.out.join("BENCHMARKS.md");
+    let (mode, rest) = match spec.split_once(':') {
+        Some(("mio", r)) => (Some(false), r),
+        Some(("blocking", r)) => (Some(true), r),
+        Some(_) => return Err(bad()),
+        None => match spec {
+            "mio" => return Ok((Some(false), None, None, None)),
+            "blocking" => return Ok((Some(true), None, None, None)),
+            _ => (None, spec),
+        },
+    };
+    let parts: Vec<&str> = rest.split('x').collect();
+    let num = |p: &str, size: bool| -> Result<Option<usize>, String> {
+        if p == "*" {
+            return Ok(None);
+        }
+        let v = if size { parse_size(p) } else { p.parse().ok() };
+        match v {
+            Some(v) if v > 0 => Ok(Some(v)),
+            _ => Err(bad()),
+        }
+    };
+    match parts.as_slice() {
+        [c, sz, d] => Ok((mode, num(c, false)?, num(sz, true)?, num(d, false)?)),
+        [sz] if sz.ends_with(['k', 'K', 'b', 'B']) => Ok((mode, None, num(sz, true)?, None)),
+        _ => Err(bad()),
+    }
+}
+
+/// The cells `specs` select (all of the grid when empty), limited to `mode`.
+fn select_cells(specs: &[String], mode: Option<&str>) -> Result<Vec<Cell>, String> {
+    let in_mode = |c: &Cell| mode.is_none_or(|m| m == c.mode());
+    let grid = cells();
+    if specs.is_empty() {
+        return Ok(grid.into_iter().filter(in_mode).collect());
+    }
+    let specs = specs
+        .iter()
+        .map(|s| parse_spec(s.trim()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let matches = |c: &Cell, s: &Spec| {
+        s.0.is_none_or(|b| b == c.blocking)
+            && s.1.is_none_or(|v| v == c.conns)
+            && s.2.is_none_or(|v| v == c.size)
+            && s.3.is_none_or(|v| v == c.depth)
+    };
+    let mut out: Vec<Cell> = grid
+        .iter()
+        .filter(|c| specs.iter().any(|s| matches(c, s)))
+        .copied()
+        .collect();
+    for s in &specs {
+        if let (Some(conns), Some(size), Some(depth)) = (s.1, s.2, s.3) {
+            let blocking = s.0.unwrap_or(mode == Some("blocking"));
+            let c = Cell {
+                conns,
+                size,
+                depth,
+                blocking,
+            };
+            if !out.contains(&c) {
+                out.push(c);
             }
-            other => return Err(format!("unknown option {other}")),
         }
     }
-    for s in &o.servers {
-        if !KINDS.contains(&s.as_str()) {
-            return Err(format!("unknown server {s}; one of {}", KINDS.join(", ")));
+    out.retain(in_mode);
+    if out.is_empty() {
+        return Err("--cells and --mode select no cell".into());
+    }
+    Ok(out)
+}
+
+fn plan(o: Opts) -> Result<Plan, String> {
+    if o.threads == 0 || o.client_threads == 0 {
+        return Err("--threads and --client-threads must be at least 1".into());
+    }
+    let narrowed = o.quick
+        || !o.servers.is_empty()
+        || !o.cells.is_empty()
+        || o.mode.is_some()
+        || o.threads != 1
+        || o.client_cpu.is_some()
+        || o.client_threads != 1
+        || o.reps.is_some_and(|r| r < 5)
+        || !o.base.is_empty();
+    let secs = o.secs.unwrap_or(if o.quick { 0.3 } else { 2.0 });
+    let warmup = o.warmup.unwrap_or(if o.quick { 0.1 } else { 0.5 });
+    let reps = o.reps.unwrap_or(if o.quick { 1 } else { 5 });
+    let idle = o.idle.unwrap_or(if o.quick { 1000 } else { 10_000 });
+    if !(secs > 0.0 && secs.is_finite() && warmup >= 0.0 && warmup.is_finite()) {
+        return Err("--secs must be above 0 and --warmup at least 0".into());
+    }
+    if reps == 0 {
+        return Err("--reps must be at least 1".into());
+    }
+    let (out, md) = match (o.out, o.md) {
+        (Some(out), Some(md)) => (out, md),
+        (Some(out), None) => {
+            let md = if narrowed {
+                out.join("BENCHMARKS.md")
+            } else {
+                default_md()
+            };
+            (out, md)
+        }
+        (None, md) => {
+            let out = if narrowed {
+                std::env::temp_dir().join("ringmill-peer-run")
+            } else {
+                default_out()
+            };
+            let md = md.unwrap_or_else(|| {
+                if narrowed {
+                    out.join("BENCHMARKS.md")
+                } else {
+                    default_md()
+                }
+            });
+            (out, md)
+        }
+    };
+    let mut bases: Vec<(String, PathBuf)> = Vec::new();
+    for b in &o.base {
+        let (label, path) = match b.split_once('=') {
+            Some((l, p)) => (l.to_string(), p),
+            None if o.base.len() == 1 => ("base".to_string(), b.as_str()),
+            None => return Err("with several --base, give each a label: LABEL=PATH".into()),
+        };
+        if label.is_empty()
+            || !label
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(format!(
+                "bad --base label {label:?}: letters, digits, - and _"
+            ));
+        }
+        if bases.iter().any(|(l, _)| *l == label) {
+            return Err(format!("--base label {label} given twice"));
+        }
+        let root = fs::canonicalize(path).map_err(|e| format!("--base {path}: {e}"))?;
+        if !root.join("Cargo.toml").is_file() || !root.join("src/lib.rs").is_file() {
+            return Err(format!(
+                "--base {}: not the root of a ringmill checkout (no Cargo.toml and src/lib.rs)",
+                root.display()
+            ));
+        }
+        bases.push((label, root));
+    }
+    let mut servers: Vec<String> = if o.servers.is_empty() {
+        KINDS.iter().map(|s| s.to_string()).collect()
+    } else {
+        o.servers.iter().map(|s| s.trim().to_string()).collect()
+    };
+    for s in &servers {
+        let ok = match s.split_once('@') {
+            None => KINDS.contains(&s.as_str()),
+            Some((k, l)) => RINGMILL.contains(&k) && bases.iter().any(|(b, _)| b == l),
+        };
+        if !ok {
+            return Err(format!(
+                "unknown server {s}; one of {}{}",
+                KINDS.join(", "),
+                if bases.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        ", or {} followed by @ and a --base label",
+                        RINGMILL.join(" or ")
+                    )
+                }
+            ));
+        }
+        if servers.iter().filter(|t| *t == s).count() > 1 {
+            return Err(format!("server {s} named twice"));
         }
     }
-    Ok(o)
+    if !bases.is_empty() && !servers.iter().any(|s| s.contains('@')) {
+        let mut with = Vec::new();
+        for s in servers {
+            let twin = RINGMILL.contains(&s.as_str());
+            with.push(s.clone());
+            if twin {
+                for (l, _) in &bases {
+                    with.push(format!("{s}@{l}"));
+                }
+            }
+        }
+        servers = with;
+    }
+    if !bases.is_empty() && !servers.iter().any(|s| s.contains('@')) {
+        return Err(format!(
+            "--base builds {} only, and --servers names neither",
+            RINGMILL.join(" and ")
+        ));
+    }
+    let cells = select_cells(&o.cells, o.mode.as_deref())?;
+    let bases = bases
+        .into_iter()
+        .map(|(label, root)| {
+            let source = git_source(&root, &[]);
+            Base {
+                exe: PathBuf::new(),
+                label,
+                root,
+                source,
+            }
+        })
+        .collect();
+    Ok(Plan {
+        secs,
+        warmup,
+        reps,
+        idle,
+        threads: o.threads,
+        client_cpu: o.client_cpu.unwrap_or(o.threads),
+        client_threads: o.client_threads,
+        servers,
+        cells,
+        bases,
+        out,
+        md,
+        source: o.source,
+        dry_run: o.dry_run,
+    })
+}
+
+/// Builds this benchmark's servers against `base`'s library: a copy of this package (named
+/// `ringmill-peer-bench-LABEL`, its `ringmill` dependency pointing at the other checkout)
+/// under this build's target folder, built into the same target folder so the peers'
+/// dependencies are compiled once. Returns the binary.
+fn build_base(base: &Base) -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let profile_dir = exe.parent().ok_or("no folder of the runner binary")?;
+    let target = profile_dir.parent().ok_or("no target folder")?;
+    let release = profile_dir.file_name().and_then(|n| n.to_str()) == Some("release");
+    let me = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = target.join("peer-base").join(&base.label);
+    let name = format!("ringmill-peer-bench-{}", base.label);
+    fs::create_dir_all(dir.join("src")).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let manifest = fs::read_to_string(me.join("Cargo.toml")).map_err(|e| e.to_string())?;
+    let root = base.root.display().to_string();
+    if root.contains('"') || root.contains('\\') {
+        return Err(format!("--base path {root} has a quote or backslash"));
+    }
+    let mut rewritten = String::new();
+    let (mut named, mut pointed) = (false, false);
+    for line in manifest.lines() {
+        if line.starts_with("name = ") && !named {
+            rewritten.push_str(&format!("name = \"{name}\"\n"));
+            named = true;
+        } else if line.starts_with("ringmill = ") {
+            rewritten.push_str(&format!("ringmill = {{ path = \"{root}\" }}\n"));
+            pointed = true;
+        } else {
+            rewritten.push_str(line);
+            rewritten.push('\n');
+        }
+    }
+    if !(named && pointed) {
+        return Err("Cargo.toml of the peer benchmark has no name or ringmill line".into());
+    }
+    // Write only what changed, so an unchanged copy is not rebuilt.
+    let put = |path: PathBuf, text: &[u8]| -> Result<(), String> {
+        if fs::read(&path).ok().as_deref() != Some(text) {
+            fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        Ok(())
+    };
+    put(dir.join("Cargo.toml"), rewritten.as_bytes())?;
+    if !dir.join("Cargo.lock").exists() {
+        if let Ok(lock) = fs::read(me.join("Cargo.lock")) {
+            put(dir.join("Cargo.lock"), &lock)?;
+        }
+    }
+    for entry in fs::read_dir(me.join("src")).map_err(|e| e.to_string())? {
+        let entry = entry.map_err(|e| e.to_string())?;
+        let text = fs::read(entry.path()).map_err(|e| e.to_string())?;
+        put(dir.join("src").join(entry.file_name()), &text)?;
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    eprintln!(
+        "building the ringmill servers against {} ({}) as {name}",
+        base.root.display(),
+        base.source
+    );
+    let mut cmd = Command::new(cargo);
+    cmd.arg("build")
+        .arg("--manifest-path")
+        .arg(dir.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(target);
+    if release {
+        cmd.arg("--release");
+    }
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cargo build for --base {}: {e}", base.label))?;
+    if !status.success() {
+        return Err(format!(
+            "building the servers against {} failed (see above); its library API may differ \
+             from the one this benchmark's servers use",
+            base.root.display()
+        ));
+    }
+    let built = profile_dir.join(&name);
+    if !built.is_file() {
+        return Err(format!("{} was not built", built.display()));
+    }
+    Ok(built)
 }
 
 /// One echo server child process.
@@ -129,19 +508,38 @@ fn free_port() -> Result<u16, String> {
 }
 
 impl ServerProc {
-    fn spawn(kind: &str, taskset: bool) -> Result<Self, String> {
-        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    /// Starts `kind` (`KIND` or `KIND@LABEL`) pinned to CPUs `0..threads`.
+    fn spawn(kind: &str, p: &Plan, taskset: bool) -> Result<Self, String> {
+        let (exe, what) = match kind.split_once('@') {
+            None => (std::env::current_exe().map_err(|e| e.to_string())?, kind),
+            Some((k, label)) => (
+                p.bases
+                    .iter()
+                    .find(|b| b.label == label)
+                    .map(|b| b.exe.clone())
+                    .ok_or_else(|| format!("no --base labelled {label}"))?,
+                k,
+            ),
+        };
         let port = free_port()?;
         let mut cmd = if taskset {
             let mut c = Command::new("taskset");
-            c.arg("-c").arg("0").arg(&exe);
+            let cpus = if p.threads == 1 {
+                "0".to_string()
+            } else {
+                format!("0-{}", p.threads - 1)
+            };
+            c.arg("-c").arg(cpus).arg(&exe);
             c
         } else {
             let mut c = Command::new(&exe);
-            c.env("PEER_PIN_CPU", "0");
+            c.env("PEER_PIN_CPUS", p.threads.to_string());
             c
         };
-        cmd.arg("server").arg(kind).arg(port.to_string());
+        cmd.arg("server")
+            .arg(what)
+            .arg(port.to_string())
+            .arg(p.threads.to_string());
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -344,50 +742,107 @@ fn settle() {
     std::thread::sleep(Duration::from_millis(200));
 }
 
-/// `all [options]`.
-pub fn main(args: &[String]) -> Result<(), String> {
-    let o = parse(args)?;
-    // Taken before measuring: the server binary was built from this state just now, and
-    // commits or edits made while the run goes on are not part of it.
-    let source = o.source.clone().unwrap_or_else(source_label);
-    let (model, cores, kernel) = proc::machine();
-    if cores < 2 {
-        return Err("needs at least 2 CPUs (server on CPU 0, load generator on CPU 1)".into());
-    }
-    let nofile = proc::raise_nofile();
-    if (nofile as usize) < o.idle + 100 {
-        return Err(format!(
-            "open-file limit {nofile} is too low for {} idle connections (raise the hard limit)",
-            o.idle
+/// Seconds one run takes besides its window and warm-up (server start, connects, checks).
+const RUN_OVERHEAD_S: f64 = 0.35;
+
+/// One line: what the run does and about how long it takes (without a `--base` build).
+fn summary(p: &Plan) -> String {
+    let total = p.cells.len() * p.reps * p.servers.len();
+    let estimate = total as f64 * (p.secs + p.warmup + RUN_OVERHEAD_S)
+        + if p.idle > 0 {
+            (p.reps * p.servers.len()) as f64 * (0.6 + p.idle as f64 * 1e-4)
+        } else {
+            0.0
+        };
+    format!(
+        "{} cells x {} servers x {} reps, {} s each (+{} s warm-up); idle: {} connections; \
+         {} loop thread(s), {} client thread(s); about {:.0} min",
+        p.cells.len(),
+        p.servers.len(),
+        p.reps,
+        p.secs,
+        p.warmup,
+        p.idle,
+        p.threads,
+        p.client_threads,
+        (estimate / 60.0).ceil()
+    )
+}
+
+/// `--dry-run`'s account of the plan.
+fn describe(p: &Plan) -> String {
+    let mut s = summary(p);
+    s.push_str(&format!("\nservers: {}", p.servers.join(", ")));
+    let cells: Vec<String> = p
+        .cells
+        .iter()
+        .map(|c| format!("{}:{}x{}x{}", c.mode(), c.conns, c.size, c.depth))
+        .collect();
+    s.push_str(&format!("\ncells: {}", cells.join(", ")));
+    for b in &p.bases {
+        s.push_str(&format!(
+            "\nbase {}: {} ({}), built before measuring",
+            b.label,
+            b.root.display(),
+            b.source
         ));
     }
-    proc::pin_to(1)?;
+    s.push_str(&format!(
+        "\nwrites: {} and {}",
+        p.out.display(),
+        p.md.display()
+    ));
+    s
+}
+
+/// `all [options]`.
+pub fn main(o: Opts) -> Result<(), String> {
+    let mut p = plan(o)?;
+    // Taken before measuring: the server binary was built from this state just now, and
+    // commits or edits made while the run goes on are not part of it.
+    let source = p.source.clone().unwrap_or_else(source_label);
+    let (model, cores, kernel) = proc::machine();
+    let client_end = p.client_cpu + p.client_threads;
+    if cores < p.threads.max(client_end) {
+        return Err(format!(
+            "needs at least {} CPUs (server on CPUs 0..{}, load generator on CPUs {}..{}); this machine has {cores}",
+            p.threads.max(client_end),
+            p.threads - 1,
+            p.client_cpu,
+            client_end - 1
+        ));
+    }
+    let client_cpus: Vec<usize> = (p.client_cpu..client_end).collect();
+    let nofile = proc::raise_nofile();
+    if (nofile as usize) < p.idle + 100 {
+        return Err(format!(
+            "open-file limit {nofile} is too low for {} idle connections (raise the hard limit)",
+            p.idle
+        ));
+    }
+    if p.dry_run {
+        eprintln!("{}", describe(&p));
+        return Ok(());
+    }
+    for i in 0..p.bases.len() {
+        let exe = build_base(&p.bases[i])?;
+        p.bases[i].exe = exe;
+    }
+    proc::pin_set(p.client_cpu..client_end)?;
     let taskset = taskset_available();
-    fs::create_dir_all(&o.out).map_err(|e| format!("{}: {e}", o.out.display()))?;
-    let all_cells: Vec<Cell> = cells()
-        .into_iter()
-        .filter(|c| o.only_mode.as_deref().is_none_or(|m| m == c.mode()))
-        .collect();
-    let total = all_cells.len() * o.reps * o.servers.len();
-    eprintln!(
-        "{} cells x {} servers x {} reps, {:.1} s each (+{:.1} s warm-up); idle: {} connections",
-        all_cells.len(),
-        o.servers.len(),
-        o.reps,
-        o.secs,
-        o.warmup,
-        o.idle
-    );
+    fs::create_dir_all(&p.out).map_err(|e| format!("{}: {e}", p.out.display()))?;
+    let total = p.cells.len() * p.reps * p.servers.len();
+    eprintln!("{}", summary(&p));
     let began = Instant::now();
     let mut descriptions: Vec<(String, String)> = Vec::new();
     let mut failures: Vec<String> = Vec::new();
     let mut rows = Vec::new();
     let mut n = 0;
-    for cell in &all_cells {
-        for rep in 0..o.reps {
-            for kind in &o.servers {
+    for cell in &p.cells {
+        for rep in 0..p.reps {
+            for kind in &p.servers {
                 n += 1;
-                let result = ServerProc::spawn(kind, taskset).and_then(|mut server| {
+                let result = ServerProc::spawn(kind, &p, taskset).and_then(|mut server| {
                     if !descriptions.iter().any(|(k, _)| k == kind) {
                         descriptions.push((kind.clone(), server.description.clone()));
                     }
@@ -395,9 +850,10 @@ pub fn main(args: &[String]) -> Result<(), String> {
                     load::run(
                         addr,
                         *cell,
-                        Duration::from_secs_f64(o.warmup),
-                        Duration::from_secs_f64(o.secs),
+                        Duration::from_secs_f64(p.warmup),
+                        Duration::from_secs_f64(p.secs),
                         &mut || server.snap(),
+                        &client_cpus,
                     )
                 });
                 match result {
@@ -428,17 +884,17 @@ pub fn main(args: &[String]) -> Result<(), String> {
         }
     }
     let mut idle_rows = Vec::new();
-    if o.idle > 0 {
-        for rep in 0..o.reps {
-            for kind in &o.servers {
-                let result = ServerProc::spawn(kind, taskset)
-                    .and_then(|mut server| idle_run(&mut server, o.idle));
+    if p.idle > 0 {
+        for rep in 0..p.reps {
+            for kind in &p.servers {
+                let result = ServerProc::spawn(kind, &p, taskset)
+                    .and_then(|mut server| idle_run(&mut server, p.idle));
                 match result {
                     Ok((before, after)) => {
                         let row = IdleRow {
                             server: kind.clone(),
                             rep,
-                            conns: o.idle,
+                            conns: p.idle,
                             rss_before_kib: before,
                             rss_after_kib: after,
                         };
@@ -465,35 +921,49 @@ pub fn main(args: &[String]) -> Result<(), String> {
         raw.push_str(&r.csv());
         raw.push('\n');
     }
-    write(&o.out.join("raw.csv"), &raw)?;
+    write(&p.out.join("raw.csv"), &raw)?;
     let mut idle = String::from(IdleRow::HEADER);
     idle.push('\n');
     for r in &idle_rows {
         idle.push_str(&r.csv());
         idle.push('\n');
     }
-    write(&o.out.join("idle.csv"), &idle)?;
+    write(&p.out.join("idle.csv"), &idle)?;
     let mut machine = String::new();
     machine.push_str(&format!("cpu: {model}\ncores: {cores}\nkernel: {kernel}\n"));
     machine.push_str(&format!(
         "run: {} cells x {} servers x {} reps, {} s window after {} s warm-up; {} idle connections; pinned with {}; took {:.0} s\n",
-        all_cells.len(), o.servers.len(), o.reps, o.secs, o.warmup, o.idle,
+        p.cells.len(), p.servers.len(), p.reps, p.secs, p.warmup, p.idle,
         if taskset { "taskset" } else { "sched_setaffinity" },
         began.elapsed().as_secs_f64()
     ));
+    machine.push_str(&format!("threads: {}\n", p.threads));
+    machine.push_str(&format!("client cpu: {}\n", p.client_cpu));
+    machine.push_str(&format!("client threads: {}\n", p.client_threads));
     machine.push_str(&format!("source: {source}\n"));
+    for b in &p.bases {
+        machine.push_str(&format!(
+            "base {}: {}, {}\n",
+            b.label,
+            b.root.display(),
+            b.source
+        ));
+    }
     for (k, d) in &descriptions {
         machine.push_str(&format!("server {k}: {d}\n"));
+    }
+    for k in &p.servers {
+        machine.push_str(&format!("workers {k}: {}\n", workers(k, p.threads)));
     }
     for f in &failures {
         machine.push_str(&format!("failure: {f}\n"));
     }
-    write(&o.out.join("machine.txt"), &machine)?;
-    report::generate(&o.out, &o.md)?;
+    write(&p.out.join("machine.txt"), &machine)?;
+    report::generate(&p.out, &p.md)?;
     eprintln!(
         "wrote {} and {} in {:.0} s",
-        o.out.display(),
-        o.md.display(),
+        p.out.display(),
+        p.md.display(),
         began.elapsed().as_secs_f64()
     );
     Ok(())
@@ -502,7 +972,19 @@ pub fn main(args: &[String]) -> Result<(), String> {
 /// The library source measured: the git commit of this checkout, and whether it has
 /// uncommitted changes (outside the files this runner writes itself).
 fn source_label() -> String {
-    let dir = env!("CARGO_MANIFEST_DIR");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    git_source(
+        &root,
+        &[
+            ":(top,exclude)BENCHMARKS.md",
+            ":(top,exclude)benches/peer/results",
+        ],
+    )
+}
+
+/// `commit X` (with "with uncommitted changes" when the tracked files outside `exclude`
+/// differ from it) of the git checkout at `dir`.
+fn git_source(dir: &Path, exclude: &[&str]) -> String {
     let git = |args: &[&str]| {
         Command::new("git")
             .arg("-C")
@@ -515,16 +997,15 @@ fn source_label() -> String {
     };
     match git(&["rev-parse", "--short=12", "HEAD"]) {
         Some(commit) => {
-            let dirty = git(&[
+            let mut args = vec![
                 "status",
                 "--porcelain",
                 "--untracked-files=no",
                 "--",
                 ":(top)",
-                ":(top,exclude)BENCHMARKS.md",
-                ":(top,exclude)benches/peer/results",
-            ])
-            .is_some_and(|s| !s.is_empty());
+            ];
+            args.extend_from_slice(exclude);
+            let dirty = git(&args).is_some_and(|s| !s.is_empty());
             if dirty {
                 format!("commit {commit} with uncommitted changes")
             } else {
@@ -537,4 +1018,63 @@ fn source_label() -> String {
 
 fn write(path: &Path, text: &str) -> Result<(), String> {
     fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cell(conns: usize, size: usize, depth: usize, blocking: bool) -> Cell {
+        Cell {
+            conns,
+            size,
+            depth,
+            blocking,
+        }
+    }
+
+    #[test]
+    fn cell_specs_select_from_the_grid_and_add_exact_cells() {
+        let specs = |s: &str| s.split(',').map(str::to_string).collect::<Vec<_>>();
+        // A size alone: every cell of that size, both clients.
+        let c = select_cells(&specs("4k"), None).unwrap();
+        assert_eq!(c.len(), 9, "{c:?}");
+        assert!(c.iter().all(|c| c.size == 4096));
+        // Wildcards and a mode prefix.
+        let c = select_cells(&specs("mio:*x4kx16"), None).unwrap();
+        assert_eq!(
+            c,
+            vec![
+                cell(1, 4096, 16, false),
+                cell(64, 4096, 16, false),
+                cell(512, 4096, 16, false)
+            ]
+        );
+        // An exact cell outside the grid is added, once.
+        let c = select_cells(&specs("2048x4kx16,2048x4096x16"), None).unwrap();
+        assert_eq!(c, vec![cell(2048, 4096, 16, false)]);
+        // --mode limits what the specs select.
+        let c = select_cells(&specs("64x64bx1"), Some("blocking")).unwrap();
+        assert_eq!(c, vec![cell(64, 64, 1, true)]);
+        assert_eq!(select_cells(&[], Some("mio")).unwrap().len(), 12);
+        assert_eq!(select_cells(&[], None).unwrap(), cells());
+    }
+
+    #[test]
+    fn bad_cell_specs_are_refused_with_the_syntax() {
+        for bad in [
+            "64x4k",
+            "x4kx16",
+            "0x4kx16",
+            "64x4kx16x2",
+            "fast:4k",
+            "64",
+            "4q",
+        ] {
+            let e = select_cells(&[bad.to_string()], None).unwrap_err();
+            assert!(e.contains("CONNSxSIZExDEPTH"), "{bad}: {e}");
+        }
+        let e = select_cells(&["blocking:*x4kx16".to_string()], None).unwrap_err();
+        assert!(e.contains("select no cell"), "{e}");
+    }
 }

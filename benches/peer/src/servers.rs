@@ -6,9 +6,16 @@
 //!   buffer (monoio's own echo example);
 //! - `mill-net`: mill-net 4.0 + mill-io 4.0, `EventLoop::default()` (pool mode; one worker
 //!   under `taskset -c 0`), the README's echo handler (`ctx.send_to(conn, data)`);
-//! - `ringmill-uring` / `ringmill-mio`: one loop thread on that backend, the same handler.
+//! - `ringmill-uring` / `ringmill-mio`: one loop thread on that backend, the same handler;
+//! - `plain-mio`: the reference loop of [`crate::plain`] (one thread, one 64 KiB buffer,
+//!   written straight back from it), the limit a library's loop is held against.
 //!
-//! Every server sets TCP_NODELAY and allows 20,000 connections; buffer sizes are each
+//! With `THREADS` above 1 (`server KIND PORT THREADS`, the runner's `--threads`), ringmill
+//! runs that many loop threads and tokio that many workers; monoio stays one runtime, the
+//! plain loop one thread, and mill-net's pool sizes itself to the CPUs it may use.
+//!
+//! Every server sets TCP_NODELAY and allows 20,000 connections (the plain loop has no
+//! limit); buffer sizes are each
 //! library's default (tokio and monoio have none, so 8 KiB, as in their examples).
 //!
 //! Protocol with the runner: the server prints `READY <description>` on stdout once it
@@ -20,10 +27,11 @@ use std::io::{BufRead, Write};
 use std::net::SocketAddr;
 
 /// Every server kind, in the order the runner interleaves them.
-pub const KINDS: [&str; 5] = [
+pub const KINDS: [&str; 6] = [
     "tokio",
     "monoio",
     "mill-net",
+    "plain-mio",
     "ringmill-uring",
     "ringmill-mio",
 ];
@@ -31,21 +39,35 @@ pub const KINDS: [&str; 5] = [
 /// The reference the ratios are taken against.
 pub const BASELINE: &str = "tokio";
 
+/// The plain loop: the limit the ringmill servers are held against.
+pub const PLAIN: &str = "plain-mio";
+
+/// The ringmill servers (the ones `--base` builds from another checkout too).
+pub const RINGMILL: [&str; 2] = ["ringmill-uring", "ringmill-mio"];
+
+/// Threads doing the work in `kind` when the runner asks for `threads`.
+pub fn workers(kind: &str, threads: usize) -> usize {
+    match kind.split('@').next().unwrap_or(kind) {
+        "monoio" | "plain-mio" => 1,
+        _ => threads,
+    }
+}
+
 /// Connections every server allows (the idle-memory test opens 10,000).
 const MAX_CONNS: usize = 20_000;
 
 /// Echo buffer of the servers that take one (tokio and monoio).
 const BUF: usize = 8 * 1024;
 
-/// `server KIND PORT`.
-pub fn main(args: &[String]) -> Result<(), String> {
-    let [kind, port] = args else {
-        return Err("usage: server KIND PORT".into());
-    };
-    let port: u16 = port.parse().map_err(|_| format!("bad port {port}"))?;
+/// `server KIND PORT [THREADS]`.
+pub fn main(kind: &str, port: u16, threads: usize) -> Result<(), String> {
+    if threads == 0 {
+        return Err("THREADS must be at least 1".into());
+    }
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    if let Ok(cpu) = std::env::var("PEER_PIN_CPU") {
-        proc::pin_to(cpu.parse().map_err(|_| "bad PEER_PIN_CPU")?)?;
+    if let Ok(cpus) = std::env::var("PEER_PIN_CPUS") {
+        let n: usize = cpus.parse().map_err(|_| "bad PEER_PIN_CPUS")?;
+        proc::pin_to_first(n)?;
     }
     proc::raise_nofile();
     // End the process when the runner goes away (its end of our stdin closes).
@@ -67,12 +89,15 @@ pub fn main(args: &[String]) -> Result<(), String> {
         }
         std::process::exit(0);
     });
-    match kind.as_str() {
-        "tokio" => tokio_server(addr),
+    match kind {
+        "tokio" => tokio_server(addr, threads),
         "monoio" => monoio_server(addr),
         "mill-net" => millnet_server(addr),
-        "ringmill-uring" => ringmill_server(addr, ringmill::Backend::Uring),
-        "ringmill-mio" => ringmill_server(addr, ringmill::Backend::Mio),
+        "plain-mio" => crate::plain::run(addr, |_| {
+            ready("plain mio loop, 1 thread: epoll edge-triggered, one 64 KiB read buffer written straight back, only the unwritten tail queued per connection")
+        }),
+        "ringmill-uring" => ringmill_server(addr, ringmill::Backend::Uring, threads),
+        "ringmill-mio" => ringmill_server(addr, ringmill::Backend::Mio, threads),
         other => Err(format!(
             "unknown server {other}; one of {}",
             KINDS.join(", ")
@@ -86,10 +111,10 @@ fn ready(description: &str) {
     let _ = out.flush();
 }
 
-fn tokio_server(addr: SocketAddr) -> Result<(), String> {
+fn tokio_server(addr: SocketAddr, threads: usize) -> Result<(), String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+        .worker_threads(threads)
         .enable_io()
         .build()
         .map_err(|e| e.to_string())?;
@@ -97,7 +122,10 @@ fn tokio_server(addr: SocketAddr) -> Result<(), String> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| e.to_string())?;
-        ready("tokio multi-thread runtime, 1 worker");
+        ready(&format!(
+            "tokio multi-thread runtime, {threads} worker{}",
+            if threads == 1 { "" } else { "s" }
+        ));
         loop {
             let (mut stream, _) = listener.accept().await.map_err(|e| e.to_string())?;
             let _ = stream.set_nodelay(true);
@@ -183,7 +211,11 @@ fn millnet_server(addr: SocketAddr) -> Result<(), String> {
     event_loop.run().map_err(|e| e.to_string())
 }
 
-fn ringmill_server(addr: SocketAddr, backend: ringmill::Backend) -> Result<(), String> {
+fn ringmill_server(
+    addr: SocketAddr,
+    backend: ringmill::Backend,
+    threads: usize,
+) -> Result<(), String> {
     use ringmill::errors::Result;
     use ringmill::tcp::{ConnectionId, NetworkHandler, ServerContext, TcpServer, TcpServerConfig};
 
@@ -195,7 +227,7 @@ fn ringmill_server(addr: SocketAddr, backend: ringmill::Backend) -> Result<(), S
     }
 
     let event_loop = ringmill::EventLoop::builder()
-        .threads(1)
+        .threads(threads)
         .backend(backend)
         .build()
         .map_err(|e| format!("ringmill {backend}: {e}"))?;
@@ -207,8 +239,9 @@ fn ringmill_server(addr: SocketAddr, backend: ringmill::Backend) -> Result<(), S
     let server = TcpServer::new(config, Echo).map_err(|e| e.to_string())?;
     server.start(&event_loop).map_err(|e| e.to_string())?;
     ready(&format!(
-        "ringmill {}, 1 loop thread: {}",
+        "ringmill {}, {threads} loop thread{}: {}",
         event_loop.backend(),
+        if threads == 1 { "" } else { "s" },
         event_loop.backend_description()
     ));
     event_loop.run().map_err(|e| e.to_string())

@@ -2,20 +2,21 @@
 //! against the [`Driver`](crate::driver::Driver) trait and run by every driver.
 //!
 //! Each contract test is a function generic over the driver, taking how to build one:
-//! `fn accept_and_echo<D: Driver>(make: impl Fn(&DriverConfig) -> D)`. A driver crate runs
-//! the whole suite with one line in one test file:
+//! `fn accept_and_echo<D: Driver>(make: impl Fn(&DriverConfig) -> D)`. A driver crate
+//! describes its driver once, as a [`harness::Target`] (how to build it, whether the
+//! machine has it) in its tests' common module, and runs the whole suite with one line in
+//! one test file:
 //!
 //! ```ignore
-//! ringmill_core::driver_conformance!(|config: &ringmill_core::DriverConfig| {
-//!     ringmill_mio::MioDriver::new(config).expect("mio driver")
-//! });
+//! mod common;
+//! ringmill_core::driver_conformance!(target: common::MIO);
 //! ```
 //!
 //! which expands to one `#[test]` per suite function (the list is in
 //! [`driver_conformance!`](crate::driver_conformance)), so a new contract test reaches every
 //! driver at once. Tests about one driver's own machinery (io_uring ring limits and opcode
-//! probing, mio's read budget) stay in that driver's crate, and may use the [`harness`]
-//! too.
+//! probing, mio's read budget) stay in that driver's crate, run through the same target
+//! ([`harness::Target::run`]) and use the rest of the [`harness`] too.
 //!
 //! # What the suite checks
 //!
@@ -28,14 +29,14 @@
 //! again), idle connections holding no receive buffer, close right after `register` or
 //! `connect`, and two broken calls.
 //!
+//! # Broken calls
+//!
+//! A `send` on a slot the driver does not own and a second `send` while one is in flight
+//! have the outcome the [driver contract](crate::driver) gives them; the suite checks it
+//! exactly, with no allowance for a build-dependent panic.
+//!
 //! # Where the contract text is silent
 //!
-//! * A `send` on a slot the driver does not own (never registered, or after its
-//!   `Closed`): the suite asks for no completion for that slot, or a debug-build panic at
-//!   the call, and the driver serving its other slots as before.
-//! * A second `send` while one is in flight (a precondition of `send`): the suite asks that
-//!   it be detected and change nothing: a debug-build panic at the call, or a failed
-//!   `Sent` for it, the send in flight completing as if alone.
 //! * When `unlisten` closes the socket: the suite asks only that connecting is refused
 //!   once later polls have run (the mio driver closes it at once, the io_uring driver once
 //!   the kernel let go of its accept).
@@ -71,6 +72,10 @@ pub use suite::*;
 /// `$make` (an expression of a type `Fn(&DriverConfig) -> D + Send + Copy + 'static`, such
 /// as a closure capturing nothing).
 ///
+/// `driver_conformance!(target: T)` takes both from a
+/// [`Target`](crate::conformance::harness::Target), the one a driver crate's own tests use
+/// too.
+///
 /// With `available: $probe` (an expression of type `fn() -> Result<(), String>`), each test
 /// first asks whether the machine has the driver at all. Where it does not, the test says
 /// `skipped: <reason>` by name and returns if `RINGMILL_TEST_ALLOW_MISSING_URING=1` is set,
@@ -78,6 +83,9 @@ pub use suite::*;
 #[macro_export]
 #[doc(hidden)]
 macro_rules! driver_conformance {
+    (target: $target:expr) => {
+        $crate::driver_conformance!($target.make, available: $target.available);
+    };
     ($make:expr) => {
         $crate::driver_conformance!($make, available: || Ok(()));
     };

@@ -40,7 +40,7 @@ use crate::context::ServerContext;
 use crate::driver::Driver;
 use crate::error::NetworkEvent;
 use crate::service::Service;
-use command::Command;
+pub(crate) use command::Command;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::{mpsc, Arc};

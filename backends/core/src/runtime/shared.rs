@@ -19,6 +19,8 @@ thread_local! {
     /// that thread (callbacks, timers, posted closures): no inbox, no lock, no wake-up,
     /// and no turn's delay. The loop takes them just before it flushes.
     static LOCAL_FLUSH: RefCell<Vec<Arc<ConnShared>>> = const { RefCell::new(Vec::new()) };
+    /// The loop running on this thread.
+    static CURRENT: RefCell<Option<Arc<LoopShared>>> = const { RefCell::new(None) };
 }
 
 /// The part of a loop other threads can reach.
@@ -97,6 +99,7 @@ impl LoopShared {
     /// The calling thread (the loop's) runs this loop from now on.
     pub(crate) fn enter(self: &Arc<Self>) {
         self.inbox.enter();
+        CURRENT.with(|c| *c.borrow_mut() = Some(Arc::clone(self)));
         loop_handle::set_current(Some(self.handle()));
     }
 
@@ -104,7 +107,13 @@ impl LoopShared {
     pub(crate) fn leave() {
         Mailbox::<Command>::leave();
         LOCAL_FLUSH.with(|l| l.borrow_mut().clear());
+        CURRENT.with(|c| c.borrow_mut().take());
         loop_handle::set_current(None);
+    }
+
+    /// The loop running on the calling thread, if any.
+    pub fn current() -> Option<Arc<LoopShared>> {
+        CURRENT.with(|c| c.borrow().clone())
     }
 
     /// Whether the loop has exited (its thread returned or is returning).

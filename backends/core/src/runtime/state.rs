@@ -130,19 +130,10 @@ impl State {
         }
     }
 
-    /// The connection a driver's completion is about, as a slot of this loop's table;
-    /// `None` if no connection holds it.
-    ///
-    /// A slot with a generation is taken as it is: a completion for an earlier use of
-    /// the index finds nothing. The drivers still name a slot by its index alone
-    /// (generation 0) in their completions; such a slot stands for the index's current
-    /// occupant, as it did before the table had generations. Once both drivers report the
-    /// slots they were given, this is `self.conns.contains(slot).then_some(slot)`.
+    /// The connection a driver's completion is about, if it is still the one at `slot`:
+    /// a completion for an earlier use of the index (another generation) reaches nobody.
     fn driver_slot(&self, slot: Slot) -> Option<Slot> {
-        if slot.generation() != 0 {
-            return self.conns.contains(slot).then_some(slot);
-        }
-        self.conns.get_at(slot.index()).map(|(slot, _)| slot)
+        self.conns.contains(slot).then_some(slot)
     }
 
     /// The slot the next connection will take, reserved until [`insert`](Self::insert)

@@ -1,8 +1,8 @@
 //! An echo loop driven by the `Driver` trait alone, and echo clients.
 
 use super::*;
-use crate::driver::{Completion, Driver, DriverCounters, Flow, ListenerId, Slot};
-use std::collections::HashMap;
+use crate::driver::{Completion, Driver, DriverCounters, Flow, ListenerId};
+use crate::slots::SlotTable;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::mpsc;
@@ -60,9 +60,7 @@ pub struct Echo<D: Driver> {
     pub driver: D,
     /// The listening address.
     pub addr: SocketAddr,
-    conns: HashMap<u32, EchoConn>,
-    free: Vec<u32>,
-    next: u32,
+    conns: SlotTable<EchoConn>,
     policy: Policy,
     /// What the loop saw so far.
     pub stats: EchoStats,
@@ -75,9 +73,7 @@ impl<D: Driver> Echo<D> {
         Echo {
             driver,
             addr,
-            conns: HashMap::new(),
-            free: Vec::new(),
-            next: 0,
+            conns: SlotTable::new(),
             policy,
             stats: EchoStats::default(),
         }
@@ -99,7 +95,7 @@ impl<D: Driver> Echo<D> {
                 let mut flow = Flow::Continue;
                 if let Completion::Received { slot, result } = &completion {
                     let conn = conns
-                        .get_mut(&(slot.index() as u32))
+                        .get_mut(*slot)
                         .unwrap_or_else(|| panic!("Received for unknown {slot:?}"));
                     assert!(!conn.closing, "Received for {slot:?} after close");
                     assert!(!conn.eof, "Received for {slot:?} after its end");
@@ -132,23 +128,14 @@ impl<D: Driver> Echo<D> {
     fn handle(&mut self, ev: Ev) {
         match ev {
             Ev::Accepted(_, Ok((stream, _peer))) => {
-                let slot = self.free.pop().unwrap_or_else(|| {
-                    self.next += 1;
-                    self.next - 1
-                });
-                self.driver
-                    .register(Slot(u64::from(slot)), stream)
-                    .expect("register");
-                self.driver.recv(Slot(u64::from(slot)));
-                self.conns.insert(slot, EchoConn::default());
+                let slot = self.conns.alloc(EchoConn::default());
+                self.driver.register(slot, stream).expect("register");
+                self.driver.recv(slot);
                 self.stats.accepted += 1;
             }
             Ev::Accepted(_, Err(e)) => panic!("accept failed: {e}"),
             Ev::Received(slot, result) => {
-                let conn = self
-                    .conns
-                    .get_mut(&(slot.index() as u32))
-                    .expect("checked in the sink");
+                let conn = self.conns.get_mut(slot).expect("checked in the sink");
                 match result {
                     Ok(data) if data.is_empty() => conn.eof = true,
                     Ok(data) => {
@@ -168,7 +155,7 @@ impl<D: Driver> Echo<D> {
             Ev::Sent(slot, result) => {
                 let conn = self
                     .conns
-                    .get_mut(&(slot.index() as u32))
+                    .get_mut(slot)
                     .unwrap_or_else(|| panic!("Sent for unknown {slot:?}"));
                 assert!(!conn.closing, "Sent for {slot:?} after close");
                 assert!(conn.in_flight, "Sent for {slot:?} without a send");
@@ -188,24 +175,23 @@ impl<D: Driver> Echo<D> {
             Ev::Closed(slot) => {
                 let conn = self
                     .conns
-                    .remove(&(slot.index() as u32))
+                    .remove(slot)
                     .unwrap_or_else(|| panic!("Closed for unknown {slot:?}"));
                 assert!(conn.closing, "Closed for {slot:?} without close");
-                self.free.push(slot.index() as u32);
                 self.stats.closed += 1;
             }
         }
     }
 
     fn act(&mut self) {
-        for (&slot, conn) in self.conns.iter_mut() {
+        for (slot, conn) in self.conns.iter_mut() {
             if conn.closing {
                 continue;
             }
             if let Some(left) = conn.paused_for.as_mut() {
                 if *left == 0 {
                     conn.paused_for = None;
-                    self.driver.recv(Slot(u64::from(slot)));
+                    self.driver.recv(slot);
                 } else {
                     *left -= 1;
                 }
@@ -226,12 +212,12 @@ impl<D: Driver> Echo<D> {
                 // move with the `Vec` header), until this slot's `Sent` or `Closed`: the
                 // connection's state is removed only on `Closed`, and `sending` is only
                 // touched again after `Sent`.
-                unsafe { self.driver.send(Slot(u64::from(slot)), &slices) };
+                unsafe { self.driver.send(slot, &slices) };
                 conn.in_flight = true;
             }
             if conn.eof && conn.out.is_empty() && conn.sending.is_none() {
                 conn.closing = true;
-                self.driver.close(Slot(u64::from(slot)));
+                self.driver.close(slot);
             }
         }
     }

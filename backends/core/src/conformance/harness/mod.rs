@@ -1,18 +1,21 @@
-//! The pieces the suite is built from, usable by a driver crate's own tests too: owned
-//! completions, polling with deadlines, an echo loop driven by the `Driver` trait alone,
-//! echo clients, a deterministic generator and a descriptor count.
+//! The pieces the suite is built from, usable by a driver crate's own tests too: the
+//! driver under test ([`Target`]), owned completions, polling with deadlines, an echo loop
+//! driven by the `Driver` trait alone, echo clients, a deterministic generator and a
+//! descriptor count.
 
 mod echo;
 mod events;
 mod poll;
 mod rng;
 mod sockets;
+mod target;
 
 pub use echo::*;
 pub use events::*;
 pub use poll::*;
 pub use rng::*;
 pub use sockets::*;
+pub use target::*;
 
 use crate::config::DriverConfig;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};

@@ -107,7 +107,8 @@ pub fn close_in_flight_many_times<D: Driver>(make: impl Fn(&DriverConfig) -> D) 
         socket2::SockRef::from(&server)
             .set_send_buffer_size(16 * 1024)
             .unwrap();
-        let slot = Slot(u64::from(i % 3));
+        // Each reuse of an index comes in a new generation, as the core hands it out.
+        let slot = Slot::new(i % 3, i / 3);
         driver.register(slot, server).unwrap();
         driver.recv(slot);
         // SAFETY: `big` outlives the whole test and is not changed.

@@ -5,8 +5,8 @@ use crate::conformance::harness::*;
 use crate::driver::{Driver, ListenerId, Slot};
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::thread;
+use std::time::Duration;
 
 /// `shutdown_write`: the peer reads every byte sent before it, then end of stream, and
 /// receiving goes on.
@@ -102,48 +102,51 @@ pub fn blocked_send_completes_when_writable<D: Driver>(make: impl Fn(&DriverConf
     close_and_wait(&mut driver, Slot(0));
 }
 
-/// A broken call: `send` on a slot the driver does not own (never registered, or already
-/// `Closed`). The contract gives it no outcome; the suite asks for the one both drivers
-/// can keep: a debug-build precondition panic at the call, or no completion at all for
-/// that slot, and in both cases the driver goes on serving its other connections.
+/// A broken call: `send` on a slot the driver does not own (never registered, an index in
+/// use under another generation, or already `Closed`). The contract: no completion at all
+/// for it, the same in every build, and the driver goes on serving its other slots (the
+/// live connection at that index included).
 pub fn send_on_an_unknown_slot<D: Driver>(make: impl Fn(&DriverConfig) -> D) {
     let _serial = shared();
     let mut driver = make(&DriverConfig::default());
     let addr = listen(&mut driver, ListenerId(0));
     let mut client = TcpStream::connect(addr).unwrap();
     client.set_read_timeout(Some(DEADLINE)).unwrap();
-    accept_as(&mut driver, Slot(0));
+    let live = Slot::new(0, 4);
+    accept_as(&mut driver, live);
     let bytes = b"stray".to_vec();
-    for stray in [Slot(9), Slot(1000)] {
-        let outcome = catch_unwind(AssertUnwindSafe(|| {
-            // SAFETY: `bytes` lives to the end of the test.
-            unsafe { driver.send(stray, &[IoSlice::new(&bytes)]) }
-        }));
-        if outcome.is_ok() {
-            assert_quiet(&mut driver, "after a send on an unknown slot");
-        }
+    for stray in [Slot(9), Slot(1000), Slot::new(0, 3), Slot::new(0, 5)] {
+        // SAFETY: `bytes` lives to the end of the test.
+        unsafe { driver.send(stray, &[IoSlice::new(&bytes)]) };
+        assert_quiet(&mut driver, &format!("after a send on unknown {stray:?}"));
     }
-    // The driver still serves slot 0.
+    // The driver still serves the live slot, and sent nothing on it.
     client.write_all(b"x").unwrap();
-    let evs = poll_until(&mut driver, |evs| !received_bytes(evs, Slot(0)).is_empty());
-    assert!(evs.iter().all(|ev| ev.slot() == Some(Slot(0))), "{evs:?}");
-    close_and_wait(&mut driver, Slot(0));
+    let evs = poll_until(&mut driver, |evs| !received_bytes(evs, live).is_empty());
+    assert!(evs.iter().all(|ev| ev.slot() == Some(live)), "{evs:?}");
+    assert!(
+        evs.iter().all(|ev| matches!(ev, Ev::Received(..))),
+        "{evs:?}"
+    );
+    close_and_wait(&mut driver, live);
+    client
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = client.read_to_end(&mut got);
+    assert!(got.is_empty(), "a stray send reached the peer: {got:?}");
     // A slot after its `Closed` is unknown too.
-    let outcome = catch_unwind(AssertUnwindSafe(|| {
-        // SAFETY: as above.
-        unsafe { driver.send(Slot(0), &[IoSlice::new(&bytes)]) }
-    }));
-    if outcome.is_ok() {
-        assert_quiet(&mut driver, "after a send on a closed slot");
-    }
+    // SAFETY: as above.
+    unsafe { driver.send(live, &[IoSlice::new(&bytes)]) };
+    assert_quiet(&mut driver, "after a send on a closed slot");
 }
 
-/// A broken call: a second `send` while one is in flight (waiting for room on a full
-/// socket). The contract forbids it (a precondition of `send`) and gives it no outcome;
-/// the suite asks that it be detected and change nothing: a debug-build panic at the call,
-/// or a failed `Sent` for it. Either way the send in flight completes with exactly one
-/// `Sent`, the peer reads exactly the bytes of the accepted sends, in order, and the slot
-/// still closes with one `Closed`.
+/// A broken call: a second `send` while one is in flight (its `Sent` not delivered yet),
+/// whether the first one waits for room on a full socket or finished at once and only its
+/// `Sent` is pending. The contract: the second send is refused with one failed `Sent`
+/// (`InvalidInput`), the same in every build; the send in flight completes with exactly
+/// one `Sent` of its own, as if alone; the peer reads exactly the bytes of the accepted
+/// sends, in order; and the slot still closes with one `Closed`.
 pub fn second_send_in_flight<D: Driver>(make: impl Fn(&DriverConfig) -> D) {
     let _serial = shared();
     let mut driver = make(&DriverConfig::default());
@@ -151,10 +154,23 @@ pub fn second_send_in_flight<D: Driver>(make: impl Fn(&DriverConfig) -> D) {
     let client = TcpStream::connect(addr).unwrap();
     client.set_read_timeout(Some(DEADLINE)).unwrap();
     accept_as(&mut driver, Slot(0));
+    let small = b"small".to_vec();
     let big = Rng::new(23).bytes(32 << 20);
     let second = b"second".to_vec();
-    // The first send fills the socket and is short; the next one waits for room.
-    // SAFETY: `big` and `second` live to the end of the test and are not changed.
+
+    // A send that the socket takes at once, and another before its `Sent` is delivered.
+    // SAFETY: `small`, `big` and `second` live to the end of the test and are not changed.
+    unsafe { driver.send(Slot(0), &[IoSlice::new(&small)]) };
+    // SAFETY: as above (the call itself is the broken part under test).
+    unsafe { driver.send(Slot(0), &[IoSlice::new(&second)]) };
+    let evs = poll_until(&mut driver, |evs| {
+        evs.iter().filter(|ev| matches!(ev, Ev::Sent(..))).count() >= 2
+    });
+    assert_one_refused(&evs, small.len());
+    assert_quiet(&mut driver, "after the quick sends' outcomes");
+
+    // The next send fills the socket and is short; the one after waits for room.
+    // SAFETY: as above.
     unsafe { driver.send(Slot(0), &[IoSlice::new(&big)]) };
     let evs = poll_until(&mut driver, |evs| !evs.is_empty());
     let first = match &evs[..] {
@@ -164,11 +180,8 @@ pub fn second_send_in_flight<D: Driver>(make: impl Fn(&DriverConfig) -> D) {
     // SAFETY: as above.
     unsafe { driver.send(Slot(0), &[IoSlice::new(&big[first..])]) };
     assert_quiet(&mut driver, "a send on a full socket");
-
-    let outcome = catch_unwind(AssertUnwindSafe(|| {
-        // SAFETY: as above (the call itself is the broken part under test).
-        unsafe { driver.send(Slot(0), &[IoSlice::new(&second)]) }
-    }));
+    // SAFETY: as above (the call itself is the broken part under test).
+    unsafe { driver.send(Slot(0), &[IoSlice::new(&second)]) };
     let reader = {
         let mut client = client.try_clone().unwrap();
         thread::spawn(move || {
@@ -176,38 +189,51 @@ pub fn second_send_in_flight<D: Driver>(make: impl Fn(&DriverConfig) -> D) {
             client.read_to_end(&mut got).map(|_| got)
         })
     };
-    let want = if outcome.is_ok() { 2 } else { 1 };
     let evs = poll_until(&mut driver, |evs| {
-        evs.iter().filter(|ev| matches!(ev, Ev::Sent(..))).count() >= want
+        evs.iter().filter(|ev| matches!(ev, Ev::Sent(..))).count() >= 2
     });
-    let sents: Vec<&io::Result<usize>> = evs
-        .iter()
-        .filter_map(|ev| match ev {
-            Ev::Sent(Slot(0), result) => Some(result),
-            _ => None,
-        })
-        .collect();
-    let ok: Vec<usize> = sents
-        .iter()
-        .filter_map(|r| r.as_ref().ok().copied())
-        .collect();
-    assert_eq!(
-        (sents.len(), ok.len()),
-        (want, 1),
-        "one Sent for the send in flight, and a failed one for the refused send \
-         unless the call panicked: {sents:?}"
-    );
-    let accepted = first + ok[0];
+    let rest = assert_one_refused(&evs, 0);
+    let accepted = first + rest;
     assert_quiet(&mut driver, "after the sends' outcomes");
     close_and_wait(&mut driver, Slot(0));
     let got = reader.join().unwrap().expect("peer read to end of stream");
     assert_eq!(
         got.len(),
-        accepted,
+        small.len() + accepted,
         "the peer read other bytes than the accepted sends"
     );
     assert!(
-        got == big[..accepted],
+        got[..small.len()] == small[..] && got[small.len()..] == big[..accepted],
         "the peer read other bytes than the accepted sends"
     );
+}
+
+/// Checks that `evs` hold exactly two `Sent` of slot 0 and nothing else: one failed with
+/// `InvalidInput` (the refused send) and one that took bytes (`exactly` of them, unless
+/// zero). Returns the bytes taken.
+fn assert_one_refused(evs: &[Ev], exactly: usize) -> usize {
+    assert!(
+        evs.iter().all(|ev| matches!(ev, Ev::Sent(Slot(0), _))),
+        "only the two sends' outcomes: {evs:?}"
+    );
+    let refused = evs
+        .iter()
+        .filter(|ev| matches!(ev, Ev::Sent(_, Err(e)) if e.kind() == io::ErrorKind::InvalidInput))
+        .count();
+    let taken: Vec<usize> = evs
+        .iter()
+        .filter_map(|ev| match ev {
+            Ev::Sent(_, Ok(n)) => Some(*n),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        (evs.len(), refused, taken.len()),
+        (2, 1, 1),
+        "one Sent for the send in flight and one InvalidInput for the refused one: {evs:?}"
+    );
+    if exactly > 0 {
+        assert_eq!(taken[0], exactly, "the send in flight, whole: {evs:?}");
+    }
+    taken[0]
 }

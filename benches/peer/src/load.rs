@@ -481,21 +481,39 @@ pub fn main(
         blocking,
     };
     crate::proc::raise_nofile();
+    // For profiling (`benches/peer/profile.sh`): shell commands run to completion at the
+    // start and at the end of the measured window, so a profiler attached to the server
+    // covers exactly the messages counted here.
+    let mut hooks = ["PEER_WINDOW_START", "PEER_WINDOW_END"].into_iter();
     let mut m = run(
         addr,
         cell,
         Duration::from_secs(1),
         Duration::from_secs(3),
-        &mut || Ok(Snap::default()),
+        &mut || {
+            if let Some(cmd) = hooks.next().and_then(|v| std::env::var(v).ok()) {
+                let status = std::process::Command::new("sh")
+                    .arg("-c")
+                    .arg(&cmd)
+                    .status()
+                    .map_err(|e| format!("{cmd}: {e}"))?;
+                if !status.success() {
+                    return Err(format!("{cmd}: {status}"));
+                }
+            }
+            Ok(Snap::default())
+        },
         &[],
     )?;
     let rate = m.msgs as f64 / m.elapsed.as_secs_f64();
     let p50 = quantile(&mut m.rtts, 0.5) as f64 / 1e3;
     let p99 = quantile(&mut m.rtts, 0.99) as f64 / 1e3;
     println!(
-        "{} {:?}: {rate:.0} msg/s, RTT p50 {p50:.1} us, p99 {p99:.1} us",
+        "{} {:?}: {rate:.0} msg/s, RTT p50 {p50:.1} us, p99 {p99:.1} us ({} messages in {:.3} s)",
         cell.mode(),
-        cell
+        cell,
+        m.msgs,
+        m.elapsed.as_secs_f64()
     );
     Ok(())
 }

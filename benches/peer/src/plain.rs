@@ -20,8 +20,20 @@ use std::time::Duration;
 
 /// The one read buffer.
 const BUF: usize = 64 * 1024;
-/// Bytes read from one connection before the others get their turn.
-const READ_BUDGET: usize = 4 * BUF;
+/// Bytes read from one connection before the others get their turn: four buffers' worth.
+const READ_BUDGET_BUFFERS: usize = 4;
+
+/// The read buffer's size: [`BUF`], or `PEER_PLAIN_BUF` bytes when that is set (for
+/// profiling: how the size of one read changes the overlap of reading and answering).
+fn buf_size() -> Result<usize, String> {
+    match std::env::var("PEER_PLAIN_BUF") {
+        Err(_) => Ok(BUF),
+        Ok(v) => match v.parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(format!("PEER_PLAIN_BUF={v}: a size in bytes, above 0")),
+        },
+    }
+}
 /// The listener's token; connections use their slot index.
 const LISTENER: Token = Token(usize::MAX);
 
@@ -96,7 +108,7 @@ fn serve(c: &mut Conn, buf: &mut [u8], hup: bool) -> Step {
                 if n < buf.len() && !hup {
                     return Step::Idle;
                 }
-                if read >= READ_BUDGET {
+                if read >= READ_BUDGET_BUFFERS * buf.len() {
                     return Step::Again;
                 }
             }
@@ -119,7 +131,7 @@ pub fn run(addr: SocketAddr, ready: impl FnOnce(SocketAddr)) -> Result<(), Strin
     let mut free: Vec<usize> = Vec::new();
     let mut again: Vec<usize> = Vec::new();
     let mut again_next: Vec<usize> = Vec::new();
-    let mut buf = vec![0u8; BUF];
+    let mut buf = vec![0u8; buf_size()?];
     let mut events = Events::with_capacity(1024);
     ready(listener.local_addr().map_err(|e| e.to_string())?);
     loop {

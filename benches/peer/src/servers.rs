@@ -20,11 +20,18 @@
 //!
 //! Protocol with the runner: the server prints `READY <description>` on stdout once it
 //! accepts; each line `stats` on stdin is answered with `allocs <count>`; end of stdin ends
-//! the process.
+//! the process. For profiling (`benches/peer/profile.sh`), a line `counters` is answered
+//! with one line `counters allocs=N` followed, for the ringmill servers, by the loops'
+//! driver counters (`enters=`, `sqes=`, `cqes=`, `events=`, `wakeups=`, `rearms=`,
+//! `enobufs=`) and the server's `bytes_in=` and `bytes_out=`, summed over the loop threads.
 
 use crate::{alloc, proc};
 use std::io::{BufRead, Write};
 use std::net::SocketAddr;
+use std::sync::OnceLock;
+
+/// What a ringmill server adds to the `counters` answer (set once it has started).
+static COUNTERS: OnceLock<Box<dyn Fn() -> String + Send + Sync>> = OnceLock::new();
 
 /// Every server kind, in the order the runner interleaves them.
 pub const KINDS: [&str; 6] = [
@@ -84,6 +91,15 @@ pub fn main(kind: &str, port: u16, threads: usize) -> Result<(), String> {
                     let _ = writeln!(out, "allocs {}", alloc::count());
                     let _ = out.flush();
                 }
+                Ok(_) if line.trim() == "counters" => {
+                    // Read before formatting, so this answer's own allocations fall
+                    // after the count.
+                    let allocs = alloc::count();
+                    let extra = COUNTERS.get().map(|f| f()).unwrap_or_default();
+                    let mut out = std::io::stdout().lock();
+                    let _ = writeln!(out, "counters allocs={allocs}{extra}");
+                    let _ = out.flush();
+                }
                 Ok(_) => {}
             }
         }
@@ -94,7 +110,11 @@ pub fn main(kind: &str, port: u16, threads: usize) -> Result<(), String> {
         "monoio" => monoio_server(addr),
         "mill-net" => millnet_server(addr),
         "plain-mio" => crate::plain::run(addr, |_| {
-            ready("plain mio loop, 1 thread: epoll edge-triggered, one 64 KiB read buffer written straight back, only the unwritten tail queued per connection")
+            let buffer = match std::env::var("PEER_PLAIN_BUF") {
+                Ok(b) => format!("one {b} B read buffer (PEER_PLAIN_BUF)"),
+                Err(_) => "one 64 KiB read buffer".to_string(),
+            };
+            ready(&format!("plain mio loop, 1 thread: epoll edge-triggered, {buffer} written straight back, only the unwritten tail queued per connection"))
         }),
         "ringmill-uring" => ringmill_server(addr, ringmill::Backend::Uring, threads),
         "ringmill-mio" => ringmill_server(addr, ringmill::Backend::Mio, threads),
@@ -226,20 +246,62 @@ fn ringmill_server(
         }
     }
 
-    let event_loop = ringmill::EventLoop::builder()
+    // For profiling only (`benches/peer/PROFILE.md`): the loop's receive buffers and the
+    // server's `on_data` chunk, when set; the comparison runs the defaults.
+    let env_size = |name: &str| -> std::result::Result<Option<usize>, String> {
+        match std::env::var(name) {
+            Err(_) => Ok(None),
+            Ok(v) => match v.parse::<usize>() {
+                Ok(n) if n > 0 => Ok(Some(n)),
+                _ => Err(format!("{name}={v}: a number above 0")),
+            },
+        }
+    };
+    let mut builder = ringmill::EventLoop::builder()
         .threads(threads)
-        .backend(backend)
+        .backend(backend);
+    if let Some(n) = env_size("PEER_RINGMILL_BUFFER_COUNT")? {
+        builder = builder.buffer_count(n);
+    }
+    if let Some(n) = env_size("PEER_RINGMILL_BUFFER_SIZE")? {
+        builder = builder.buffer_size(n);
+    }
+    let event_loop = builder
         .build()
         .map_err(|e| format!("ringmill {backend}: {e}"))?;
-    let config = TcpServerConfig::builder()
+    let mut config = TcpServerConfig::builder()
         .address(addr)
         .max_connections(MAX_CONNS)
-        .no_delay(true)
-        .build();
-    let server = TcpServer::new(config, Echo).map_err(|e| e.to_string())?;
+        .no_delay(true);
+    if let Some(n) = env_size("PEER_RINGMILL_CHUNK")? {
+        config = config.buffer_size(n);
+    }
+    let config = config.build();
+    let server = std::sync::Arc::new(TcpServer::new(config, Echo).map_err(|e| e.to_string())?);
     server.start(&event_loop).map_err(|e| e.to_string())?;
+    let handles = event_loop.handles();
+    let counted = std::sync::Arc::clone(&server);
+    let _ = COUNTERS.set(Box::new(move || {
+        let d = handles
+            .iter()
+            .map(|h| h.metrics().driver)
+            .fold(ringmill::DriverCounters::default(), |a, b| a + b);
+        let m = counted.metrics();
+        format!(
+            " enters={} sqes={} cqes={} events={} wakeups={} rearms={} enobufs={} bytes_in={} bytes_out={}",
+            d.enters, d.sqes, d.cqes, d.events, d.wakeups, d.rearms, d.enobufs, m.bytes_in, m.bytes_out
+        )
+    }));
+    let overrides: String = [
+        "PEER_RINGMILL_BUFFER_COUNT",
+        "PEER_RINGMILL_BUFFER_SIZE",
+        "PEER_RINGMILL_CHUNK",
+    ]
+    .iter()
+    .filter_map(|name| std::env::var(name).ok().map(|v| format!(", {name}={v}")))
+    .collect();
     ready(&format!(
-        "ringmill {}, {threads} loop thread{}: {}",
+        "ringmill {}, {threads} loop thread{}: {}{overrides}",
         event_loop.backend(),
         if threads == 1 { "" } else { "s" },
         event_loop.backend_description()

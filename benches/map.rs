@@ -6,7 +6,7 @@
 //! ```
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use ringmill_core::map::ConnMap;
+use ringmill_core::engine::ConnMap;
 use ringmill_core::pool::BufferPool;
 use ringmill_core::ConnectionId;
 use std::collections::HashMap;

@@ -4,11 +4,11 @@ use crate::event_loop::EventLoop;
 use crate::socket;
 use ringmill_core::config::TcpClientConfig;
 use ringmill_core::context::ConnSender;
+use ringmill_core::engine::ClientConn;
 use ringmill_core::error::{NetworkError, Result, SendError};
 use ringmill_core::handler::NetworkHandler;
 use ringmill_core::id::ConnectionId;
 use ringmill_core::layer::Layer;
-use ringmill_core::runtime::ClientConn;
 use std::marker::PhantomData;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 

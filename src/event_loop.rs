@@ -3,11 +3,11 @@
 use crate::compute::{ComputePool, ComputePoolMetrics, TaskPriority};
 use crate::select;
 use ringmill_core::driver::DriverCounters;
+use ringmill_core::engine::LoopShared;
+use ringmill_core::engine::{self, LoopSettings, LoopThread};
 use ringmill_core::error::{Backend, ConfigError, NetworkError, Result};
-use ringmill_core::inbox::LoopShared;
 use ringmill_core::loop_handle::{LoopHandle, TimerId};
 use ringmill_core::metrics::LoopMetrics;
-use ringmill_core::runtime::{self, LoopSettings, LoopThread};
 use ringmill_core::DriverConfig;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -359,7 +359,7 @@ impl EventLoop {
 
     fn join(&self) -> Result<()> {
         let handles = std::mem::take(&mut *self.handles.lock().unwrap_or_else(|e| e.into_inner()));
-        if runtime::shutdown(handles) {
+        if engine::shutdown(handles) {
             Ok(())
         } else {
             Err(Box::new(NetworkError::InvalidState(
@@ -411,17 +411,12 @@ impl EventLoop {
     /// A handle to loop thread `index` (0-based, below [`threads`](Self::threads)), to run
     /// timers and closures on it from any thread.
     pub fn handle(&self, index: usize) -> Option<LoopHandle> {
-        self.shared
-            .get(index)
-            .map(|l| LoopHandle::new(Arc::clone(l)))
+        self.shared.get(index).map(|l| l.handle())
     }
 
     /// A handle to every loop thread, in index order.
     pub fn handles(&self) -> Vec<LoopHandle> {
-        self.shared
-            .iter()
-            .map(|l| LoopHandle::new(Arc::clone(l)))
-            .collect()
+        self.shared.iter().map(|l| l.handle()).collect()
     }
 
     /// Runs `f` once, `delay` from now, on the next loop thread (round robin); see
@@ -533,7 +528,7 @@ impl EventLoop {
     }
 
     fn next_handle(&self) -> LoopHandle {
-        LoopHandle::new(Arc::clone(self.next_loop()))
+        self.next_loop().handle()
     }
 
     pub(crate) fn loops(&self) -> &[Arc<LoopShared>] {

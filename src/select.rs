@@ -6,8 +6,8 @@
 //! into an error. `Backend::Mio` (or `RINGMILL_BACKEND=mio`) never tries io_uring.
 
 use ringmill_core::driver::Driver;
+use ringmill_core::engine::{self, LoopSettings, LoopThread};
 use ringmill_core::error::{Backend, ConfigError, NetworkError};
-use ringmill_core::runtime::{self, LoopSettings, LoopThread};
 use ringmill_core::DriverConfig;
 
 /// The environment variable that overrides `Backend::Auto`.
@@ -144,10 +144,10 @@ where
     let mut loops = Vec::with_capacity(threads);
     for index in 0..threads {
         let config = driver.clone();
-        match runtime::spawn(index, settings.clone(), move || make(&config)) {
+        match engine::spawn(index, settings.clone(), move || make(&config)) {
             Ok(handle) => loops.push(handle),
             Err(e) => {
-                runtime::shutdown(loops);
+                engine::shutdown(loops);
                 return Err(e.to_string());
             }
         }

@@ -4,12 +4,13 @@ use crate::event_loop::EventLoop;
 use crate::socket;
 use ringmill_core::config::TcpServerConfig;
 use ringmill_core::context::ServerContext;
+use ringmill_core::engine;
+use ringmill_core::engine::LoopShared;
+use ringmill_core::engine::{Service, ServiceConfig, SocketOptions};
 use ringmill_core::error::{NetworkError, Result};
 use ringmill_core::handler::NetworkHandler;
-use ringmill_core::inbox::LoopShared;
 use ringmill_core::layer::{Layer, LayerFactory};
-use ringmill_core::runtime;
-use ringmill_core::service::{ServerMetrics, Service, ServiceConfig, SocketOptions};
+use ringmill_core::metrics::ServerMetrics;
 use std::marker::PhantomData;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
@@ -222,15 +223,15 @@ impl<H: NetworkHandler> TcpServer<H> {
         listeners.insert(0, first);
         let mut started = Vec::with_capacity(listeners.len());
         for (shared, listener) in loops.iter().zip(listeners) {
-            if let Err(e) = runtime::listen(shared, &self.service, listener) {
-                runtime::stop_service(&started, &self.service);
+            if let Err(e) = engine::listen(shared, &self.service, listener) {
+                engine::stop_service(&started, &self.service);
                 return Err(Box::new(NetworkError::Io(e.into())));
             }
             started.push(Arc::clone(shared));
         }
         *state = State::Started(started);
         drop(state);
-        runtime::notify_listening(&self.service, self.local_addr);
+        engine::notify_listening(&self.service, self.local_addr);
         Ok(())
     }
 
@@ -251,7 +252,7 @@ impl<H: NetworkHandler> TcpServer<H> {
         // Waited on without the lock: a callback of this server may call `stop` (or
         // `start`) while the loops close its connections, and must not block on it.
         if let State::Started(loops) = previous {
-            runtime::stop_service(&loops, &self.service);
+            engine::stop_service(&loops, &self.service);
         }
         Ok(())
     }
@@ -269,7 +270,7 @@ impl<H: NetworkHandler> TcpServer<H> {
     /// A context for acting on this server's connections from outside a callback
     /// (broadcasting from a timer thread, for example).
     pub fn context(&self) -> ServerContext {
-        runtime::context(&self.service)
+        engine::context(&self.service)
     }
 
     /// A snapshot of the server's counters: connections open, accepted and refused (by

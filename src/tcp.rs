@@ -40,18 +40,18 @@ pub use crate::layer::{self, Layer};
 pub use crate::server::TcpServer;
 pub use ringmill_core::context::{ConnSender, ServerContext};
 pub use ringmill_core::error::SendError;
-pub use ringmill_core::service::ServerMetrics;
+pub use ringmill_core::metrics::ServerMetrics;
 
 pub use config::*;
 pub use traits::*;
 
 /// Server and client configuration.
 pub mod config {
-    pub use ringmill_core::admission::{AdmissionConfig, RateLimit, Refusal};
     pub use ringmill_core::config::{
         TcpClientConfig, TcpServerConfig, TcpServerConfigBuilder, DEFAULT_BACKLOG,
         DEFAULT_BUFFER_SIZE, DEFAULT_HIGH_WATERMARK, DEFAULT_LOW_WATERMARK,
     };
+    pub use ringmill_core::{AdmissionConfig, RateLimit, Refusal};
 }
 
 /// The handler trait and connection ids.

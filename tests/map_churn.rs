@@ -13,8 +13,8 @@
 mod common;
 mod rel_support;
 
+use ringmill_core::engine::ConnMap;
 use ringmill_core::id::ConnectionId;
-use ringmill_core::map::ConnMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 

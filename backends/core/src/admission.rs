@@ -235,7 +235,8 @@ impl Admission {
         state.swept_at = state.per_ip.len();
     }
 
-    /// Addresses currently tracked (for tests and metrics).
+    /// Addresses currently tracked (for tests).
+    #[cfg(test)]
     pub fn tracked_addresses(&self) -> usize {
         self.state
             .lock()

@@ -8,7 +8,8 @@ use crate::config::Watermarks;
 use crate::driver::Slot;
 use crate::error::SendError;
 use crate::id::ConnectionId;
-use crate::inbox::{CloseMode, Command, LoopShared};
+use crate::inbox;
+use crate::loop_handle::LoopHandle;
 use crate::metrics::{ServiceStats, Stat};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -16,6 +17,18 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 const NO_SLOT: u64 = u64::MAX;
+
+/// How a close treats data still queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseMode {
+    /// Deliver what is queued (up to the loop's linger deadline), then close.
+    Flush,
+    /// Drop what is queued and close now.
+    Abort,
+    /// Write what the socket takes at once of what is queued, drop the rest and close
+    /// now: mill-net's `close`. No linger, no waiting for the peer.
+    Discard,
+}
 
 /// The outbound queue and its accounting, under the connection's lock.
 #[derive(Debug)]
@@ -41,11 +54,24 @@ pub(crate) struct OutQueue {
     pub(crate) finished: bool,
 }
 
+/// The loop that owns a connection, as the connection reaches it (implemented by the
+/// runtime's `LoopShared`): what senders, closers and pausers on any thread ask of it.
+pub(crate) trait Owner: Send + Sync {
+    /// Asks for a flush of `conn`'s queue; `false` if the loop is gone.
+    fn flush(&self, conn: &Arc<ConnShared>) -> bool;
+    /// Asks for a close of `conn`; `false` if the loop is gone.
+    fn close(&self, conn: &Arc<ConnShared>, mode: CloseMode) -> bool;
+    /// Tells the loop that `conn`'s reads were paused or resumed.
+    fn pause(&self, conn: &Arc<ConnShared>, paused: bool);
+    /// A handle to the loop, to run closures and timers there.
+    fn handle(self: Arc<Self>) -> LoopHandle;
+}
+
 /// One connection's shared state.
 pub struct ConnShared {
     pub(crate) id: ConnectionId,
     pub(crate) marks: Watermarks,
-    owner: OnceLock<Arc<LoopShared>>,
+    owner: OnceLock<Arc<dyn Owner>>,
     /// The peer's address, set before the connection is announced.
     peer: OnceLock<SocketAddr>,
     slot: AtomicU64,
@@ -111,14 +137,14 @@ impl ConnShared {
     }
 
     /// Binds the connection to the loop that owns it, at `slot`.
-    pub(crate) fn attach(&self, owner: &Arc<LoopShared>, slot: Slot) {
-        let _ = self.owner.set(Arc::clone(owner));
+    pub(crate) fn attach(&self, owner: Arc<dyn Owner>, slot: Slot) {
+        let _ = self.owner.set(owner);
         self.slot.store(slot.0, Ordering::Release);
     }
 
-    /// The loop that owns the connection, once attached.
-    pub(crate) fn owner(&self) -> Option<&Arc<LoopShared>> {
-        self.owner.get()
+    /// A handle to the loop that owns the connection, once attached.
+    pub(crate) fn loop_handle(&self) -> Option<LoopHandle> {
+        self.owner.get().map(|owner| Arc::clone(owner).handle())
     }
 
     /// The slot on the owning loop, once attached.
@@ -181,7 +207,7 @@ impl ConnShared {
         };
         if schedule {
             if let Some(owner) = self.owner.get() {
-                if !owner.push(Command::Flush(Arc::clone(self))) {
+                if !owner.flush(self) {
                     // The loop is gone: nothing will ever write this.
                     let mut q = self.lock();
                     q.closed = true;
@@ -218,7 +244,7 @@ impl ConnShared {
             self.owner.get()
         };
         if let Some(owner) = owner {
-            if !owner.push(Command::Close(Arc::clone(self), mode)) {
+            if !owner.close(self, mode) {
                 // The loop is gone; it closed everything it held on its way out.
                 self.set_finished();
             }
@@ -240,7 +266,7 @@ impl ConnShared {
     /// reached a loop, or when called on a loop thread, which must never block (the loop
     /// that owns the connection may be the caller's own). Returns whether it finished.
     pub(crate) fn wait_finished(&self, timeout: Duration) -> bool {
-        if self.owner.get().is_none() || LoopShared::on_any_loop() {
+        if self.owner.get().is_none() || inbox::on_any_loop() {
             return self.lock().finished;
         }
         let deadline = Instant::now() + timeout;
@@ -269,12 +295,7 @@ impl ConnShared {
     pub(crate) fn set_read_paused(self: &Arc<Self>, paused: bool) {
         self.read_paused.store(paused, Ordering::Release);
         if let Some(owner) = self.owner.get() {
-            let conn = Arc::clone(self);
-            owner.push(if paused {
-                Command::Pause(conn)
-            } else {
-                Command::Resume(conn)
-            });
+            owner.pause(self, paused);
         }
     }
 }

@@ -1,12 +1,11 @@
 //! What handlers and user threads use to act on connections: [`ServerContext`] and
 //! [`ConnSender`].
 
-use crate::conn::ConnShared;
+use crate::conn::{CloseMode, ConnShared};
 use crate::error::{NetworkError, Result, SendError};
 use crate::id::ConnectionId;
-use crate::inbox::CloseMode;
 use crate::loop_handle::{LoopHandle, TimerId};
-use crate::service::Service;
+use crate::map::ConnMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,11 +19,21 @@ pub(crate) const CLOSE_WAIT: Duration = Duration::from_secs(30);
 /// It can be cloned and used from any thread.
 #[derive(Clone)]
 pub struct ServerContext {
-    service: Arc<Service>,
+    service: Arc<dyn ServiceApi>,
+}
+
+/// What a context needs of its server or client (implemented by `Service`).
+pub(crate) trait ServiceApi: Send + Sync {
+    /// The open connections.
+    fn conns(&self) -> &ConnMap<ConnShared>;
+    /// Connections open now.
+    fn connection_count(&self) -> usize;
+    /// Tells the handler's `on_error`.
+    fn report(&self, ctx: &ServerContext, conn: Option<ConnectionId>, error: NetworkError);
 }
 
 impl ServerContext {
-    pub(crate) fn new(service: Arc<Service>) -> Self {
+    pub(crate) fn new(service: Arc<dyn ServiceApi>) -> Self {
         Self { service }
     }
 
@@ -35,7 +44,7 @@ impl ServerContext {
     /// never existed: a stale id never reaches a newer connection), or with the
     /// [`SendError`] itself, as mill-net does: `e.downcast_ref::<SendError>()`.
     pub fn send_to(&self, conn_id: ConnectionId, data: &[u8]) -> Result<()> {
-        match self.service.conns.get(conn_id) {
+        match self.service.conns().get(conn_id) {
             Some(conn) => conn.send(data).map_err(|e| match e {
                 SendError::Closed => Box::new(NetworkError::ConnectionNotFound(conn_id)) as _,
                 e => Box::new(e) as _,
@@ -53,7 +62,7 @@ impl ServerContext {
         conn_id: ConnectionId,
         data: &[u8],
     ) -> std::result::Result<(), SendError> {
-        match self.service.conns.get(conn_id) {
+        match self.service.conns().get(conn_id) {
             Some(conn) => conn.send(data),
             None => Err(SendError::Closed),
         }
@@ -65,13 +74,13 @@ impl ServerContext {
     /// connection before the io_uring driver could ask its address shows as the unspecified
     /// address with port 0 (`0.0.0.0:0` or `[::]:0`); its first read reports the reset.
     pub fn peer_addr(&self, conn: ConnectionId) -> Option<std::net::SocketAddr> {
-        self.service.conns.get(conn)?.peer_addr()
+        self.service.conns().get(conn)?.peer_addr()
     }
 
     /// Sends `data` to every open connection. A connection that refuses it (backpressure,
     /// closing) is reported to `on_error` and skipped; the others still get the frame.
     pub fn broadcast(&self, data: &[u8]) -> Result<()> {
-        let conns = self.service.conns.snapshot();
+        let conns = self.service.conns().snapshot();
         for (id, conn) in conns {
             if let Err(e) = conn.send(data) {
                 if matches!(e, SendError::Closed) {
@@ -79,7 +88,7 @@ impl ServerContext {
                 }
                 let error = NetworkError::Send(e);
                 let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    self.service.handler.on_error(self, Some(id), error)
+                    self.service.report(self, Some(id), error)
                 }));
             }
         }
@@ -90,7 +99,7 @@ impl ServerContext {
     /// what is queued is written, the rest is dropped; see [`ConnSender::close`]. Closing
     /// an id that is not open does nothing.
     pub fn close_connection(&self, conn_id: ConnectionId) -> Result<()> {
-        if let Some(conn) = self.service.conns.get(conn_id) {
+        if let Some(conn) = self.service.conns().get(conn_id) {
             ConnSender::new(conn).close();
         }
         Ok(())
@@ -99,7 +108,7 @@ impl ServerContext {
     /// Closes one connection after writing everything queued to it (up to the loop's
     /// close linger); see [`ConnSender::close_gracefully`].
     pub fn close_connection_gracefully(&self, conn_id: ConnectionId) -> Result<()> {
-        if let Some(conn) = self.service.conns.get(conn_id) {
+        if let Some(conn) = self.service.conns().get(conn_id) {
             conn.request_close(CloseMode::Flush);
         }
         Ok(())
@@ -109,7 +118,7 @@ impl ServerContext {
     /// closed, or never existed).
     pub fn sender(&self, conn: ConnectionId) -> Option<ConnSender> {
         self.service
-            .conns
+            .conns()
             .get(conn)
             .filter(|c| !c.is_closed())
             .map(ConnSender::new)
@@ -124,8 +133,8 @@ impl ServerContext {
     /// is a client whose connect has not been started). In `on_disconnect` the connection
     /// is already gone from the map: use [`LoopHandle::current`] there.
     pub fn loop_of(&self, conn: ConnectionId) -> Option<LoopHandle> {
-        let shared = self.service.conns.get(conn)?;
-        shared.owner().cloned().map(LoopHandle::new)
+        let shared = self.service.conns().get(conn)?;
+        shared.loop_handle()
     }
 
     /// Runs `f` on the loop that owns `conn`, as soon as it gets to it; see
@@ -309,7 +318,7 @@ impl ConnSender {
     /// The loop that owns the connection, to run timers and closures there; `None` for a
     /// client whose connect has not been started yet.
     pub fn loop_handle(&self) -> Option<LoopHandle> {
-        self.conn.owner().cloned().map(LoopHandle::new)
+        self.conn.loop_handle()
     }
 }
 

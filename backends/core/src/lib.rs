@@ -1,22 +1,23 @@
 //! ringmill-core: everything both backends share.
 //!
-//! The event loop logic ([`runtime`]), generic over the [`Driver`](driver::Driver) trait;
-//! the connection state machine and write queue; the lock-free connection map
-//! ([`map`]); the receive buffer pool ([`pool`]); configuration, errors and the public
-//! callback API. No OS-specific code lives here: drivers hold all of it.
+//! The event loop logic (the `runtime` module), generic over the [`Driver`](driver::Driver)
+//! trait; the connection state machine and write queue; the lock-free connection map; the
+//! receive buffer pool ([`pool`]); configuration, errors and the public callback API. No
+//! OS-specific code lives here: drivers hold all of it.
 //!
 //! # Not a public API
 //!
 //! Applications use the `ringmill` crate, which re-exports what they need from here.
 //! This crate is the engine shared by `ringmill`, `ringmill-mio` and `ringmill-uring`,
-//! which are released together in lockstep. The engine modules (`admission`, `driver`,
-//! `inbox`, `map`, `pool`, `runtime`, `service`, `slots`) are hidden from the
-//! documentation and are not semver surface: they may change in any release. Items
-//! re-exported by `ringmill` follow `ringmill`'s version.
+//! which are released together in lockstep. The engine's modules (`admission`, `inbox`,
+//! `map`, `runtime`, `service`) are private; the facade reaches them through one entry,
+//! [`engine`]. The driver contract the drivers implement (`driver`, `slots`, `pool`,
+//! `clock`, and the `conformance` suite) is public but hidden from the documentation. None
+//! of these is semver surface: they may change in any release. Items re-exported by
+//! `ringmill` follow `ringmill`'s version.
 #![warn(missing_docs)]
 
-#[doc(hidden)]
-pub mod admission;
+mod admission;
 #[doc(hidden)]
 pub mod clock;
 pub mod config;
@@ -27,28 +28,27 @@ mod conn;
 pub mod context;
 #[doc(hidden)]
 pub mod driver;
+#[doc(hidden)]
+pub mod engine;
 pub mod error;
 pub mod handler;
 pub mod id;
-#[doc(hidden)]
-pub mod inbox;
+mod inbox;
 pub mod layer;
 pub mod loop_handle;
-#[doc(hidden)]
-pub mod map;
+mod map;
 pub mod metrics;
 #[doc(hidden)]
 pub mod pool;
-#[doc(hidden)]
-pub mod runtime;
-#[doc(hidden)]
-pub mod service;
+mod runtime;
+mod service;
 #[cfg(all(feature = "sim", unix))]
 #[doc(hidden)]
 pub mod sim;
 #[doc(hidden)]
 pub mod slots;
 
+pub use admission::{AdmissionConfig, RateLimit, Refusal};
 pub use config::{DriverConfig, TcpClientConfig, TcpServerConfig, TcpServerConfigBuilder};
 pub use context::{ConnSender, ServerContext};
 pub use error::{Backend, ConfigError, NetworkError, NetworkEvent, Result, SendError};

@@ -12,14 +12,47 @@
 //! [`schedule_once`]: LoopHandle::schedule_once
 //! [`schedule_repeating`]: LoopHandle::schedule_repeating
 
+use crate::clock::Clock;
 use crate::error::{ConfigError, NetworkError, Result};
-use crate::inbox::{Command, LoopShared};
 use crate::metrics::LoopMetrics;
-use crate::runtime::timer::{deadline_after, TimerState, UserTimer};
+use crate::runtime::timer::{deadline_after, TimerOwner, TimerState, UserTimer};
+use std::cell::RefCell;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
+
+thread_local! {
+    /// The loop running on this thread, for [`LoopHandle::current`].
+    static CURRENT: RefCell<Option<LoopHandle>> = const { RefCell::new(None) };
+}
+
+/// Sets (or clears) the loop the calling thread runs.
+pub(crate) fn set_current(handle: Option<LoopHandle>) {
+    CURRENT.with(|c| *c.borrow_mut() = handle);
+}
+
+/// What a handle needs of its loop (implemented by the runtime's `LoopShared`).
+pub(crate) trait LoopApi: Send + Sync {
+    /// The loop's position in its event loop.
+    fn index(&self) -> usize;
+    /// Whether the calling thread is the loop's.
+    fn is_current(&self) -> bool;
+    /// Whether the loop has exited.
+    fn is_stopped(&self) -> bool;
+    /// The clock the loop's deadlines are measured against.
+    fn clock(&self) -> &Clock;
+    /// Queues a closure; `false` if the loop is gone.
+    fn post(&self, f: Box<dyn FnOnce() + Send>) -> bool;
+    /// Queues a user timer; `false` if the loop is gone.
+    fn schedule(&self, timer: UserTimer) -> bool;
+    /// User timers that may still run.
+    fn pending_timers(&self) -> usize;
+    /// The loop's counters.
+    fn metrics(&self) -> LoopMetrics;
+    /// The loop as its timers see it.
+    fn timer_owner(self: Arc<Self>) -> Arc<dyn TimerOwner>;
+}
 
 /// One loop thread, reachable from any thread: run closures and timers on it.
 ///
@@ -51,19 +84,19 @@ use std::time::Duration;
 /// ```
 #[derive(Clone)]
 pub struct LoopHandle {
-    shared: Arc<LoopShared>,
+    shared: Arc<dyn LoopApi>,
 }
 
 impl LoopHandle {
-    /// A handle to the loop `shared`.
-    pub fn new(shared: Arc<LoopShared>) -> Self {
-        Self { shared }
+    /// A handle to the loop behind `api`.
+    pub(crate) fn from_api(api: Arc<dyn LoopApi>) -> Self {
+        Self { shared: api }
     }
 
     /// The loop running on the calling thread, if it is a loop thread (in a callback, a
     /// timer or a posted closure).
     pub fn current() -> Option<LoopHandle> {
-        LoopShared::current().map(Self::new)
+        CURRENT.with(|c| c.borrow().clone())
     }
 
     /// The loop's position in its event loop (0-based); its thread is named
@@ -105,7 +138,7 @@ impl LoopHandle {
         delay: Duration,
         f: impl FnOnce() + Send + 'static,
     ) -> Result<TimerId> {
-        let state = TimerState::new(Arc::clone(&self.shared));
+        let state = TimerState::new(Arc::clone(&self.shared).timer_owner());
         let at = deadline_after(self.shared.clock().now(), delay);
         self.push(UserTimer::once(Arc::clone(&state), at, Box::new(f)), state)
     }
@@ -129,7 +162,7 @@ impl LoopHandle {
                 "timer period",
             ))));
         }
-        let state = TimerState::new(Arc::clone(&self.shared));
+        let state = TimerState::new(Arc::clone(&self.shared).timer_owner());
         let at = deadline_after(self.shared.clock().now(), period);
         let timer = UserTimer::repeating(Arc::clone(&state), at, period, Box::new(f));
         self.push(timer, state)
@@ -140,19 +173,19 @@ impl LoopHandle {
         timer.cancel()
     }
 
-    /// This loop's user timers that may still run: see
-    /// [`LoopShared::pending_timers`].
+    /// This loop's user timers that may still run: one-shot timers that have not started,
+    /// repeating timers not cancelled.
     pub fn pending_timers(&self) -> usize {
         self.shared.pending_timers()
     }
 
     /// This loop's counters.
     pub fn metrics(&self) -> LoopMetrics {
-        self.shared.loop_counters()
+        self.shared.metrics()
     }
 
     fn push(&self, timer: UserTimer, state: Arc<TimerState>) -> Result<TimerId> {
-        if self.shared.push(Command::Timer(timer)) {
+        if self.shared.schedule(timer) {
             Ok(TimerId { state })
         } else {
             Err(Box::new(NetworkError::EventLoopGone))
@@ -196,7 +229,7 @@ impl TimerId {
     /// `EventLoop::schedule_once` shape) returns once the loop has stopped.
     pub fn over(on: &LoopHandle) -> TimerId {
         TimerId {
-            state: TimerState::over(Arc::clone(&on.shared)),
+            state: TimerState::over(Arc::clone(&on.shared).timer_owner()),
         }
     }
 

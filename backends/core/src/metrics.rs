@@ -4,7 +4,7 @@
 //! A service's traffic counters are striped: each thread adds to its own cache-line-sized
 //! stripe with a relaxed atomic add (no lock, no allocation, no line shared between loop
 //! threads), and a snapshot sums the stripes. A loop's own counters live in its
-//! [`LoopShared`](crate::inbox::LoopShared), written by the loop thread only.
+//! [`LoopShared`](crate::engine::LoopShared), written by the loop thread only.
 
 use crate::driver::DriverCounters;
 use std::cell::Cell;
@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 /// crate). Counters only grow; `open` is a gauge.
 ///
 /// ```
-/// # use ringmill_core::service::ServerMetrics;
+/// # use ringmill_core::metrics::ServerMetrics;
 /// let m = ServerMetrics::default();
 /// assert_eq!(m.bytes_in + m.bytes_out, 0);
 /// ```

@@ -3,8 +3,10 @@
 use crate::admission::{Admission, AdmissionConfig, Refusal, Ticket};
 use crate::config::Watermarks;
 use crate::conn::ConnShared;
+use crate::context::{ServerContext, ServiceApi};
 use crate::error::NetworkError;
 use crate::handler::NetworkHandler;
+use crate::id::ConnectionId;
 use crate::layer::LayerFactory;
 use crate::map::ConnMap;
 use crate::metrics::{ServiceStats, Stat};
@@ -207,5 +209,26 @@ impl Service {
                 Err(NetworkError::AdmissionRefused { peer, reason })
             }
         }
+    }
+}
+
+impl Service {
+    /// A context for this service's handler.
+    pub fn context(self: &Arc<Self>) -> ServerContext {
+        ServerContext::new(Arc::clone(self) as Arc<dyn ServiceApi>)
+    }
+}
+
+impl ServiceApi for Service {
+    fn conns(&self) -> &ConnMap<ConnShared> {
+        &self.conns
+    }
+
+    fn connection_count(&self) -> usize {
+        Service::connection_count(self)
+    }
+
+    fn report(&self, ctx: &ServerContext, conn: Option<ConnectionId>, error: NetworkError) {
+        self.handler.on_error(ctx, conn, error);
     }
 }

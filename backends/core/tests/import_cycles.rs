@@ -274,7 +274,6 @@ fn resolve(mods: &BTreeMap<ModPath, Module>, path: &[String], depth: usize) -> O
 }
 
 #[test]
-#[ignore = "the runtime split removes today's circle (conn, context, handler, inbox, loop_handle, service, runtime/timer)"]
 fn no_import_circle_among_core_files() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();

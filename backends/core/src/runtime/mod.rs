@@ -4,52 +4,51 @@
 //! `SINGLE_ISSUER` requires the ring to be used by the thread that made it) and reports
 //! whether the driver could be built. Everything else here sends commands to loops.
 
+mod accept;
 mod callback;
-pub(crate) use callback::panic_message;
+mod client;
+mod close;
+mod command;
+mod connect;
+mod dead;
+mod deadlines;
+mod dispatch;
+mod doors;
+mod establish;
+mod housekeeping;
+mod inbound;
+mod layer_failure;
+mod phase;
+mod receive;
+mod send;
+mod settings;
+pub(crate) mod shared;
+mod stack;
+mod state;
+mod stop;
+#[cfg(test)]
+mod tests;
 pub(crate) mod timer;
 mod worker;
 
-use crate::admission::AdmissionConfig;
-use crate::config::TcpClientConfig;
-use crate::conn::ConnShared;
-use crate::context::{ConnSender, ServerContext};
+pub(crate) use callback::panic_message;
+pub use client::ClientConn;
+pub use settings::LoopSettings;
+pub use shared::LoopShared;
+
+use crate::context::ServerContext;
 use crate::driver::Driver;
-use crate::error::{ConfigError, NetworkError, NetworkEvent, Result};
-use crate::handler::NetworkHandler;
-use crate::id::ConnectionId;
-use crate::inbox::{Command, LoopShared};
-use crate::layer::Layer;
-use crate::service::{Service, ServiceConfig, SocketOptions};
+use crate::error::NetworkEvent;
+use crate::service::Service;
+pub(crate) use command::Command;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// How long a caller waits for a loop to acknowledge a command before giving up.
 const ACK_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Loop settings that are not the driver's.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LoopSettings {
-    /// How long `stop` lets queued output drain before closing connections anyway.
-    pub stop_timeout: Duration,
-    /// How long a graceful close waits for queued output before closing anyway.
-    pub linger: Duration,
-    /// The loop threads dispatch nothing until [`LoopShared::release`] (mill-io's
-    /// `EventLoop::run`); see `EventLoopBuilder::dispatch_on_run`.
-    pub dispatch_on_run: bool,
-}
-
-impl Default for LoopSettings {
-    fn default() -> Self {
-        Self {
-            stop_timeout: Duration::from_secs(5),
-            linger: Duration::from_secs(5),
-            dispatch_on_run: false,
-        }
-    }
-}
 
 /// A running loop thread.
 pub struct LoopThread {
@@ -265,130 +264,5 @@ pub fn notify_listening(service: &Arc<Service>, addr: SocketAddr) {
 
 /// A context for `service`.
 pub fn context(service: &Arc<Service>) -> ServerContext {
-    ServerContext::new(Arc::clone(service))
-}
-
-/// A client connection before and after it is handed to a loop.
-pub struct ClientConn {
-    service: Arc<Service>,
-    conn: Arc<ConnShared>,
-    pending: Mutex<Option<(socket2::Socket, SocketAddr, Duration)>>,
-    /// Layers added before the start, bottom first.
-    layers: Mutex<Vec<Box<dyn Layer>>>,
-    /// Errors for the handler's `on_error` once the client starts (socket options the
-    /// system refused).
-    refused: Mutex<Vec<NetworkError>>,
-}
-
-impl ClientConn {
-    /// A client connection to `addr` over `socket` (unconnected), served by `handler`.
-    pub fn new(
-        addr: SocketAddr,
-        config: TcpClientConfig,
-        socket: socket2::Socket,
-        handler: Arc<dyn NetworkHandler>,
-    ) -> Self {
-        let marks = config.watermarks();
-        let service = Service::new(
-            handler,
-            ServiceConfig {
-                marks,
-                chunk: config.buffer_size,
-                max_connections: None,
-                idle_timeout: config.idle_timeout,
-                // The connect timeout covers a client's handshake.
-                handshake_timeout: None,
-                socket: SocketOptions {
-                    no_delay: config.nodelay,
-                    keep_alive: config.keep_alive,
-                },
-                admission: AdmissionConfig::default(),
-            },
-            1,
-        );
-        let conn = ConnShared::new(ConnectionId::next(), marks, Arc::clone(&service.stats));
-        service.conns.insert(conn.id, Arc::clone(&conn));
-        Self {
-            service,
-            conn,
-            pending: Mutex::new(Some((socket, addr, config.connect_timeout))),
-            layers: Mutex::new(Vec::new()),
-            refused: Mutex::new(Vec::new()),
-        }
-    }
-
-    /// Errors to report to the handler (`on_error` with the connection's id, on its loop)
-    /// when the client starts: socket options the system refused, which the connection
-    /// goes on without.
-    pub fn report_on_start(&self, errors: Vec<NetworkError>) {
-        self.refused
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend(errors);
-    }
-
-    /// Adds a layer above those added before.
-    ///
-    /// Fails with [`NetworkError::Configuration`] ([`ConfigError::TooLate`], as mill-net
-    /// reports it) once the client was started or a frame was sent (that frame would have
-    /// bypassed the new layer).
-    pub fn add_layer(&self, layer: Box<dyn Layer>) -> Result<()> {
-        let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        if pending.is_none() || !self.conn.set_layered() {
-            return Err(Box::new(NetworkError::Configuration(ConfigError::TooLate(
-                "with_layer",
-            ))));
-        }
-        self.layers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(layer);
-        Ok(())
-    }
-
-    /// Starts the handshake on `shared`'s loop.
-    pub fn start(&self, shared: &Arc<LoopShared>) -> Result<()> {
-        let Some((socket, addr, timeout)) = self
-            .pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        else {
-            return Err(Box::new(NetworkError::InvalidState(
-                "client already started",
-            )));
-        };
-        if self.conn.is_closed() {
-            return Err(Box::new(NetworkError::InvalidState(
-                "client was disconnected",
-            )));
-        }
-        if !shared.push(Command::Connect {
-            service: Arc::clone(&self.service),
-            conn: Arc::clone(&self.conn),
-            socket,
-            addr,
-            timeout,
-            layers: std::mem::take(&mut *self.layers.lock().unwrap_or_else(|e| e.into_inner())),
-            refused: std::mem::take(&mut *self.refused.lock().unwrap_or_else(|e| e.into_inner())),
-        }) {
-            return Err(Box::new(NetworkError::EventLoopGone));
-        }
-        Ok(())
-    }
-
-    /// The connection's id.
-    pub fn id(&self) -> ConnectionId {
-        self.conn.id
-    }
-
-    /// A sender for the connection.
-    pub fn sender(&self) -> ConnSender {
-        ConnSender::new(Arc::clone(&self.conn))
-    }
-
-    /// Whether the connection is established and not closing.
-    pub fn is_connected(&self) -> bool {
-        self.conn.slot().is_some() && !self.conn.is_closed() && self.service.connection_count() > 0
-    }
+    service.context()
 }

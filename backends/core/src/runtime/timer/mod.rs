@@ -18,11 +18,10 @@ mod user;
 
 pub(crate) use deadline::deadline_after;
 use user::Fired;
-pub(crate) use user::{TimerState, UserTimer};
+pub(crate) use user::{TimerOwner, TimerState, UserTimer};
 
 use crate::driver::{ListenerId, Slot};
 use crate::id::ConnectionId;
-use crate::inbox::LoopShared;
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
@@ -127,7 +126,7 @@ impl Timers {
 
     /// Adds a user timer that arrived through the inbox (dropped at once if it was
     /// cancelled on its way), purging cancelled timers first if they pile up.
-    pub(crate) fn add_user(&mut self, timer: UserTimer, shared: &LoopShared) {
+    pub(crate) fn add_user(&mut self, timer: UserTimer, shared: &dyn TimerOwner) {
         if timer.state.is_cancelled() {
             return;
         }
@@ -139,7 +138,7 @@ impl Timers {
 
     /// Runs a due user timer (unless it was cancelled), counts it, and puts it back if it
     /// repeats.
-    pub(crate) fn fire_user(&mut self, timer: UserTimer, now: Instant, shared: &LoopShared) {
+    pub(crate) fn fire_user(&mut self, timer: UserTimer, now: Instant, shared: &dyn TimerOwner) {
         match timer.fire(now) {
             Fired::Cancelled => {}
             Fired::Ran(again) => {
@@ -153,7 +152,7 @@ impl Timers {
     }
 
     /// Drops every cancelled user timer from the heap.
-    fn purge_cancelled(&mut self, shared: &LoopShared) {
+    fn purge_cancelled(&mut self, shared: &dyn TimerOwner) {
         shared.reset_cancelled_timers();
         let before = self.heap.len();
         self.heap

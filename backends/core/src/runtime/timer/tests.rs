@@ -3,6 +3,7 @@
 use super::deadline::next_deadline;
 use super::*;
 use crate::driver::Waker;
+use crate::runtime::shared::LoopShared;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -85,10 +86,10 @@ fn once_runs_once_and_cancel_then_reports_false() {
     let shared = shared();
     let mut t = Timers::default();
     let now = Instant::now();
-    let state = TimerState::new(Arc::clone(&shared));
+    let state = TimerState::new(Arc::clone(&shared) as Arc<dyn TimerOwner>);
     let (n, f) = counter();
     let timer = UserTimer::once(Arc::clone(&state), now, Box::new(f));
-    t.add_user(timer, &shared);
+    t.add_user(timer, &*shared);
     assert!(state.is_pending());
     run_due(&mut t, now, &shared);
     run_due(&mut t, now + Duration::from_secs(10), &shared);
@@ -107,29 +108,29 @@ fn pending_count_follows_each_timer_to_its_end() {
     let mut t = Timers::default();
     let now = Instant::now();
     let period = Duration::from_millis(10);
-    let once = TimerState::new(Arc::clone(&shared));
+    let once = TimerState::new(Arc::clone(&shared) as Arc<dyn TimerOwner>);
     t.add_user(
         UserTimer::once(Arc::clone(&once), now, Box::new(|| {})),
-        &shared,
+        &*shared,
     );
-    let every = TimerState::new(Arc::clone(&shared));
+    let every = TimerState::new(Arc::clone(&shared) as Arc<dyn TimerOwner>);
     let (ticks, f) = counter();
     t.add_user(
         UserTimer::repeating(Arc::clone(&every), now + period, period, Box::new(f)),
-        &shared,
+        &*shared,
     );
-    let later = TimerState::new(Arc::clone(&shared));
+    let later = TimerState::new(Arc::clone(&shared) as Arc<dyn TimerOwner>);
     t.add_user(
         UserTimer::once(
             Arc::clone(&later),
             now + Duration::from_secs(60),
             Box::new(|| {}),
         ),
-        &shared,
+        &*shared,
     );
-    let dropped = TimerState::new(Arc::clone(&shared));
+    let dropped = TimerState::new(Arc::clone(&shared) as Arc<dyn TimerOwner>);
     drop(UserTimer::once(Arc::clone(&dropped), now, Box::new(|| {})));
-    let panics = TimerState::new(Arc::clone(&shared));
+    let panics = TimerState::new(Arc::clone(&shared) as Arc<dyn TimerOwner>);
     t.add_user(
         UserTimer::repeating(
             Arc::clone(&panics),
@@ -137,7 +138,7 @@ fn pending_count_follows_each_timer_to_its_end() {
             period,
             Box::new(|| panic!("boom")),
         ),
-        &shared,
+        &*shared,
     );
     assert_eq!(shared.pending_timers(), 4, "the dropped one is over");
     run_due(&mut t, now, &shared);
@@ -160,13 +161,13 @@ fn pending_count_follows_each_timer_to_its_end() {
         0,
         "cancelled entries leaving the heap"
     );
-    let over = TimerState::over(Arc::clone(&shared));
+    let over = TimerState::over(Arc::clone(&shared) as Arc<dyn TimerOwner>);
     assert!(!over.is_pending() && !over.cancel());
     assert_eq!(shared.pending_timers(), 0);
-    let left = TimerState::new(Arc::clone(&shared));
+    let left = TimerState::new(Arc::clone(&shared) as Arc<dyn TimerOwner>);
     t.add_user(
         UserTimer::once(Arc::clone(&left), now, Box::new(|| {})),
-        &shared,
+        &*shared,
     );
     drop(t);
     assert_eq!(shared.pending_timers(), 0, "dropped with the heap");
@@ -177,11 +178,11 @@ fn cancelled_timer_never_runs() {
     let shared = shared();
     let mut t = Timers::default();
     let now = Instant::now();
-    let state = TimerState::new(Arc::clone(&shared));
+    let state = TimerState::new(Arc::clone(&shared) as Arc<dyn TimerOwner>);
     let (n, f) = counter();
     t.add_user(
         UserTimer::once(Arc::clone(&state), now, Box::new(f)),
-        &shared,
+        &*shared,
     );
     assert!(state.cancel());
     assert!(!state.cancel(), "second cancel");
@@ -196,11 +197,11 @@ fn repeating_keeps_its_grid_and_skips_missed_ticks() {
     let mut t = Timers::default();
     let start = Instant::now();
     let period = Duration::from_millis(10);
-    let state = TimerState::new(Arc::clone(&shared));
+    let state = TimerState::new(Arc::clone(&shared) as Arc<dyn TimerOwner>);
     let (n, f) = counter();
     t.add_user(
         UserTimer::repeating(Arc::clone(&state), start + period, period, Box::new(f)),
-        &shared,
+        &*shared,
     );
     // Fired late (3 ms after its deadline): the next deadline is still on the grid.
     run_due(&mut t, start + Duration::from_millis(13), &shared);
@@ -226,7 +227,7 @@ fn panicking_timer_is_caught_counted_and_not_repeated() {
     let shared = shared();
     let mut t = Timers::default();
     let now = Instant::now();
-    let state = TimerState::new(Arc::clone(&shared));
+    let state = TimerState::new(Arc::clone(&shared) as Arc<dyn TimerOwner>);
     t.add_user(
         UserTimer::repeating(
             Arc::clone(&state),
@@ -234,7 +235,7 @@ fn panicking_timer_is_caught_counted_and_not_repeated() {
             Duration::from_millis(1),
             Box::new(|| panic!("boom")),
         ),
-        &shared,
+        &*shared,
     );
     run_due(&mut t, now, &shared);
     assert!(!state.is_pending());
@@ -251,10 +252,10 @@ fn cancelled_timers_are_purged_once_they_pile_up() {
     let far = now + Duration::from_secs(3600);
     let mut states = Vec::new();
     for _ in 0..200 {
-        let state = TimerState::new(Arc::clone(&shared));
+        let state = TimerState::new(Arc::clone(&shared) as Arc<dyn TimerOwner>);
         t.add_user(
             UserTimer::once(Arc::clone(&state), far, Box::new(|| {})),
-            &shared,
+            &*shared,
         );
         states.push(state);
     }
@@ -266,11 +267,11 @@ fn cancelled_timers_are_purged_once_they_pile_up() {
     let r = Arc::clone(&ran);
     t.add_user(
         UserTimer::once(
-            TimerState::new(Arc::clone(&shared)),
+            TimerState::new(Arc::clone(&shared) as Arc<dyn TimerOwner>),
             far,
             Box::new(move || *r.lock().unwrap() += 1),
         ),
-        &shared,
+        &*shared,
     );
     assert_eq!(t.user_len(), 51, "the next add purges the cancelled ones");
     run_due(&mut t, far, &shared);
@@ -286,14 +287,14 @@ fn cancelled_timers_are_purged_once_they_pile_up() {
 fn dropping_the_heap_marks_timers_done() {
     let shared = shared();
     let mut t = Timers::default();
-    let state = TimerState::new(Arc::clone(&shared));
+    let state = TimerState::new(Arc::clone(&shared) as Arc<dyn TimerOwner>);
     t.add_user(
         UserTimer::once(
             Arc::clone(&state),
             Instant::now() + Duration::from_secs(60),
             Box::new(|| {}),
         ),
-        &shared,
+        &*shared,
     );
     drop(t);
     assert!(!state.is_pending());

@@ -2,7 +2,6 @@
 //! state that [`TimerId::cancel`](crate::loop_handle::TimerId::cancel) flips from any thread.
 
 use super::deadline::next_deadline;
-use crate::inbox::LoopShared;
 use crate::runtime::callback;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
@@ -16,6 +15,25 @@ const DONE: u8 = 3;
 
 static NEXT_TIMER: AtomicU64 = AtomicU64::new(1);
 
+/// The loop a timer runs on, as its timers see it: the counts it keeps of them
+/// (implemented by the runtime's `LoopShared`).
+pub(crate) trait TimerOwner: Send + Sync {
+    /// The loop's position in its event loop.
+    fn index(&self) -> usize;
+    /// A user timer was scheduled: it counts as pending.
+    fn timer_started(&self);
+    /// A user timer is over (started once, cancelled, or dropped).
+    fn timer_finished(&self);
+    /// A user timer was cancelled (its heap entry stays until purged).
+    fn note_timer_cancelled(&self);
+    /// Timers cancelled since the last purge.
+    fn cancelled_timers(&self) -> usize;
+    /// The heap was purged of cancelled timers.
+    fn reset_cancelled_timers(&self);
+    /// A user timer ran (and whether it panicked).
+    fn count_timer_fired(&self, panicked: bool);
+}
+
 /// The part of a user timer that its [`TimerId`](crate::loop_handle::TimerId) shares with
 /// the loop: where it is in its life.
 ///
@@ -26,12 +44,12 @@ static NEXT_TIMER: AtomicU64 = AtomicU64::new(1);
 pub(crate) struct TimerState {
     id: u64,
     state: AtomicU8,
-    owner: Arc<LoopShared>,
+    owner: Arc<dyn TimerOwner>,
 }
 
 impl TimerState {
     /// A pending timer of `owner`, counted in its pending timers until it is over.
-    pub(crate) fn new(owner: Arc<LoopShared>) -> Arc<Self> {
+    pub(crate) fn new(owner: Arc<dyn TimerOwner>) -> Arc<Self> {
         owner.timer_started();
         Arc::new(Self {
             id: NEXT_TIMER.fetch_add(1, Ordering::Relaxed),
@@ -41,7 +59,7 @@ impl TimerState {
     }
 
     /// A timer that is over already (never counted, never runs).
-    pub(crate) fn over(owner: Arc<LoopShared>) -> Arc<Self> {
+    pub(crate) fn over(owner: Arc<dyn TimerOwner>) -> Arc<Self> {
         Arc::new(Self {
             id: NEXT_TIMER.fetch_add(1, Ordering::Relaxed),
             state: AtomicU8::new(DONE),
@@ -55,8 +73,8 @@ impl TimerState {
     }
 
     /// The loop the timer runs on.
-    pub(crate) fn owner(&self) -> &Arc<LoopShared> {
-        &self.owner
+    pub(crate) fn owner(&self) -> &dyn TimerOwner {
+        &*self.owner
     }
 
     /// Cancels the timer: `true` if it was waiting (or a repeating timer was running) and

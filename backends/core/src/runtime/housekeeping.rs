@@ -1,6 +1,6 @@
 //! Keeping the loop's own bookkeeping bounded by what is alive.
 
-use super::State;
+use super::state::State;
 use crate::driver::Slot;
 use crate::id::ConnectionId;
 
@@ -10,7 +10,7 @@ impl State {
     /// ([`Timers::connection_closed`](crate::runtime::timer::Timers::connection_closed)).
     pub(super) fn forget_timers_of_closed(&mut self) {
         let conns = &self.conns;
-        let is_live = |slot: Slot, id: ConnectionId| matches!(conns.get(slot.index()), Some(Some(c)) if c.id() == id);
-        self.timers.connection_closed(self.live, is_live);
+        let is_live = |slot: Slot, id: ConnectionId| conns.get(slot).is_some_and(|c| c.id() == id);
+        self.timers.connection_closed(self.conns.len(), is_live);
     }
 }

@@ -1,9 +1,10 @@
 //! A loop thread that died of a panic no callback guard covers: everything that would
 //! wait for it is told it is gone.
 
-use super::{Driver, Slot, Worker};
+use super::shared::LoopShared;
+use super::worker::Worker;
+use crate::driver::Driver;
 use crate::error::NetworkError;
-use crate::inbox::LoopShared;
 
 impl<D: Driver> Worker<D> {
     /// Called once `run` unwound. Marks the loop stopped (senders and posters are refused
@@ -16,8 +17,8 @@ impl<D: Driver> Worker<D> {
         for command in state.shared.close_inbox() {
             state.refuse(command);
         }
-        for index in 0..state.conns.len() {
-            let Some(conn) = state.conns[index].as_mut() else {
+        for slot in state.conns.slots() {
+            let Some(conn) = state.conns.get_mut(slot) else {
                 continue;
             };
             conn.shared.lock().closed = true;
@@ -27,7 +28,6 @@ impl<D: Driver> Worker<D> {
                 std::mem::forget(std::mem::take(&mut conn.sending));
             }
             let established = conn.established;
-            let slot = Slot(index as u64);
             if established {
                 state.report(slot, NetworkError::EventLoopGone);
             }

@@ -135,9 +135,19 @@ impl State {
     /// reads are paused.
     pub(super) fn deliver_queued(&mut self, slot: Slot) -> Flow {
         loop {
-            let Some(conn) = self.conns.get(slot) else {
+            let Some(conn) = self.conns.get_mut(slot) else {
                 return Flow::Pause;
             };
+            if conn.phase != Phase::Open || conn.shared.is_closed() {
+                return Flow::Pause;
+            }
+            // Paused before the first piece too: `on_connect` may pause reads when a
+            // layer's handshake completes inside a read, before what followed it.
+            if conn.shared.read_paused() {
+                conn.receiving = false;
+                return Flow::Pause;
+            }
+            let conn = &*conn;
             let inbound = &conn.inbound;
             let Some(piece) = inbound.pieces.get(inbound.next) else {
                 if let Some(conn) = self.conns.get_mut(slot) {
@@ -214,7 +224,10 @@ impl State {
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
-        if conn.phase != Phase::Open || conn.read_done || conn.receiving {
+        // Closed meanwhile (say by the handler, during an earlier resume of the same turn):
+        // nothing more is delivered, and receiving is not armed again.
+        if conn.phase != Phase::Open || conn.read_done || conn.receiving || conn.shared.is_closed()
+        {
             return;
         }
         if conn.shared.read_paused() {

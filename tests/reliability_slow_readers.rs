@@ -63,9 +63,13 @@ backend_matrix! {
         let rss_start = rss_kib();
 
         // Flood until the path is saturated (five paced rounds in a row in which every
-        // connection refused every frame: queues at the watermark, kernel buffers full;
-        // one such round alone can come while the loop is still handing queued bytes to
-        // the kernel, after which the queues take frames again); then 20 more rounds.
+        // connection refused every frame, then every loop thread made to finish a turn,
+        // then one more such round: queues at the watermark, kernel buffers full; one
+        // such round alone can come while the loop is still handing queued bytes to the
+        // kernel, after which the queues take frames again, and on a busy machine the
+        // loop may not have run at all during five rounds, which a full queue does not
+        // show); then 20 more rounds.
+        let mut loops_synced = false;
         let mut accepted = vec![0usize; CONNS];
         let mut refused = [false; CONNS];
         let oversized = vec![0u8; FRAME + 1];
@@ -101,9 +105,15 @@ backend_matrix! {
                 refused_rounds += 1;
             } else {
                 refused_rounds = 0;
+                loops_synced = false;
             }
-            if rss_full.is_none() && refused_rounds == 5 {
-                rss_full = Some(rss_kib());
+            if rss_full.is_none() && refused_rounds >= 5 {
+                if loops_synced {
+                    rss_full = Some(rss_kib());
+                } else {
+                    finish_a_turn_on_every_loop(&event_loop);
+                    loops_synced = true;
+                }
             }
             if rss_full.is_some() {
                 full_rounds += 1;
@@ -173,5 +183,28 @@ backend_matrix! {
         rec.assert_all_closed_once();
         assert!(rec.errors().is_empty(), "{:?}", rec.errors());
         server.stop().unwrap();
+    }
+}
+
+/// Returns once every loop thread of `event_loop` has finished a whole turn (its flush
+/// included) that began after this call: a posted closure runs among a turn's commands,
+/// before its flush, so the second of two closures posted one after the other runs in a
+/// later turn than the first.
+fn finish_a_turn_on_every_loop(event_loop: &ringmill::EventLoop) {
+    for handle in event_loop.handles() {
+        for _ in 0..2 {
+            let (ran, wait) = std::sync::mpsc::channel();
+            handle
+                .post(move || {
+                    let _ = ran.send(());
+                })
+                .expect("the loop takes a closure");
+            wait.recv_timeout(WAIT).unwrap_or_else(|_| {
+                panic!(
+                    "loop {} ran no posted closure within {WAIT:?}",
+                    handle.index()
+                )
+            });
+        }
     }
 }

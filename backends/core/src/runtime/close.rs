@@ -140,6 +140,9 @@ impl State {
         let id = conn.id();
         conn.shared.lock().closed = true;
         conn.service.conns.remove(id);
+        if conn.counted {
+            conn.service.release();
+        }
         if conn.established {
             let service = &conn.service;
             match callback::call(|| service.handler.on_disconnect(&conn.ctx, id)) {
@@ -158,11 +161,6 @@ impl State {
                     .handler
                     .on_event(&conn.ctx, NetworkEvent::ConnectionClosed(id))
             });
-        }
-        // Counted until its `on_disconnect` has returned (as `connection_count` says): a
-        // caller that sees the count fall knows the disconnect was delivered.
-        if conn.counted {
-            conn.service.release();
         }
         conn.shared.set_finished();
         // The place under `max_connections` is given back only now: until its

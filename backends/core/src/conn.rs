@@ -11,6 +11,7 @@ use crate::id::ConnectionId;
 use crate::inbox;
 use crate::loop_handle::LoopHandle;
 use crate::metrics::{ServiceStats, Stat};
+use crate::write_through;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
@@ -196,6 +197,16 @@ impl ConnShared {
                 drop(q);
                 self.stats.add(Stat::Backpressure, 1);
                 return Err(SendError::Backpressure);
+            }
+            if q.pending.is_empty()
+                && !q.layered
+                && write_through::defer(Arc::as_ptr(self) as usize, frame)
+            {
+                // Part of the bytes being delivered to this connection, on its loop: the
+                // loop writes it from there when the delivery ends (`write_through`).
+                q.queued += frame.len();
+                q.peak = q.peak.max(q.queued);
+                return Ok(());
             }
             q.pending.extend_from_slice(frame);
             if q.layered {

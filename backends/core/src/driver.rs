@@ -66,6 +66,13 @@
 //! 6. **Interrupted syscalls are retried** inside the driver; `EINTR` never reaches the core.
 //! 7. **Waking.** [`Driver::waker`] returns a handle that any thread may call; a
 //!    `poll` that is blocked, or the next one, returns promptly after a wake.
+//! 8. **Writing during a receive.** A `Received` with bytes may carry a [`WriteNow`]: the
+//!    connection's socket, to be written at once, without blocking, while the sink still
+//!    holds the received buffer. A driver offers one only when no send is in flight on the
+//!    slot (so nothing written now can overtake bytes of an earlier send), and may offer
+//!    none at all. What it writes is reported by its return value only, never by a `Sent`.
+//!    This is how an answer made from the received bytes (an echo, a forwarded slice)
+//!    reaches the socket with no copy, as a hand-written loop writes from its read buffer.
 //!
 //! # Broken calls
 //!
@@ -182,6 +189,9 @@ pub enum Completion<'a> {
         slot: Slot,
         /// The bytes, lent for the duration of the call.
         result: io::Result<&'a [u8]>,
+        /// The socket, to write at once during the call: offered (with bytes only) when no
+        /// send is in flight on the slot, at the driver's choice. See rule 8.
+        direct: Option<&'a mut dyn WriteNow>,
     },
     /// A send finished: how many bytes of the request the kernel took.
     Sent {
@@ -204,6 +214,22 @@ pub fn second_send_refused() -> io::Error {
         io::ErrorKind::InvalidInput,
         "a send is already in flight on this slot",
     )
+}
+
+/// A connection's socket, written synchronously during the delivery of a `Received`
+/// (rule 8 of the module docs).
+pub trait WriteNow {
+    /// Writes as much of `bufs`, in order, as the socket takes at once, without blocking,
+    /// and returns how many bytes it took: `Ok(0)` when it would block. An error other
+    /// than would-block is returned as it is; the core then sends the same bytes the
+    /// ordinary way, whose `Sent` reports the error as any failed send does.
+    fn write_now(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
+}
+
+impl std::fmt::Debug for dyn WriteNow + '_ {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WriteNow")
+    }
 }
 
 /// Wakes a loop from any thread.

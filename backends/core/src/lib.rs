@@ -47,6 +47,7 @@ mod service;
 pub mod sim;
 #[doc(hidden)]
 pub mod slots;
+mod write_through;
 
 pub use admission::{AdmissionConfig, RateLimit, Refusal};
 pub use config::{DriverConfig, TcpClientConfig, TcpServerConfig, TcpServerConfigBuilder};

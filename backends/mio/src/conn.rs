@@ -10,7 +10,7 @@
 
 use crate::sys;
 use mio::net::TcpStream;
-use ringmill_core::driver::{Completion, Flow, Slot};
+use ringmill_core::driver::{Completion, Flow, Slot, WriteNow};
 use std::io::{self, IoSlice, Read};
 
 /// One buffer of a send request: a pointer and a length into memory the core owns.
@@ -140,15 +140,21 @@ impl Conn {
                     sink(Completion::Received {
                         slot,
                         result: Ok(&[]),
+                        direct: None,
                     });
                     return (delivered + 1, false);
                 }
                 Ok(n) => {
                     used += n;
                     delivered += 1;
+                    // Rule 8 of the driver contract: the socket may be written during the
+                    // delivery while no send of the core's is in flight.
+                    let idle = self.send_stage == SendStage::Idle && !self.connect_in_progress;
+                    let mut now = WriteNowStream(&self.stream);
                     let flow = sink(Completion::Received {
                         slot,
                         result: Ok(&buf[..n]),
+                        direct: if idle { Some(&mut now) } else { None },
                     });
                     if flow == Flow::Pause {
                         self.reading = false;
@@ -172,10 +178,24 @@ impl Conn {
                     sink(Completion::Received {
                         slot,
                         result: Err(err),
+                        direct: None,
                     });
                     return (delivered + 1, false);
                 }
             }
+        }
+    }
+}
+
+/// A connection's socket as the core writes it during a `Received` (driver contract,
+/// rule 8): one non-blocking vectored write.
+struct WriteNowStream<'a>(&'a TcpStream);
+
+impl WriteNow for WriteNowStream<'_> {
+    fn write_now(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match sys::send_vectored(self.0, bufs) {
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(0),
+            other => other,
         }
     }
 }

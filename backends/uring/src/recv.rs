@@ -7,12 +7,13 @@ use crate::buf_ring::{BufRing, BGID};
 use crate::conn::{lookup, Conn};
 use crate::driver::UringDriver;
 use crate::ring::Ring;
+use crate::send::MAX_IOVECS;
 use crate::user_data::{Kind, UserData};
 use io_uring::types::CancelBuilder;
 use io_uring::{cqueue, opcode, squeue, types};
-use ringmill_core::driver::{Completion, Flow, Slot};
+use ringmill_core::driver::{Completion, Flow, Slot, WriteNow};
 use std::collections::VecDeque;
-use std::io;
+use std::io::{self, IoSlice};
 use std::os::fd::RawFd;
 
 /// A receive completion kept for later delivery, in stream order.
@@ -259,6 +260,41 @@ fn pause(ring: &mut Ring, slot: Slot, conn: &mut Conn) {
     }
 }
 
+/// A connection's socket as the core writes it during a `Received` (driver contract,
+/// rule 8): one non-blocking `sendmsg(2)` outside the ring. No operation of the ring
+/// writes to the socket meanwhile (none is offered while a send is in flight), so the
+/// stream's order holds; answering from the received buffer this way saves the copy into
+/// the connection's queue, which costs more than the system call from a few KiB on.
+struct WriteNowFd(RawFd);
+
+impl WriteNow for WriteNowFd {
+    fn write_now(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let bufs = &bufs[..bufs.len().min(MAX_IOVECS)];
+        // SAFETY: `msghdr` is plain old data: all-zero is a valid value (null pointers,
+        // zero lengths, no flags).
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        // `IoSlice` is guaranteed to be ABI compatible with `iovec` on Unix.
+        msg.msg_iov = bufs.as_ptr().cast::<libc::iovec>().cast_mut();
+        msg.msg_iovlen = bufs.len() as _;
+        loop {
+            // SAFETY: the descriptor stays open while its connection is in the driver's
+            // table, which lasts beyond this delivery; `msg` points to `bufs.len()` valid
+            // `iovec`s that outlive the call, and `sendmsg` only reads them and the memory
+            // they describe.
+            let n = unsafe { libc::sendmsg(self.0, &msg, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) };
+            if n >= 0 {
+                return Ok(n as usize);
+            }
+            let err = io::Error::last_os_error();
+            match err.kind() {
+                io::ErrorKind::Interrupted => {}
+                io::ErrorKind::WouldBlock => return Ok(0),
+                _ => return Err(err),
+            }
+        }
+    }
+}
+
 /// Delivers the stash of `slot` while the core wants it; returns whether anything was
 /// delivered. Buffers go back to the ring as soon as the sink returns.
 fn drain_stash<F>(
@@ -276,11 +312,20 @@ where
         let Some(item) = conn.recv.stash.pop_front() else {
             break;
         };
+        // Rule 8 of the driver contract: the socket may be written during the delivery
+        // while no send of the core's is in flight.
+        let mut now = WriteNowFd(conn.raw_fd());
+        let direct = if conn.send_in_flight {
+            None
+        } else {
+            Some(&mut now as &mut dyn WriteNow)
+        };
         let flow = match item {
             Stashed::Data { bid, len } => {
                 let flow = sink(Completion::Received {
                     slot,
                     result: Ok(bufs.slice(bid, len as usize)),
+                    direct,
                 });
                 bufs.recycle(bid);
                 flow
@@ -288,14 +333,17 @@ where
             Stashed::Copied(bytes) => sink(Completion::Received {
                 slot,
                 result: Ok(&bytes),
+                direct,
             }),
             Stashed::Eof => sink(Completion::Received {
                 slot,
                 result: Ok(&[]),
+                direct: None,
             }),
             Stashed::Err(errno) => sink(Completion::Received {
                 slot,
                 result: Err(io::Error::from_raw_os_error(errno)),
+                direct: None,
             }),
         };
         delivered = true;

@@ -98,6 +98,7 @@ macro_rules! driver_conformance {
             echo_pausing_every_read,
             echo_pausing_every_third_read,
             echo_pause_recv,
+            echo_write_now,
             pause_keeps_unread_bytes_until_recv,
             nothing_received_after_the_end,
             idle_connections_hold_no_buffer,

@@ -11,14 +11,21 @@ use super::phase::Phase;
 use super::stack::Decoded;
 use super::state::{Op, State};
 use crate::conn::CloseMode;
-use crate::driver::{Flow, Slot};
+use crate::driver::{Flow, Slot, WriteNow};
 use crate::error::NetworkError;
 use crate::layer::Piece;
 use crate::metrics::Stat;
-use std::io;
+use crate::write_through;
+use std::io::{self, IoSlice};
+use std::sync::Arc;
 
 impl State {
-    pub(super) fn on_received(&mut self, slot: Slot, result: io::Result<&[u8]>) -> Flow {
+    pub(super) fn on_received(
+        &mut self,
+        slot: Slot,
+        result: io::Result<&[u8]>,
+        direct: Option<&mut dyn WriteNow>,
+    ) -> Flow {
         let Some(conn) = self.conns.get_mut(slot) else {
             return Flow::Pause;
         };
@@ -66,13 +73,13 @@ impl State {
                 // for as long as the idle timeout itself before these bytes came.
                 conn.last_active = self.shared.clock().now();
                 conn.service.count(Stat::BytesIn, data.len() as u64);
-                self.receive(slot, data)
+                self.receive(slot, data, direct)
             }
         }
     }
 
     /// Bytes from the socket: through the stack, then to the handler.
-    fn receive(&mut self, slot: Slot, data: &[u8]) -> Flow {
+    fn receive(&mut self, slot: Slot, data: &[u8], direct: Option<&mut dyn WriteNow>) -> Flow {
         let Some(conn) = self.conns.get_mut(slot) else {
             return Flow::Pause;
         };
@@ -80,7 +87,9 @@ impl State {
             .stack
             .decode(&conn.shared, data, &mut conn.inbound.pieces)
         {
-            Decoded::Through if conn.inbound.is_empty() => return self.deliver(slot, data),
+            Decoded::Through if conn.inbound.is_empty() => {
+                return self.deliver_through(slot, data, direct)
+            }
             Decoded::Through => {
                 // Behind bytes still waiting (a driver that delivered during a pause):
                 // they stay in order.
@@ -108,6 +117,95 @@ impl State {
             return Flow::Pause;
         }
         flow
+    }
+
+    /// [`deliver`](Self::deliver)s `data` with a window open on it (`write_through`)
+    /// when the driver offers to write now and nothing of the connection's is unsent, then
+    /// writes what the handler sent back out of `data`, from `data`.
+    fn deliver_through(
+        &mut self,
+        slot: Slot,
+        data: &[u8],
+        direct: Option<&mut dyn WriteNow>,
+    ) -> Flow {
+        let Some(direct) = direct else {
+            return self.deliver(slot, data);
+        };
+        match self.conns.get(slot) {
+            Some(c) if !c.in_flight && c.sent == c.sending.len() && c.stack.is_empty() => {
+                write_through::open(Arc::as_ptr(&c.shared) as usize, data);
+            }
+            _ => return self.deliver(slot, data),
+        }
+        let flow = self.deliver(slot, data);
+        let mut ranges = std::mem::take(&mut self.through);
+        let total = write_through::close(&mut ranges);
+        if total > 0 {
+            self.write_through(slot, data, &ranges, total, direct);
+        }
+        self.through = ranges;
+        match self.conns.get(slot) {
+            Some(c) if c.phase == Phase::Open && !c.shared.is_closed() => flow,
+            _ => Flow::Pause,
+        }
+    }
+
+    /// Writes the `ranges` of `data` the handler sent back during a delivery (`total`
+    /// bytes, counted as queued) through `direct`, and queues what the socket did not
+    /// take in front of anything queued since. A connection closed meanwhile gets them
+    /// all queued, for its close to treat as any queued bytes.
+    fn write_through(
+        &mut self,
+        slot: Slot,
+        data: &[u8],
+        ranges: &[(usize, usize)],
+        total: usize,
+        direct: &mut dyn WriteNow,
+    ) {
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
+        let mut written = 0;
+        if conn.phase == Phase::Open && !conn.in_flight && !conn.shared.is_closed() {
+            const MAX: usize = 8;
+            let mut bufs = [IoSlice::new(&[]); MAX];
+            let n = ranges.len().min(MAX);
+            for (buf, &(at, len)) in bufs.iter_mut().zip(ranges) {
+                *buf = IoSlice::new(&data[at..at + len]);
+            }
+            // An error is left for the ordinary send of the same bytes to report.
+            written = direct.write_now(&bufs[..n]).unwrap_or(0);
+        }
+        if written < total {
+            let mut q = conn.shared.lock();
+            // Frames queued meanwhile (rarely any) go behind; an empty queue keeps its
+            // allocation.
+            let behind = std::mem::take(&mut q.pending);
+            let (mut front, behind) = if behind.is_empty() {
+                (behind, None)
+            } else {
+                (
+                    Vec::with_capacity(total - written + behind.len()),
+                    Some(behind),
+                )
+            };
+            let mut skip = written;
+            for &(at, len) in ranges {
+                let cut = skip.min(len);
+                skip -= cut;
+                front.extend_from_slice(&data[at + cut..at + len]);
+            }
+            if let Some(behind) = behind {
+                front.extend_from_slice(&behind);
+            }
+            q.pending = front;
+            q.scheduled = true;
+            drop(q);
+            self.schedule_flush(slot);
+        }
+        if written > 0 {
+            self.wrote(slot, written);
+        }
     }
 
     /// Hands `data` to `on_data` in chunks of at most the service's `buffer_size`, straight

@@ -128,6 +128,23 @@ impl State {
             }
         };
         conn.sent += n;
+        if conn.sent == conn.sending.len() {
+            conn.sending.clear();
+            conn.sent = 0;
+            if conn.sending.capacity() > KEEP_SEND_CAPACITY {
+                conn.sending = Vec::new();
+            }
+        }
+        self.wrote(slot, n);
+    }
+
+    /// `n` bytes of what was queued on `slot` reached the socket (reported by a `Sent`, or
+    /// written through during a receive): the accounting, the next send, and the
+    /// watermark callbacks.
+    pub(super) fn wrote(&mut self, slot: Slot, n: usize) {
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
         conn.service.count(Stat::BytesOut, n as u64);
         let (drained, empty, more) = {
             let mut q = conn.shared.lock();
@@ -139,13 +156,6 @@ impl State {
             (drained, q.queued == 0, !q.pending.is_empty())
         };
         let more = more || conn.stack.has_wire();
-        if conn.sent == conn.sending.len() {
-            conn.sending.clear();
-            conn.sent = 0;
-            if conn.sending.capacity() > KEEP_SEND_CAPACITY {
-                conn.sending = Vec::new();
-            }
-        }
         let unsent = conn.sent < conn.sending.len();
         let phase = conn.phase;
         let established = conn.established;

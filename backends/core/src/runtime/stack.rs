@@ -86,6 +86,11 @@ impl Stack {
         self.0.as_ref().is_some_and(|l| l.client)
     }
 
+    /// Whether the stack has no layers (plain TCP).
+    pub(super) fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
     /// Whether bytes for the socket wait for the next flush.
     pub(super) fn has_wire(&self) -> bool {
         self.0.as_ref().is_some_and(|l| !l.wire.is_empty())

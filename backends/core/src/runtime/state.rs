@@ -65,6 +65,8 @@ pub(crate) struct State {
     /// `TcpServer::stop` callers waiting until none of their service's connections is
     /// left on this loop (each `on_disconnect` delivered).
     pub(super) stop_acks: Vec<(Arc<Service>, SyncSender<()>)>,
+    /// The ranges of a delivery written through (see `write_through`), kept for reuse.
+    pub(super) through: Vec<(usize, usize)>,
 }
 
 impl State {
@@ -87,6 +89,7 @@ impl State {
             accept_backoff: ACCEPT_BACKOFF_MIN,
             accept_error_reported: false,
             stop_acks: Vec::new(),
+            through: Vec::new(),
         }
     }
 
@@ -104,8 +107,12 @@ impl State {
 
     pub(super) fn on_completion(&mut self, completion: Completion<'_>) -> Flow {
         match completion {
-            Completion::Received { slot, result } => match self.driver_slot(slot) {
-                Some(slot) => self.on_received(slot, result),
+            Completion::Received {
+                slot,
+                result,
+                direct,
+            } => match self.driver_slot(slot) {
+                Some(slot) => self.on_received(slot, result, direct),
                 None => Flow::Pause,
             },
             Completion::Sent { slot, result } => {

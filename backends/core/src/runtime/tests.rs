@@ -140,6 +140,7 @@ impl Driver for Scripted {
                 Due::Received(slot, bytes) => sink(Completion::Received {
                     slot,
                     result: Ok(&bytes),
+                    direct: None,
                 }),
                 Due::Connected(slot) => sink(Completion::Connected {
                     slot,

@@ -1,12 +1,49 @@
 //! How the simulated driver reports: what is ready, in which order, cut how.
 
 use super::driver::SimDriver;
+use super::log::Log;
+use super::rng::Rng;
 use super::state::Ready;
 use super::wire::Wire;
-use crate::driver::{Completion, Flow, ListenerId, Slot};
-use std::io;
+use crate::driver::{Completion, Flow, ListenerId, Slot, WriteNow};
+use std::io::{self, IoSlice};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Instant;
+
+/// The simulated socket written during a `Received` (rule 8 of the driver contract): it
+/// takes all, a part, or (as a full socket would) nothing, at random.
+struct SimWriteNow<'a, W: Wire> {
+    wire: &'a mut W,
+    rng: &'a mut Rng,
+    log: &'a Log,
+    short: bool,
+    slot: Slot,
+    now: Instant,
+}
+
+impl<W: Wire> WriteNow for SimWriteNow<'_, W> {
+    fn write_now(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let bytes: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+        let want = match self.rng.below(10) {
+            _ if bytes.is_empty() => 0,
+            0 => 0,
+            1..=3 if self.short && bytes.len() > 1 => self.rng.size(1, bytes.len() - 1),
+            _ => bytes.len(),
+        };
+        let result = if want == 0 {
+            Ok(0)
+        } else {
+            match self.wire.write(self.slot, &bytes[..want]) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+                other => other,
+            }
+        };
+        let n = *result.as_ref().unwrap_or(&0) as u64;
+        self.log
+            .event(self.now, "write-now", self.slot.index() as u64, n);
+        result
+    }
+}
 
 impl<W: Wire> SimDriver<W> {
     /// What could be reported now, in a seeded order.
@@ -229,6 +266,8 @@ impl<W: Wire> SimDriver<W> {
         let pause_after = self.jitter(15, 3_000);
         let s = self.slots.get_mut(&slot).expect("ready slot");
         s.recv_after = now + pause_after;
+        // Rule 8: a `WriteNow` while no send is in flight, most of the time.
+        let offer = s.send.is_none() && self.rng.chance(85);
         let flow = match result {
             Ok(n) => {
                 if n == 0 {
@@ -236,9 +275,22 @@ impl<W: Wire> SimDriver<W> {
                 }
                 let what = if n == 0 { "eof" } else { "received" };
                 self.log.event(now, what, slot.index() as u64, n as u64);
+                let mut direct = SimWriteNow {
+                    wire: &mut self.wire,
+                    rng: &mut self.rng,
+                    log: &self.log,
+                    short: self.chaos.short_sends,
+                    slot,
+                    now,
+                };
                 sink(Completion::Received {
                     slot,
                     result: Ok(&self.rbuf[..n]),
+                    direct: if offer && n > 0 {
+                        Some(&mut direct)
+                    } else {
+                        None
+                    },
                 })
             }
             Err(e) => {
@@ -247,6 +299,7 @@ impl<W: Wire> SimDriver<W> {
                 sink(Completion::Received {
                     slot,
                     result: Err(e),
+                    direct: None,
                 })
             }
         };

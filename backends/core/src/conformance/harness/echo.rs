@@ -20,6 +20,9 @@ pub struct Policy {
     pub pause_recv_every: Option<u64>,
     /// Send each batch as slices of at most this many bytes (0: one slice).
     pub slice_len: usize,
+    /// Echo a `Received` through its [`WriteNow`] when the driver offers one and nothing
+    /// of the connection's is waiting, sending only what the socket did not take.
+    pub write_now: bool,
 }
 
 #[derive(Default)]
@@ -35,6 +38,11 @@ struct EchoConn {
     received: u64,
     /// Turns left before resuming a paused receive.
     paused_for: Option<u32>,
+    /// A send was made and its `Sent` not delivered yet (seen by the sink: `in_flight`
+    /// changes only when the events are handled, after the poll).
+    awaiting_sent: bool,
+    /// `Received` events with bytes gathered by the sink and not handled yet.
+    unhandled: u32,
 }
 
 /// What an echo run saw.
@@ -50,6 +58,8 @@ pub struct EchoStats {
     pub pauses: u64,
     /// `Sent` completions for fewer bytes than asked.
     pub short_sends: u64,
+    /// Bytes echoed through a `WriteNow` (with [`Policy::write_now`]).
+    pub written_now: u64,
 }
 
 /// An echo loop on the calling thread: listens on a loopback port, echoes every byte and
@@ -90,10 +100,17 @@ impl<D: Driver> Echo<D> {
         let policy = self.policy;
         let conns = &mut self.conns;
         let mut pauses = 0;
+        let mut now_total = 0;
         self.driver
-            .poll(Some(timeout), |completion| {
+            .poll(Some(timeout), |mut completion| {
                 let mut flow = Flow::Continue;
-                if let Completion::Received { slot, result } = &completion {
+                let mut written = 0;
+                if let Completion::Received {
+                    slot,
+                    result,
+                    direct,
+                } = &mut completion
+                {
                     let conn = conns
                         .get_mut(*slot)
                         .unwrap_or_else(|| panic!("Received for unknown {slot:?}"));
@@ -103,6 +120,24 @@ impl<D: Driver> Echo<D> {
                         conn.paused_for.is_none(),
                         "Received for {slot:?} while its receive is paused"
                     );
+                    if let Some(now) = direct.as_mut() {
+                        assert!(
+                            !conn.awaiting_sent,
+                            "rule 8: a WriteNow offered for {slot:?} with a send in flight"
+                        );
+                        assert!(
+                            matches!(result, Ok(data) if !data.is_empty()),
+                            "rule 8: a WriteNow offered with no bytes ({result:?})"
+                        );
+                        if let (true, Ok(data)) = (policy.write_now, &result) {
+                            if conn.out.is_empty() && conn.sending.is_none() && conn.unhandled == 0
+                            {
+                                written = now.write_now(&[IoSlice::new(data)]).unwrap_or(0);
+                                assert!(written <= data.len(), "WriteNow took more than given");
+                                now_total += written as u64;
+                            }
+                        }
+                    }
                     if matches!(result, Ok(data) if !data.is_empty()) {
                         conn.received += 1;
                         if let Some(n) = policy.pause_every {
@@ -114,11 +149,34 @@ impl<D: Driver> Echo<D> {
                         }
                     }
                 }
-                evs.push(Ev::from_completion(completion));
+                if let Completion::Sent { slot, .. } = &completion {
+                    if let Some(conn) = conns.get_mut(*slot) {
+                        conn.awaiting_sent = false;
+                    }
+                }
+                let mut ev = Ev::from_completion(completion);
+                if let Ev::Received(_, Ok(bytes)) = &mut ev {
+                    if written > 0 {
+                        // What went out through `WriteNow` is echoed already (and an
+                        // empty `Received` would read as end of stream).
+                        bytes.drain(..written);
+                        if bytes.is_empty() {
+                            return flow;
+                        }
+                    }
+                }
+                if let Ev::Received(slot, Ok(bytes)) = &ev {
+                    if let (false, Some(conn)) = (bytes.is_empty(), conns.get_mut(*slot)) {
+                        conn.unhandled += 1;
+                    }
+                }
+                evs.push(ev);
                 flow
             })
             .expect("poll");
         self.stats.pauses += pauses;
+        self.stats.bytes += now_total;
+        self.stats.written_now += now_total;
         for ev in evs {
             self.handle(ev);
         }
@@ -136,6 +194,9 @@ impl<D: Driver> Echo<D> {
             Ev::Accepted(_, Err(e)) => panic!("accept failed: {e}"),
             Ev::Received(slot, result) => {
                 let conn = self.conns.get_mut(slot).expect("checked in the sink");
+                if matches!(&result, Ok(data) if !data.is_empty()) {
+                    conn.unhandled -= 1;
+                }
                 match result {
                     Ok(data) if data.is_empty() => conn.eof = true,
                     Ok(data) => {
@@ -214,6 +275,7 @@ impl<D: Driver> Echo<D> {
                 // touched again after `Sent`.
                 unsafe { self.driver.send(slot, &slices) };
                 conn.in_flight = true;
+                conn.awaiting_sent = true;
             }
             if conn.eof && conn.out.is_empty() && conn.sending.is_none() {
                 conn.closing = true;

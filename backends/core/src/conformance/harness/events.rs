@@ -25,7 +25,9 @@ impl Ev {
         match completion {
             Completion::Accepted { listener, result } => Ev::Accepted(listener, result),
             Completion::Connected { slot, result } => Ev::Connected(slot, result),
-            Completion::Received { slot, result } => Ev::Received(slot, result.map(<[u8]>::to_vec)),
+            Completion::Received { slot, result, .. } => {
+                Ev::Received(slot, result.map(<[u8]>::to_vec))
+            }
             Completion::Sent { slot, result } => Ev::Sent(slot, result),
             Completion::Closed { slot } => Ev::Closed(slot),
         }

@@ -88,6 +88,26 @@ pub fn echo_many_connections<D: Driver>(make: impl Fn(&DriverConfig) -> D) {
     echo_run(driver, policy, payloads(100, &[], 100, 128 * 1024));
 }
 
+/// Echoes through the `WriteNow` a driver offers with `Received` (rule 8), sending only
+/// what the socket did not take: every byte comes back in order, whichever way it went.
+pub fn echo_write_now<D: Driver>(make: impl Fn(&DriverConfig) -> D) {
+    let _serial = shared();
+    let driver = make(&DriverConfig::default());
+    let policy = Policy {
+        write_now: true,
+        ..Policy::default()
+    };
+    let name = driver.name();
+    let sizes = [1, 100, 4096, 65_536, 1 << 20];
+    let (stats, _) = echo_run(driver, policy, payloads(0x0817e, &sizes, 8, 1 << 20));
+    // Every driver of this project offers one: the echo must have used it.
+    assert!(
+        stats.written_now > 0,
+        "{name}: no byte went through WriteNow (of {})",
+        stats.bytes
+    );
+}
+
 /// Answers `Flow::Pause` to every non-empty `Received` (resuming two turns later): no
 /// `Received` while paused, every byte echoed in order.
 pub fn echo_pausing_every_read<D: Driver>(make: impl Fn(&DriverConfig) -> D) {

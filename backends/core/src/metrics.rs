@@ -38,6 +38,10 @@ pub struct ServerMetrics {
     pub bytes_in: u64,
     /// Bytes the kernel took for sending.
     pub bytes_out: u64,
+    /// Of `bytes_out`, those written straight from the bytes being received, with no
+    /// copy into the connection's queue (a handler answering with a slice of its
+    /// `on_data` data, on a backend that can write during a receive).
+    pub bytes_written_through: u64,
     /// Frames refused with `SendError::Backpressure`.
     pub backpressure_refusals: u64,
     /// Callbacks that returned an error (the connection was closed).
@@ -123,13 +127,14 @@ impl std::iter::Sum for LoopMetrics {
 pub(crate) enum Stat {
     BytesIn,
     BytesOut,
+    BytesWrittenThrough,
     Backpressure,
     HandlerError,
     HandlerPanic,
     IdleTimeout,
 }
 
-const STATS: usize = 6;
+const STATS: usize = 7;
 const STRIPES: usize = 16;
 
 /// One thread's stripe, alone on its cache lines.

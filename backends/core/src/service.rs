@@ -134,6 +134,7 @@ impl Service {
         ServerMetrics {
             bytes_in: s.get(Stat::BytesIn),
             bytes_out: s.get(Stat::BytesOut),
+            bytes_written_through: s.get(Stat::BytesWrittenThrough),
             backpressure_refusals: s.get(Stat::Backpressure),
             handler_errors: s.get(Stat::HandlerError),
             handler_panics: s.get(Stat::HandlerPanic),

@@ -175,6 +175,8 @@ impl State {
             }
             // An error is left for the ordinary send of the same bytes to report.
             written = direct.write_now(&bufs[..n]).unwrap_or(0);
+            conn.service
+                .count(Stat::BytesWrittenThrough, written as u64);
         }
         if written < total {
             let mut q = conn.shared.lock();

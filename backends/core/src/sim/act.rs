@@ -61,9 +61,21 @@ impl World {
         len: usize,
         send: impl FnOnce(&[u8]) -> std::result::Result<(), SendError>,
     ) -> bool {
-        let now = self.clock.now();
         let frame = self.next_out_frame(p, len);
-        let result = send(&frame);
+        self.offer_frame(p, &frame, send)
+    }
+
+    /// Offers `frame`, which must be the next `frame.len()` bytes of the pattern the
+    /// core sends `p` (the next frame when framed).
+    pub(super) fn offer_frame(
+        &mut self,
+        p: usize,
+        frame: &[u8],
+        send: impl FnOnce(&[u8]) -> std::result::Result<(), SendError>,
+    ) -> bool {
+        let now = self.clock.now();
+        let len = frame.len();
+        let result = send(frame);
         let peer = &mut self.peers[p];
         let ok = result.is_ok();
         if ok {

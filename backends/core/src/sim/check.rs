@@ -220,10 +220,14 @@ impl World {
                 peer.delivered + i as u64
             ));
         }
+        let start = peer.delivered;
         peer.delivered += data.len() as u64;
         self.log.event(now, "on_data", ordinal, data.len() as u64);
         for problem in problems {
             self.log.violation(now, problem);
+        }
+        if peer.echo && peer.accepted == start && !data.is_empty() {
+            self.echo(p, ordinal, now, data, |f| ctx.try_send_to(id, f));
         }
         match self.rng.below(100) {
             0..=39 => {
@@ -247,6 +251,29 @@ impl World {
             _ => {}
         }
         false
+    }
+
+    /// Answers `data` with itself, in three sends: a slice of it (written through when
+    /// the queue is empty), a copy of the next part (queued), and the rest as a slice
+    /// again (queued behind the copy, as it must not overtake it). Stops at a refusal,
+    /// after which the pattern no longer lines up.
+    fn echo(
+        &mut self,
+        p: usize,
+        ordinal: u64,
+        now: Instant,
+        data: &[u8],
+        send: impl Fn(&[u8]) -> std::result::Result<(), crate::SendError>,
+    ) {
+        let a = self.rng.size(0, data.len());
+        let b = self.rng.size(a, data.len());
+        self.log.event(now, "echo", ordinal, data.len() as u64);
+        let copy = data[a..b].to_vec();
+        for piece in [&data[..a], &copy[..], &data[b..]] {
+            if !piece.is_empty() && !self.offer_frame(p, piece, &send) {
+                return;
+            }
+        }
     }
 
     /// The handler pauses reading from its own callback: no `on_data` may follow until

@@ -167,6 +167,9 @@ impl World {
                 7_000 + p as u16,
             ),
         };
+        let echo = !framed && !hello && rng.chance(40);
+        let in_key = rng.next_u64();
+        let out_key = if echo { in_key } else { rng.next_u64() };
         let plan = match rng.below(4) {
             0 => 0,
             1 => rng.range(1, 64),
@@ -176,13 +179,14 @@ impl World {
             side,
             addr,
             framed,
+            echo,
             hello,
             hello_sent: false,
             got_hello: false,
             high,
             chunk,
-            in_key: rng.next_u64(),
-            out_key: rng.next_u64(),
+            in_key,
+            out_key,
             slot: None,
             up: false,
             gone: false,

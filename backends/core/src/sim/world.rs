@@ -72,6 +72,10 @@ pub(super) struct Peer {
     pub(super) side: Side,
     pub(super) addr: SocketAddr,
     pub(super) framed: bool,
+    /// The handler answers with slices of the bytes it is given when they line up with
+    /// what it must send next (the core's pattern to this peer is the peer's own): the
+    /// write-through path.
+    pub(super) echo: bool,
     /// The connection starts with the one-byte handshake ([`super::HELLO`]) both ways.
     pub(super) hello: bool,
     pub(super) hello_sent: bool,

@@ -118,8 +118,8 @@ fn seccomp_enosys_falls_back_to_mio() {
     }
 }
 
-/// With almost no lockable memory, the event loop still serves: io_uring with
-/// unregistered buffers, or mio with the reason.
+/// With almost no lockable memory, the event loop still serves: on io_uring (which locks
+/// no buffer memory of its own), or on mio with the reason.
 #[test]
 fn tiny_memlock_still_serves() {
     if std::env::var(CHILD_ENV).as_deref() != Ok("memlock") {

@@ -70,7 +70,9 @@
 //!    connection's socket, to be written at once, without blocking, while the sink still
 //!    holds the received buffer. A driver offers one only when no send is in flight on the
 //!    slot (so nothing written now can overtake bytes of an earlier send), and may offer
-//!    none at all. What it writes is reported by its return value only, never by a `Sent`.
+//!    none at all, and a `WriteNow` may take fewer bytes than the socket would, even none
+//!    (a write it finds too small to be worth a system call of its own). What it writes is
+//!    reported by its return value only, never by a `Sent`.
 //!    This is how an answer made from the received bytes (an echo, a forwarded slice)
 //!    reaches the socket with no copy, as a hand-written loop writes from its read buffer.
 //!
@@ -220,7 +222,8 @@ pub fn second_send_refused() -> io::Error {
 /// (rule 8 of the module docs).
 pub trait WriteNow {
     /// Writes as much of `bufs`, in order, as the socket takes at once, without blocking,
-    /// and returns how many bytes it took: `Ok(0)` when it would block. An error other
+    /// and returns how many bytes it took: `Ok(0)` when it would block, or when the driver
+    /// declines the write (the core then queues and sends the bytes the ordinary way). An error other
     /// than would-block is returned as it is; the core then sends the same bytes the
     /// ordinary way, whose `Sent` reports the error as any failed send does.
     fn write_now(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;

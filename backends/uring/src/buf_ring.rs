@@ -12,13 +12,10 @@ use io_uring::IoUring;
 use ringmill_core::pool::{BufId, BufferPool};
 use std::io;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU16, Ordering};
 
 /// Buffer group id of the ring.
 pub(crate) const BGID: u16 = 0;
-
-/// Set once the "registered buffers unavailable" message was logged by any loop.
-static REGISTER_LOGGED: AtomicBool = AtomicBool::new(false);
 
 /// The provided buffer ring and the pool whose buffers it lends to the kernel.
 pub(crate) struct BufRing {
@@ -35,14 +32,14 @@ pub(crate) struct BufRing {
     /// Buffers the driver believes are in the ring: lent minus those reported by
     /// completions. The kernel may have taken some whose completions are not reaped yet.
     in_ring: usize,
-    /// Whether the pool's regions are registered with `IORING_REGISTER_BUFFERS`.
-    registered: bool,
 }
 
 impl BufRing {
     /// Maps a ring of `pool.count()` entries, fills it with every buffer of the pool and
-    /// registers it with `ring` as buffer group [`BGID`]. Then tries to register the pool's
-    /// regions as fixed buffers, which is optional (logged once when it fails).
+    /// registers it with `ring` as buffer group [`BGID`]. The pool's regions are not
+    /// registered as fixed buffers: no operation would read them as such (receives pick
+    /// them through the ring, sends never come from them), so registering would only lock
+    /// memory.
     pub(crate) fn new(ring: &IoUring, mut pool: BufferPool) -> Result<Self, SetupError> {
         let count = pool.count();
         if !count.is_power_of_two() || count > usize::from(u16::MAX / 2 + 1) {
@@ -83,7 +80,6 @@ impl BufRing {
             tail: 0,
             pool,
             in_ring: 0,
-            registered: false,
         };
         for id in ids {
             this.write_entry(id.0);
@@ -103,42 +99,7 @@ impl BufRing {
                 e,
             ));
         }
-        this.registered = this.register_regions(ring);
         Ok(this)
-    }
-
-    /// Registers the pool's regions as fixed buffers. Failing (typically `ENOMEM` from
-    /// `RLIMIT_MEMLOCK`) is not an error: the driver runs unregistered and says so once.
-    fn register_regions(&self, ring: &IoUring) -> bool {
-        let iovecs: Vec<libc::iovec> = self
-            .pool
-            .regions()
-            .into_iter()
-            .map(|(base, len)| libc::iovec {
-                iov_base: base.cast(),
-                iov_len: len,
-            })
-            .collect();
-        // SAFETY: every iovec covers a region of the pool, which stays allocated until the
-        // driver's drop has unregistered the buffers (or is leaked if it could not).
-        match unsafe { ring.submitter().register_buffers(&iovecs) } {
-            Ok(()) => true,
-            Err(e) => {
-                if !REGISTER_LOGGED.swap(true, Ordering::Relaxed) {
-                    log::info!(
-                        "io_uring: registering {} receive buffer region(s) failed ({e}); \
-                         running with unregistered buffers",
-                        iovecs.len()
-                    );
-                }
-                false
-            }
-        }
-    }
-
-    /// Whether the pool's regions are registered as fixed buffers.
-    pub(crate) fn registered(&self) -> bool {
-        self.registered
     }
 
     /// Buffers in the ring.

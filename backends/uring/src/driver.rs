@@ -371,9 +371,6 @@ impl Drop for UringDriver {
         if let Err(e) = submitter.unregister_buf_ring(BGID) {
             log::debug!("io_uring: unregistering the buffer ring failed: {e}");
         }
-        if self.bufs.registered() {
-            let _ = submitter.unregister_buffers();
-        }
         // SAFETY: nothing is in flight any more and the buffer ring is unregistered, so the
         // kernel holds no pointer into these; each is dropped exactly once, here.
         unsafe {

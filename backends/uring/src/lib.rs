@@ -25,10 +25,11 @@
 //! Every operation carries a `user_data` of slot (32 bits), generation (24 bits) and
 //! operation kind (8 bits); see the `user_data` module.
 //!
-//! Not (yet) used: `IORING_OP_SEND_ZC`, and fixed-buffer operations. The pool's regions
-//! are registered with `IORING_REGISTER_BUFFERS` when the locked-memory limit allows
-//! (`describe()` says whether it worked), but receives go through the provided buffer ring
-//! and sends point at the core's own memory, so no operation reads them as fixed buffers.
+//! Not used: `IORING_OP_SEND_ZC` (over loopback it saves nothing and adds a notification
+//! per send), and fixed buffers: receives pick the pool's buffers through the provided
+//! buffer ring, and sends come from the core's memory (or, answered from a received
+//! buffer, from a `sendmsg(2)` during the delivery), so registering the pool with
+//! `IORING_REGISTER_BUFFERS` would only lock memory; it is not done.
 //!
 //! The crate is Linux-only: on every other target it compiles to nothing.
 //!

@@ -46,13 +46,12 @@ pub(crate) struct Setup {
 pub(crate) fn describe(setup: &Setup, bufs: &BufRing) -> String {
     format!(
         "io_uring ({}, sq {}, cq {}, multishot accept+recv, provided buffer ring {}x{}, \
-         registered buffers: {}, submit stable: {}{})",
+         submit stable: {}{})",
         setup.taskrun.label(),
         setup.ring.params().sq_entries(),
         setup.ring.params().cq_entries(),
         bufs.count(),
         human_size(bufs.buf_size()),
-        if bufs.registered() { "yes" } else { "no" },
         if setup.submit_stable { "yes" } else { "no" },
         setup
             .kernel

@@ -22,7 +22,6 @@ fn name_and_description() {
         assert!(d.starts_with("io_uring ("), "{d}");
         assert!(d.contains("multishot accept+recv"), "{d}");
         assert!(d.contains("provided buffer ring 16x4KiB"), "{d}");
-        assert!(d.contains("registered buffers: "), "{d}");
         eprintln!("{d}");
     });
 }

@@ -76,7 +76,7 @@ impl EventLoopBuilder {
         self
     }
 
-    /// Receive buffers per loop (a power of two, default 256; io_uring's provided buffer
+    /// Receive buffers per loop (a power of two, default 64; io_uring's provided buffer
     /// ring has this many entries).
     pub fn buffer_count(mut self, count: usize) -> Self {
         self.driver.buffer_count = count;

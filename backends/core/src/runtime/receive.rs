@@ -87,6 +87,13 @@ impl State {
             .stack
             .decode(&conn.shared, data, &mut conn.inbound.pieces)
         {
+            Decoded::Through if conn.shared.read_paused() => {
+                // Paused by a callback of this same poll (`on_writable`, `on_drained`, an
+                // earlier delivery's): nothing more reaches `on_data` until reads resume.
+                conn.inbound.pieces.push_stream(data);
+                conn.receiving = false;
+                return Flow::Pause;
+            }
             Decoded::Through if conn.inbound.is_empty() => {
                 return self.deliver_through(slot, data, direct)
             }
@@ -144,8 +151,16 @@ impl State {
             self.write_through(slot, data, &ranges, total, direct);
         }
         self.through = ranges;
-        match self.conns.get(slot) {
-            Some(c) if c.phase == Phase::Open && !c.shared.is_closed() => flow,
+        // The callbacks of the write (`on_writable`, `on_drained`) may have closed the
+        // connection or paused its reads.
+        match self.conns.get_mut(slot) {
+            Some(c) if c.phase == Phase::Open && !c.shared.is_closed() => {
+                if c.shared.read_paused() {
+                    c.receiving = false;
+                    return Flow::Pause;
+                }
+                flow
+            }
             _ => Flow::Pause,
         }
     }

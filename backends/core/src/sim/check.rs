@@ -339,9 +339,15 @@ impl World {
             );
         }
         self.log.event(now, "on_writable", peer.ordinal, 0);
+        let paused = peer.paused;
         if self.rng.chance(25) {
             let len = self.rng.size(1, 300);
             self.offer(p, len, |f| ctx.try_send_to(id, f));
+        }
+        // Pausing from here too: with write-through this runs inside a receive, and a
+        // later receive of the same batch must not reach `on_data`.
+        if !paused && self.rng.chance(10) {
+            self.pause_inline(p, now);
         }
     }
 }

@@ -286,10 +286,10 @@ impl WriteNow for WriteNowFd {
         msg.msg_iov = bufs.as_ptr().cast::<libc::iovec>().cast_mut();
         msg.msg_iovlen = bufs.len() as _;
         loop {
-            // SAFETY: the descriptor stays open while its connection is in the driver's
-            // table, which lasts beyond this delivery; `msg` points to `bufs.len()` valid
-            // `iovec`s that outlive the call, and `sendmsg` only reads them and the memory
-            // they describe.
+            // The descriptor stays open while its connection is in the driver's table,
+            // which lasts beyond this delivery; `sendmsg` only reads `msg`, its iovecs and
+            // the memory they describe.
+            // SAFETY: `msg` points to `bufs.len()` valid `iovec`s that outlive the call.
             let n = unsafe { libc::sendmsg(self.0, &msg, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) };
             if n >= 0 {
                 return Ok(n as usize);

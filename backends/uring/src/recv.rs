@@ -176,7 +176,8 @@ impl UringDriver {
         if let Some(item) = item {
             conn.recv.stash.push_back(item);
         }
-        let delivered = drain_stash(&mut self.ring, &mut self.bufs, slot, conn, sink);
+        let min = self.write_now_min;
+        let delivered = drain_stash(&mut self.ring, &mut self.bufs, slot, conn, min, sink);
         if !more && conn.recv.should_arm() {
             arm_recv(&mut self.ring, slot, conn);
             self.rearms += 1;
@@ -222,7 +223,14 @@ impl UringDriver {
         for slot in flush.drain(..) {
             if let Some(conn) = self.slots.get_mut(slot) {
                 if !conn.closing {
-                    delivered |= drain_stash(&mut self.ring, &mut self.bufs, slot, conn, sink);
+                    delivered |= drain_stash(
+                        &mut self.ring,
+                        &mut self.bufs,
+                        slot,
+                        conn,
+                        WRITE_NOW_MIN,
+                        sink,
+                    );
                 }
             }
         }
@@ -265,18 +273,42 @@ fn pause(ring: &mut Ring, slot: Slot, conn: &mut Conn) {
 /// writes to the socket meanwhile (none is offered while a send is in flight), so the
 /// stream's order holds; answering from the received buffer this way saves the copy into
 /// the connection's queue, which costs more than the system call from a few KiB on.
-struct WriteNowFd(RawFd);
+/// Writes shorter than `min` bytes are declined (`Ok(0)`).
+struct WriteNowFd {
+    fd: RawFd,
+    min: usize,
+}
 
-/// Writes shorter than this are declined (`Ok(0)`): the core then copies them into the
-/// connection's queue and sends them with an SQE, which for a few hundred bytes costs less
-/// than a system call of their own, and shares one `io_uring_enter` with the other
-/// connections' sends.
-const WRITE_NOW_MIN: usize = 2048;
+/// Writes shorter than this are declined when several receives share a reaping round:
+/// the core then copies them into the connection's queue and sends them with an SQE,
+/// which for a few hundred bytes costs less than a system call of their own, and shares
+/// one `io_uring_enter` with the other connections' sends.
+pub(crate) const WRITE_NOW_MIN: usize = 2048;
+
+/// The shortest write the deliveries of one reaping round take through their `WriteNow`,
+/// from the round's completions as `(user_data, result)`. With at most one receive that carries bytes there is no other send to
+/// batch with: an SQE would cost the copy into the queue, a completion, and one more
+/// `io_uring_enter` (the enter that submits it returns at once with the send's
+/// completion rather than waiting for the next receive), so every write goes through.
+/// With more, writes under [`WRITE_NOW_MIN`] are declined.
+pub(crate) fn write_now_min(round: impl Iterator<Item = (u64, i32)>) -> usize {
+    let receives = round
+        .filter(|&(user_data, result)| {
+            result > 0 && UserData::decode(user_data).is_some_and(|ud| ud.kind == Kind::Recv)
+        })
+        .take(2)
+        .count();
+    if receives <= 1 {
+        0
+    } else {
+        WRITE_NOW_MIN
+    }
+}
 
 impl WriteNow for WriteNowFd {
     fn write_now(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         let bufs = &bufs[..bufs.len().min(MAX_IOVECS)];
-        if bufs.iter().map(|b| b.len()).sum::<usize>() < WRITE_NOW_MIN {
+        if bufs.iter().map(|b| b.len()).sum::<usize>() < self.min {
             return Ok(0);
         }
         // SAFETY: `msghdr` is plain old data: all-zero is a valid value (null pointers,
@@ -290,7 +322,8 @@ impl WriteNow for WriteNowFd {
             // which lasts beyond this delivery; `sendmsg` only reads `msg`, its iovecs and
             // the memory they describe.
             // SAFETY: `msg` points to `bufs.len()` valid `iovec`s that outlive the call.
-            let n = unsafe { libc::sendmsg(self.0, &msg, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) };
+            let n =
+                unsafe { libc::sendmsg(self.fd, &msg, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) };
             if n >= 0 {
                 return Ok(n as usize);
             }
@@ -311,6 +344,7 @@ fn drain_stash<F>(
     bufs: &mut BufRing,
     slot: Slot,
     conn: &mut Conn,
+    write_now_min: usize,
     sink: &mut F,
 ) -> bool
 where
@@ -323,7 +357,10 @@ where
         };
         // Rule 8 of the driver contract: the socket may be written during the delivery
         // while no send of the core's is in flight.
-        let mut now = WriteNowFd(conn.raw_fd());
+        let mut now = WriteNowFd {
+            fd: conn.raw_fd(),
+            min: write_now_min,
+        };
         let direct = if conn.send_in_flight {
             None
         } else {
@@ -384,5 +421,23 @@ mod tests {
         r.starved = false;
         r.stream_ended = true;
         assert!(!r.should_arm(), "never after EOF");
+    }
+
+    #[test]
+    fn writes_through_at_any_size_when_one_receive_is_in_the_round() {
+        let recv = |index| UserData::of(Slot::new(index, 1), Kind::Recv).encode();
+        let send = |index| UserData::of(Slot::new(index, 1), Kind::Send).encode();
+        assert_eq!(write_now_min(std::iter::empty()), 0);
+        assert_eq!(write_now_min([(recv(1), 64), (send(2), 64)].into_iter()), 0);
+        assert_eq!(
+            write_now_min([(recv(1), 64), (recv(2), 0), (recv(3), -105)].into_iter()),
+            0,
+            "an end of stream or an error carries no bytes to answer"
+        );
+        assert_eq!(
+            write_now_min([(recv(1), 64), (recv(2), 64)].into_iter()),
+            WRITE_NOW_MIN,
+            "two receives: short answers are batched in SQEs"
+        );
     }
 }

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Profiles one echo server of the peer comparison in one cell, as PROFILE.md reports it.
 #
-#   benches/peer/profile.sh OUT KIND CONNS SIZE DEPTH [PORT]
+#   benches/peer/profile.sh OUT KIND CONNS SIZE DEPTH [PORT [MODE]]
 #
 # KIND: ringmill-uring, ringmill-mio, plain-mio (or any server kind of `server --help`).
+# MODE: `blocking` for the thread-per-connection client (default: the mio client).
 # Builds nothing: run `cargo build --release --manifest-path benches/peer/Cargo.toml` first.
 # Needs perf with access to tracepoints and kernel samples (root, or perf_event_paranoid -1).
 #
@@ -23,13 +24,13 @@
 # with benches/peer/profile-summary.py OUT. Each run puts about 10 s of load on the machine.
 set -euo pipefail
 
-out=$1 kind=$2 conns=$3 size=$4 depth=$5 port=${6:-17000}
+out=$1 kind=$2 conns=$3 size=$4 depth=$5 port=${6:-17000} mode=${7:-}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 bin=$root/benches/peer/target/release/ringmill-peer-bench
 [ -x "$bin" ] || { echo "build first: cargo build --release --manifest-path benches/peer/Cargo.toml" >&2; exit 1; }
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
-tag=$out/$kind-${conns}x${size}x${depth}
+tag=$out/$kind-${mode:+$mode-}${conns}x${size}x${depth}
 work=$(mktemp -d)
 spid=
 trap 'exec 3>&- 2>/dev/null || true; [ -n "$spid" ] && kill "$spid" 2>/dev/null || true; rm -rf "$work"' EXIT
@@ -58,14 +59,14 @@ perf_off="echo disable >'$work/pctl'; head -c 5 '$work/pack' >/dev/null; kill -I
 # 1. counting
 export PEER_WINDOW_START="perf stat $control -x, -e '$events' -p $spid -o '$tag.stat' & echo \$! >'$work/perf.pid'; $perf_on; echo counters >&3"
 export PEER_WINDOW_END="echo counters >&3; $perf_off"
-taskset -c 1 "$bin" load "127.0.0.1:$port" "$conns" "$size" "$depth" >"$tag.load" 2>&1
+taskset -c 1 "$bin" load "127.0.0.1:$port" "$conns" "$size" "$depth" $mode >"$tag.load" 2>&1
 for _ in $(seq 100); do [ "$(grep -c '^counters' "$work/server.out")" -ge 2 ] && break; sleep 0.01; done
 grep '^counters' "$work/server.out" >"$tag.counters"
 
 # 2. sampling
 export PEER_WINDOW_START="perf record $control -q -F 4000 -e cpu-clock --call-graph dwarf,16384 -p $spid -o '$tag.perf.data' 2>/dev/null & echo \$! >'$work/perf.pid'; $perf_on"
 export PEER_WINDOW_END="$perf_off"
-taskset -c 1 "$bin" load "127.0.0.1:$port" "$conns" "$size" "$depth" >>"$tag.load" 2>&1
+taskset -c 1 "$bin" load "127.0.0.1:$port" "$conns" "$size" "$depth" $mode >>"$tag.load" 2>&1
 exec 3>&-
 wait "$spid" || true
 spid=

@@ -10,7 +10,6 @@ use crate::accept::{self, Listener};
 use crate::buf_ring::{BufRing, BGID};
 use crate::conn::Conn;
 use crate::error::SetupError;
-use crate::recv;
 use crate::ring::{Ring, Wait};
 use crate::send::SendBuf;
 use crate::setup::{self, TaskRun};
@@ -74,9 +73,6 @@ pub struct UringDriver {
     pub(crate) refused_sends: Vec<Slot>,
     /// Reused buffer of reaped CQEs.
     pub(crate) cqes: Vec<cqueue::Entry>,
-    /// The shortest write a delivery of this reaping round takes through its `WriteNow`
-    /// (see [`recv::write_now_min`]).
-    pub(crate) write_now_min: usize,
     pub(crate) description: String,
     pub(crate) enobufs: u64,
     pub(crate) rearms: u64,
@@ -137,7 +133,6 @@ impl UringDriver {
             closed: Vec::new(),
             refused_sends: Vec::new(),
             cqes: Vec::new(),
-            write_now_min: recv::WRITE_NOW_MIN,
             description,
             enobufs: 0,
             rearms: 0,
@@ -172,12 +167,9 @@ impl UringDriver {
             if cqes.is_empty() && !overflowed {
                 break;
             }
-            self.write_now_min =
-                recv::write_now_min(cqes.iter().map(|c| (c.user_data(), c.result())));
             for cqe in cqes.drain(..) {
                 progress |= self.dispatch(&cqe, sink);
             }
-            self.write_now_min = recv::WRITE_NOW_MIN;
             if overflowed {
                 // The kernel holds completions on its overflow list: let it flush them.
                 if let Err(e) = self.ring.enter(Wait::No) {

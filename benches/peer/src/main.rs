@@ -15,12 +15,15 @@
 //! - `server KIND PORT [THREADS]`: run one echo server (the runner starts these as child
 //!   processes);
 //! - `load HOST:PORT CONNS SIZE DEPTH [blocking]`: run the load generator alone against any
-//!   echo server for a few seconds and print what it measured.
+//!   echo server for a few seconds and print what it measured;
+//! - `recv-copy [OPTIONS]`: the kernel's receive copy into one buffer against several taken
+//!   in turn, with no event loop around it.
 
 mod alloc;
 mod load;
 mod plain;
 mod proc;
+mod recv_copy;
 mod report;
 mod runner;
 mod servers;
@@ -70,6 +73,9 @@ enum Cmd {
         /// `blocking`: the thread-per-connection client instead of the mio one.
         mode: Option<String>,
     },
+    /// Receiver CPU per byte when `recv(2)` fills one buffer against several taken in turn
+    /// (as io_uring takes provided buffers), over loopback, with no event loop.
+    RecvCopy(recv_copy::Opts),
 }
 
 fn main() -> ExitCode {
@@ -82,6 +88,7 @@ fn main() -> ExitCode {
         } => servers::main(&kind, port, threads),
         Cmd::All(o) => runner::main(o),
         Cmd::Report(o) => report::main(o),
+        Cmd::RecvCopy(o) => recv_copy::main(o),
         Cmd::Load {
             addr,
             conns,

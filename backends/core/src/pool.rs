@@ -1,8 +1,9 @@
 //! The receive buffer pool: fixed-size buffers carved from a few large page-aligned regions.
 //!
-//! One pool per loop thread (it is not shared). The io_uring driver builds its provided
-//! buffer ring from it and registers its regions with the ring; the mio driver uses it as a
-//! free list. An idle connection holds no buffer.
+//! One pool per loop thread (it is not shared). The io_uring driver lends every buffer of
+//! its pool to the kernel as its provided buffer ring; the mio driver reads every
+//! connection into one buffer of a pool of one (it delivers each read before the next).
+//! An idle connection holds no buffer.
 //!
 //! # Layout
 //!

@@ -8,6 +8,7 @@ use crate::waker::MioWaker;
 use crate::{sys, token};
 use mio::{Events, Interest, Poll};
 use ringmill_core::driver::{Completion, Driver, DriverCounters, Flow, ListenerId, Slot, Waker};
+use ringmill_core::pool::BufferPool;
 use ringmill_core::DriverConfig;
 use std::io::{self, IoSlice};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -41,7 +42,8 @@ impl std::fmt::Debug for MioDriver {
 impl MioDriver {
     /// Creates the poller, its waker and the loop's receive buffer.
     ///
-    /// Uses `buffer_size` (one receive buffer for the whole loop), `read_budget` and
+    /// Uses `buffer_size` (one receive buffer for the whole loop, from a buffer pool of
+    /// one: each read is delivered before the next), `read_budget` and
     /// `events_capacity` from `config`; fails with `InvalidInput` if any of them is zero.
     pub fn new(config: &DriverConfig) -> io::Result<Self> {
         for (name, value) in [
@@ -56,13 +58,14 @@ impl MioDriver {
                 ));
             }
         }
+        let pool = BufferPool::new(config.buffer_size, 1)?;
         let poll = Poll::new()?;
         let waker = mio::Waker::new(poll.registry(), token::WAKER)?;
         Ok(Self {
             poll,
             events: Events::with_capacity(config.events_capacity),
             waker: Arc::new(MioWaker::new(waker)),
-            reactor: Reactor::new(config.buffer_size, config.read_budget),
+            reactor: Reactor::new(pool, config.read_budget),
             skipped_wait: false,
         })
     }

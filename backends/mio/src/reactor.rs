@@ -6,6 +6,7 @@ use crate::ready::Ready;
 use crate::token::{self, Target};
 use mio::event::Event;
 use ringmill_core::driver::{self, Completion, DriverCounters, Flow, ListenerId, Slot};
+use ringmill_core::pool::{BufId, BufferPool};
 use ringmill_core::slots::SlotTable;
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -30,8 +31,11 @@ pub(crate) struct Reactor {
     pub(crate) spare_sends: Vec<Vec<RawBuf>>,
     /// The listeners.
     pub(crate) listeners: HashMap<ListenerId, Listener>,
-    /// The loop's one receive buffer, lent to the sink for each read.
-    buf: Vec<u8>,
+    /// The loop's receive buffer pool, of which the driver uses one buffer (`buf`): each
+    /// read is delivered before the next, so one is enough.
+    pool: BufferPool,
+    /// The receive buffer, lent to the sink for each read.
+    buf: BufId,
     /// Bytes read from one connection per poll.
     read_budget: usize,
     /// Completions waiting for the next poll.
@@ -43,13 +47,21 @@ pub(crate) struct Reactor {
 }
 
 impl Reactor {
-    /// Empty tables, a receive buffer of `buffer_size` bytes and the given read budget.
-    pub(crate) fn new(buffer_size: usize, read_budget: usize) -> Self {
+    /// Empty tables, the receive buffer taken from `pool`, and the given read budget.
+    ///
+    /// # Panics
+    ///
+    /// If `pool` has no free buffer.
+    pub(crate) fn new(mut pool: BufferPool, read_budget: usize) -> Self {
+        let buf = pool
+            .take()
+            .expect("a receive buffer pool with a free buffer");
         Self {
             slots: SlotTable::new(),
             spare_sends: Vec::new(),
             listeners: HashMap::new(),
-            buf: vec![0; buffer_size],
+            pool,
+            buf,
             read_budget,
             ready: VecDeque::new(),
             pending: VecDeque::new(),
@@ -59,7 +71,7 @@ impl Reactor {
 
     /// The receive buffer's size.
     pub(crate) fn buffer_size(&self) -> usize {
-        self.buf.len()
+        self.pool.buf_size()
     }
 
     /// The read budget.
@@ -137,7 +149,7 @@ impl Reactor {
                         delivered += read(
                             slot,
                             conn,
-                            &mut self.buf,
+                            self.pool.slice_mut(self.buf),
                             self.read_budget,
                             &mut self.pending,
                             sink,
@@ -214,7 +226,7 @@ impl Reactor {
                 delivered += read(
                     slot,
                     conn,
-                    &mut self.buf,
+                    self.pool.slice_mut(self.buf),
                     self.read_budget,
                     &mut self.pending,
                     sink,

@@ -8,7 +8,8 @@
 //! time per received byte is the cost: the socket work is the same for every count, so
 //! what differs between counts is how warm the destination of the copy is. Counts are
 //! interleaved within each repetition, and the medians are printed with their ratio to
-//! the first count.
+//! the first count. `--offsets` puts the buffers that many bytes past a page boundary
+//! (the pool's buffers start on one), to tell alignment from temperature.
 
 use crate::proc;
 use std::io::{Read, Write};
@@ -17,10 +18,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+const PAGE: usize = 4096;
+
 /// Options of `recv-copy`.
 #[derive(clap::Args)]
 pub struct Opts {
-    /// Buffer counts to compare, comma-separated; the first is the reference.
+    /// Buffer counts to compare, comma-separated; the first (at the first offset) is the
+    /// reference.
     #[arg(long, default_value = "1,64,256", value_delimiter = ',')]
     counts: Vec<usize>,
     /// Bytes per buffer (and most bytes per `recv`).
@@ -35,6 +39,10 @@ pub struct Opts {
     /// Repetitions.
     #[arg(long, default_value_t = 5)]
     reps: usize,
+    /// Where each buffer starts, in bytes past a page boundary, comma-separated: every
+    /// count is measured at every offset.
+    #[arg(long, default_value = "0", value_delimiter = ',')]
+    offsets: Vec<usize>,
 }
 
 /// CPU time of the calling thread.
@@ -50,7 +58,7 @@ fn thread_cpu() -> Duration {
 }
 
 /// One measurement: receiver CPU nanoseconds per byte, and bytes per `recv`.
-fn measure(count: usize, o: &Opts) -> Result<(f64, f64), String> {
+fn measure(count: usize, offset: usize, o: &Opts) -> Result<(f64, f64), String> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -71,13 +79,16 @@ fn measure(count: usize, o: &Opts) -> Result<(f64, f64), String> {
     };
     proc::pin_to(0)?;
     let (mut conn, _) = listener.accept().map_err(|e| format!("accept: {e}"))?;
-    let mut pool = vec![0u8; count * o.size];
+    // Buffers `stride` bytes apart, the first `offset` bytes past a page boundary.
+    let stride = (o.size + offset).next_multiple_of(PAGE);
+    let mut memory = vec![0u8; count * stride + PAGE];
+    let base = memory.as_ptr().align_offset(PAGE) + offset;
     let window = Duration::from_secs_f64(o.secs);
     let (start, cpu0) = (Instant::now(), thread_cpu());
     let (mut bytes, mut reads) = (0u64, 0u64);
     while start.elapsed() < window {
-        let at = (reads as usize % count) * o.size;
-        match conn.read(&mut pool[at..at + o.size]) {
+        let at = base + (reads as usize % count) * stride;
+        match conn.read(&mut memory[at..at + o.size]) {
             Ok(0) => return Err("the sender closed early".into()),
             Ok(n) => {
                 bytes += n as u64;
@@ -111,12 +122,22 @@ pub fn main(o: Opts) -> Result<(), String> {
     if o.reps == 0 || o.secs.is_nan() || o.secs <= 0.0 {
         return Err("reps and secs must be above 0".into());
     }
-    let mut cost = vec![Vec::new(); o.counts.len()];
-    let mut per_read = vec![Vec::new(); o.counts.len()];
+    if o.offsets.is_empty() || o.offsets.iter().any(|&off| off >= PAGE) {
+        return Err(format!("offsets must be below {PAGE}"));
+    }
+    let cases: Vec<(usize, usize)> = o
+        .counts
+        .iter()
+        .flat_map(|&count| o.offsets.iter().map(move |&offset| (count, offset)))
+        .collect();
+    let mut cost = vec![Vec::new(); cases.len()];
+    let mut per_read = vec![Vec::new(); cases.len()];
     for rep in 0..o.reps {
-        for (i, &count) in o.counts.iter().enumerate() {
-            let (ns, avg) = measure(count, &o)?;
-            eprintln!("rep {rep} count {count}: {ns:.3} ns/byte, {avg:.0} bytes/recv");
+        for (i, &(count, offset)) in cases.iter().enumerate() {
+            let (ns, avg) = measure(count, offset, &o)?;
+            eprintln!(
+                "rep {rep} count {count} offset {offset}: {ns:.3} ns/byte, {avg:.0} bytes/recv"
+            );
             cost[i].push(ns);
             per_read[i].push(avg);
         }
@@ -126,14 +147,14 @@ pub fn main(o: Opts) -> Result<(), String> {
         "receiver CPU per byte, {} B writes, recv up to {} B, medians of {} reps of {} s:",
         o.chunk, o.size, o.reps, o.secs
     );
-    for (i, &count) in o.counts.iter().enumerate() {
+    for (i, &(count, offset)) in cases.iter().enumerate() {
         let (lo, hi) = (
             cost[i].iter().copied().fold(f64::INFINITY, f64::min),
             cost[i].iter().copied().fold(0.0, f64::max),
         );
         let m = median(&mut cost[i]);
         println!(
-            "  {count:>5} buffers ({:>6} KiB): {m:.3} ns/byte ({lo:.3}-{hi:.3}), {:.2}x, {:.0} B/recv",
+            "  {count:>5} buffers ({:>6} KiB) at page offset {offset:>4}: {m:.3} ns/byte ({lo:.3}-{hi:.3}), {:.2}x, {:.0} B/recv",
             count * o.size / 1024,
             m / reference,
             median(&mut per_read[i]),

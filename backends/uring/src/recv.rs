@@ -268,7 +268,8 @@ fn pause(ring: &mut Ring, slot: Slot, conn: &mut Conn) {
 /// writes to the socket meanwhile (none is offered while a send is in flight), so the
 /// stream's order holds; answering from the received buffer this way saves the copy into
 /// the connection's queue, which costs more than the system call from a few KiB on.
-/// Writes shorter than `min` bytes are declined (`Ok(0)`).
+///
+/// Writes shorter than `min` bytes are declined (`Ok(0)`; see [`write_now_min`]).
 struct WriteNowFd {
     fd: RawFd,
     min: usize,

@@ -279,7 +279,7 @@ struct WriteNowFd {
 /// the core then copies them into the connection's queue and sends them with an SQE,
 /// which for a few hundred bytes costs less than a system call of their own, and shares
 /// one `io_uring_enter` with the other connections' sends and receives.
-pub(crate) const WRITE_NOW_MIN: usize = 2048;
+const WRITE_NOW_MIN: usize = 2048;
 
 /// The shortest write a delivery takes through its `WriteNow` on a loop holding
 /// `connections` connections. A lone connection has no other send or receive to share an
@@ -290,7 +290,7 @@ pub(crate) const WRITE_NOW_MIN: usize = 2048;
 /// brings other connections' receives back with it, which is what makes the batch pay;
 /// that holds even when each receive arrives alone (a thread per connection on the
 /// other side), so the count of connections decides, not the receives of one round.
-pub(crate) fn write_now_min(connections: usize) -> usize {
+fn write_now_min(connections: usize) -> usize {
     if connections <= 1 {
         0
     } else {

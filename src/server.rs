@@ -262,7 +262,9 @@ impl<H: NetworkHandler> TcpServer<H> {
         Ok(self.local_addr)
     }
 
-    /// Connections open now.
+    /// Connections open now. A closing connection counts until its `on_disconnect` has
+    /// returned (inside that `on_disconnect` it no longer does), so 0 means every
+    /// `on_disconnect` is over.
     pub fn connection_count(&self) -> usize {
         self.service.connection_count()
     }

@@ -1,5 +1,6 @@
 //! mill-net's close and error semantics: `TcpServer::stop` returns once every connection
-//! is closed and its `on_disconnect` delivered; a closed connection has no sender and
+//! is closed and its `on_disconnect` delivered; `connection_count()` counts a connection
+//! until its `on_disconnect` has returned; a closed connection has no sender and
 //! refuses even an empty frame; a peer's reset is reported before `on_disconnect`; a
 //! socket option that fails on an accepted socket is reported as `Configuration`;
 //! `close()` / `close_connection` discard what the socket does not take at once and
@@ -90,7 +91,10 @@ backend_matrix! {
         a.write_all(b"stop").unwrap();
         returned.wait_until(WAIT, "stop() to return inside on_data", |r| *r);
         rec.wait_disconnects(2, WAIT);
-        assert_eq!(slot.get().unwrap().connection_count(), 0);
+        // The count falls once each `on_disconnect` has returned, just after it recorded.
+        poll_until(WAIT, "connection_count() to fall to 0", || {
+            slot.get().unwrap().connection_count() == 0
+        });
         rec.assert_no_violations();
     }
 
@@ -121,6 +125,43 @@ backend_matrix! {
             .expect("stop() did not return while a callback called stop() too");
         assert_eq!(left, 0);
         assert_eq!(rec.disconnects(), 3);
+    }
+
+    /// A closing connection counts in `connection_count()` until its `on_disconnect` has
+    /// returned, so a count of 0 seen from outside means every `on_disconnect` is over;
+    /// inside that `on_disconnect` it no longer counts (what remains is the others).
+    fn connection_count_covers_on_disconnect(backend: Backend) {
+        let event_loop = event_loop(backend);
+        let rec = Recorder::shared();
+        let inside: Arc<Shared<Vec<usize>>> = Arc::new(Shared::new(Vec::new()));
+        let release = Arc::new(Shared::new(false));
+        let (seen, gate) = (Arc::clone(&inside), Arc::clone(&release));
+        let handler = Recording::new(&rec).on_disconnect(move |ctx, _| {
+            seen.update(|v| v.push(ctx.connection_count()));
+            gate.wait_until(WAIT, "the test to let on_disconnect return", |go| *go);
+            Ok(())
+        });
+        let server = start_server(&event_loop, server_config().build(), handler);
+        let addr = addr_of(&server);
+        let first = connect(addr);
+        let _second = connect(addr);
+        rec.wait_connects(2, WAIT);
+        drop(first);
+        inside.wait_until(WAIT, "on_disconnect of the dropped peer", |v| !v.is_empty());
+        let (outside, open) = (server.connection_count(), server.metrics().open);
+        release.update(|go| *go = true);
+        assert_eq!(
+            inside.with(|v| v[0]),
+            1,
+            "inside its own on_disconnect a connection no longer counts"
+        );
+        assert_eq!(
+            (outside, open),
+            (2, 2),
+            "seen from outside, a connection counts until its on_disconnect returns"
+        );
+        poll_until(WAIT, "connection_count() to fall to 1", || server.connection_count() == 1);
+        rec.wait_disconnects(1, WAIT);
     }
 
     /// Once a connection was closed, `ctx.sender(conn)` is `None`, `send_to` says
@@ -203,7 +244,7 @@ backend_matrix! {
             .expect("timer");
         // The linger is 60 s: only a discarding close gets here within WAIT.
         rec.wait_closed(id, WAIT);
-        assert_eq!(server.connection_count(), 0);
+        poll_until(WAIT, "connection_count() to fall to 0", || server.connection_count() == 0);
     }
 
     /// `close_connection` from a timer behaves the same.

@@ -124,7 +124,8 @@ impl ServerContext {
             .map(ConnSender::new)
     }
 
-    /// Connections open now.
+    /// Connections open now. A closing connection counts until its `on_disconnect` has
+    /// returned, except inside that `on_disconnect`, which sees only the others.
     pub fn connection_count(&self) -> usize {
         self.service.connection_count()
     }

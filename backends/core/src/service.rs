@@ -17,6 +17,12 @@ use std::time::{Duration, Instant};
 
 pub use crate::metrics::ServerMetrics;
 
+thread_local! {
+    /// The service (its [`Service::identity`]) whose `on_disconnect` runs on this thread
+    /// now; 0 for none.
+    static DISCONNECTING: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 /// Socket options applied to every connection of a service.
 #[derive(Debug, Clone, Copy)]
 pub struct SocketOptions {
@@ -70,7 +76,7 @@ pub struct Service {
     pub(crate) handler: Arc<dyn NetworkHandler>,
     pub(crate) conns: ConnMap<ConnShared>,
     pub(crate) config: ServiceConfig,
-    /// Connections open now (admitted, not yet closed).
+    /// Connections open now (admitted, and not closed with its `on_disconnect` returned).
     pub(crate) count: AtomicUsize,
     /// Places taken under `max_connections`. Like `count`, but a place is given back only
     /// once the connection's `on_disconnect` has returned, so that a replacement admitted
@@ -122,9 +128,34 @@ impl Service {
         self.layers.get().map(Vec::as_slice)
     }
 
-    /// Connections open now.
+    /// Connections open now. A closing connection counts until its `on_disconnect` has
+    /// returned, so a count of 0 seen from outside means every `on_disconnect` is over;
+    /// inside its own `on_disconnect` it no longer counts (what remains is the others).
     pub fn connection_count(&self) -> usize {
-        self.count.load(Ordering::Acquire)
+        let own = DISCONNECTING.with(|d| d.get() == self.identity());
+        self.count
+            .load(Ordering::Acquire)
+            .saturating_sub(usize::from(own))
+    }
+
+    /// Runs `f`, the `on_disconnect` of one of this service's connections (still counted),
+    /// so that [`connection_count`](Self::connection_count) called in it on this thread
+    /// leaves that connection out.
+    pub(crate) fn while_disconnecting<R>(&self, f: impl FnOnce() -> R) -> R {
+        /// Puts back the previous value even if `f` unwinds.
+        struct Restore(usize);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                DISCONNECTING.with(|d| d.set(self.0));
+            }
+        }
+        let _restore = Restore(DISCONNECTING.with(|d| d.replace(self.identity())));
+        f()
+    }
+
+    /// The service's address, as a number: which service a thread's `on_disconnect` is of.
+    fn identity(&self) -> usize {
+        std::ptr::from_ref(self) as usize
     }
 
     /// A snapshot of the counters.
@@ -179,8 +210,9 @@ impl Service {
         admitted
     }
 
-    /// An admitted connection closed: it no longer counts as open. Its place under
-    /// `max_connections` stays taken until [`release_place`](Self::release_place).
+    /// An admitted connection closed and its `on_disconnect` (if owed) returned: it no
+    /// longer counts as open. Its place under `max_connections` stays taken until
+    /// [`release_place`](Self::release_place).
     pub(crate) fn release(&self) {
         self.count.fetch_sub(1, Ordering::AcqRel);
     }

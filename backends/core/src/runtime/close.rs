@@ -140,27 +140,31 @@ impl State {
         let id = conn.id();
         conn.shared.lock().closed = true;
         conn.service.conns.remove(id);
-        if conn.counted {
-            conn.service.release();
-        }
         if conn.established {
             let service = &conn.service;
-            match callback::call(|| service.handler.on_disconnect(&conn.ctx, id)) {
-                Outcome::Ok => {}
-                Outcome::Failed(msg) => {
-                    service.count(Stat::HandlerError, 1);
-                    log::debug!("ringmill: on_disconnect of {id} failed: {msg}");
+            service.while_disconnecting(|| {
+                match callback::call(|| service.handler.on_disconnect(&conn.ctx, id)) {
+                    Outcome::Ok => {}
+                    Outcome::Failed(msg) => {
+                        service.count(Stat::HandlerError, 1);
+                        log::debug!("ringmill: on_disconnect of {id} failed: {msg}");
+                    }
+                    Outcome::Panicked(msg) => {
+                        service.count(Stat::HandlerPanic, 1);
+                        log::debug!("ringmill: on_disconnect of {id} panicked: {msg}");
+                    }
                 }
-                Outcome::Panicked(msg) => {
-                    service.count(Stat::HandlerPanic, 1);
-                    log::debug!("ringmill: on_disconnect of {id} panicked: {msg}");
-                }
-            }
-            let _ = callback::call(|| {
-                service
-                    .handler
-                    .on_event(&conn.ctx, NetworkEvent::ConnectionClosed(id))
+                let _ = callback::call(|| {
+                    service
+                        .handler
+                        .on_event(&conn.ctx, NetworkEvent::ConnectionClosed(id))
+                });
             });
+        }
+        // It stops counting only now, so that `connection_count()` reaching 0 means every
+        // `on_disconnect` has returned.
+        if conn.counted {
+            conn.service.release();
         }
         conn.shared.set_finished();
         // The place under `max_connections` is given back only now: until its

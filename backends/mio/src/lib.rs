@@ -22,8 +22,8 @@
 //!   `pause_recv` was called; reading then goes on at a later poll without a new edge, and
 //!   a poll that has such work left does not block.
 //! * **Sending.** `send` records the request's buffers (in storage reused between sends)
-//!   and writes at once, with vectored `sendmsg(MSG_NOSIGNAL)` (`writev` on sockets with
-//!   `SO_NOSIGPIPE` on Apple systems), until everything is written or the socket would
+//!   and writes at once, with vectored `sendmsg(MSG_NOSIGNAL)` (plain `sendmsg` on sockets
+//!   with `SO_NOSIGPIPE` on Apple systems), until everything is written or the socket would
 //!   block. If anything was written, or the write failed, the `Sent` is queued for the next
 //!   poll (which then does not block). If nothing could be written, the request waits for
 //!   the next writable event. A short send is reported as such; the core re-issues the rest.

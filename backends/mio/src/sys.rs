@@ -4,7 +4,7 @@
 //!
 //! | platform | how a vanished peer is kept from raising `SIGPIPE` |
 //! |---|---|
-//! | Apple (macOS, iOS, ...) | `SO_NOSIGPIPE` set on every socket at registration; `writev` |
+//! | Apple (macOS, iOS, ...) | `SO_NOSIGPIPE` set on every socket at registration; `sendmsg` |
 //! | other Unix (Linux, Android, the BSDs, illumos, ...) | `sendmsg(..., MSG_NOSIGNAL)` |
 //! | Windows | there is no `SIGPIPE`; `WSASend` through `write_vectored` |
 //!
@@ -77,58 +77,23 @@ pub(crate) fn prepare(_stream: &TcpStream) -> io::Result<()> {
     Ok(())
 }
 
-/// Writes as much of `bufs` (at most [`MAX_IOV`] of them are used) as the socket takes
-/// without blocking, in one `sendmsg` with `MSG_NOSIGNAL`.
+/// Flags of every send: `MSG_NOSIGNAL` where the call can refuse `SIGPIPE` itself; none on
+/// Apple, where [`prepare`] set `SO_NOSIGPIPE` on the socket instead.
 #[cfg(all(unix, not(target_vendor = "apple")))]
-pub(crate) fn send_vectored(stream: &TcpStream, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-    use std::os::fd::AsRawFd;
-
-    let bufs = &bufs[..bufs.len().min(MAX_IOV)];
-    // SAFETY: `msghdr` is plain old data: all-zero is a valid value (null pointers, zero
-    // lengths, no flags).
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    // `IoSlice` is guaranteed to be ABI compatible with `iovec` on Unix.
-    msg.msg_iov = bufs.as_ptr().cast::<libc::iovec>().cast_mut();
-    msg.msg_iovlen = bufs.len() as _;
-    loop {
-        // SAFETY: the descriptor is open for as long as `stream` is borrowed; `msg` points
-        // to `bufs.len()` valid `iovec`s that outlive the call, and `sendmsg` only reads
-        // them and the memory they describe.
-        let n = unsafe { libc::sendmsg(stream.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
-        if n >= 0 {
-            return Ok(n as usize);
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
-        }
-    }
-}
+const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
+#[cfg(all(unix, target_vendor = "apple"))]
+const SEND_FLAGS: libc::c_int = 0;
 
 /// Writes as much of `bufs` (at most [`MAX_IOV`] of them are used) as the socket takes
-/// without blocking, in one `writev` (the socket has `SO_NOSIGPIPE`, see [`prepare`]).
-#[cfg(all(unix, target_vendor = "apple"))]
+/// without blocking, in one `sendmsg` with [`SEND_FLAGS`].
+#[cfg(unix)]
 pub(crate) fn send_vectored(stream: &TcpStream, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-    use std::os::fd::AsRawFd;
-
     let bufs = &bufs[..bufs.len().min(MAX_IOV)];
+    let socket = socket2::SockRef::from(stream);
     loop {
-        // SAFETY: the descriptor is open for as long as `stream` is borrowed; `IoSlice` is
-        // guaranteed to be ABI compatible with `iovec` on Unix, so the pointer names
-        // `bufs.len()` valid `iovec`s that outlive the call; `writev` only reads them.
-        let n = unsafe {
-            libc::writev(
-                stream.as_raw_fd(),
-                bufs.as_ptr().cast::<libc::iovec>(),
-                bufs.len() as libc::c_int,
-            )
-        };
-        if n >= 0 {
-            return Ok(n as usize);
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
+        match socket.send_vectored_with_flags(bufs, SEND_FLAGS) {
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            result => return result,
         }
     }
 }

@@ -14,7 +14,7 @@ use io_uring::{cqueue, opcode, squeue, types};
 use ringmill_core::driver::{Completion, Flow, Slot, WriteNow};
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
-use std::os::fd::RawFd;
+use std::os::fd::{AsFd, BorrowedFd, RawFd};
 
 /// A receive completion kept for later delivery, in stream order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -270,8 +270,8 @@ fn pause(ring: &mut Ring, slot: Slot, conn: &mut Conn) {
 /// the connection's queue, which costs more than the system call from a few KiB on.
 ///
 /// Writes shorter than `min` bytes are declined (`Ok(0)`; see [`write_now_min`]).
-struct WriteNowFd {
-    fd: RawFd,
+struct WriteNowFd<'a> {
+    fd: BorrowedFd<'a>,
     min: usize,
 }
 
@@ -301,32 +301,18 @@ fn write_now_min(connections: usize) -> usize {
 /// A write through never blocks the loop and never raises `SIGPIPE`.
 const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
 
-impl WriteNow for WriteNowFd {
+impl WriteNow for WriteNowFd<'_> {
     fn write_now(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         let bufs = &bufs[..bufs.len().min(MAX_IOVECS)];
         if bufs.iter().map(|b| b.len()).sum::<usize>() < self.min {
             return Ok(0);
         }
-        // SAFETY: `msghdr` is plain old data: all-zero is a valid value (null pointers,
-        // zero lengths, no flags).
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        // `IoSlice` is guaranteed to be ABI compatible with `iovec` on Unix.
-        msg.msg_iov = bufs.as_ptr().cast::<libc::iovec>().cast_mut();
-        msg.msg_iovlen = bufs.len() as _;
+        let socket = socket2::SockRef::from(&self.fd);
         loop {
-            // The descriptor stays open while its connection is in the driver's table,
-            // which lasts beyond this delivery; `sendmsg` only reads `msg`, its iovecs and
-            // the memory they describe.
-            // SAFETY: `msg` points to `bufs.len()` valid `iovec`s that outlive the call.
-            let n = unsafe { libc::sendmsg(self.fd, &msg, SEND_FLAGS) };
-            if n >= 0 {
-                return Ok(n as usize);
-            }
-            let err = io::Error::last_os_error();
-            match err.kind() {
-                io::ErrorKind::Interrupted => {}
-                io::ErrorKind::WouldBlock => return Ok(0),
-                _ => return Err(err),
+            match socket.send_vectored_with_flags(bufs, SEND_FLAGS) {
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(0),
+                result => return result,
             }
         }
     }
@@ -353,7 +339,7 @@ where
         // Rule 8 of the driver contract: the socket may be written during the delivery
         // while no send of the core's is in flight.
         let mut now = WriteNowFd {
-            fd: conn.raw_fd(),
+            fd: conn.fd.as_fd(),
             min: write_now_min,
         };
         let direct = if conn.send_in_flight {

@@ -240,10 +240,13 @@ impl BufferPool {
         unsafe { std::slice::from_raw_parts_mut(ptr, self.buf_size) }
     }
 
-    /// The memory regions `(start, len)` backing the pool, for registration with a kernel.
+    /// The memory regions `(start, len)` backing the pool: the tests check their layout.
+    /// Nothing registers them with a kernel (the io_uring driver hands its buffers to a
+    /// provided-buffer ring, which needs no registration of the memory).
     ///
     /// Every start is aligned to [`PAGE_SIZE`] and every length is a multiple of it.
-    pub fn regions(&self) -> Vec<(*mut u8, usize)> {
+    #[cfg(test)]
+    pub(crate) fn regions(&self) -> Vec<(*mut u8, usize)> {
         self.regions
             .iter()
             .map(|r| (r.ptr.as_ptr(), r.layout.size()))

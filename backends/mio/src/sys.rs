@@ -4,8 +4,8 @@
 //!
 //! | platform | how a vanished peer is kept from raising `SIGPIPE` |
 //! |---|---|
-//! | Apple (macOS, iOS, ...) | `SO_NOSIGPIPE` set on every socket at registration; `sendmsg` |
-//! | other Unix (Linux, Android, the BSDs, illumos, ...) | `sendmsg(..., MSG_NOSIGNAL)` |
+//! | Apple (macOS, iOS, ...) | `SO_NOSIGPIPE` set on every socket at registration; `send` / `sendmsg` |
+//! | other Unix (Linux, Android, the BSDs, illumos, ...) | `send` / `sendmsg(..., MSG_NOSIGNAL)` |
 //! | Windows | there is no `SIGPIPE`; `WSASend` through `write_vectored` |
 //!
 //! Every call retries `EINTR` itself.
@@ -85,13 +85,18 @@ const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
 const SEND_FLAGS: libc::c_int = 0;
 
 /// Writes as much of `bufs` (at most [`MAX_IOV`] of them are used) as the socket takes
-/// without blocking, in one `sendmsg` with [`SEND_FLAGS`].
+/// without blocking, in one `send` (one buffer: the kernel then has no `msghdr` or iovec
+/// array to copy in) or `sendmsg`, with [`SEND_FLAGS`].
 #[cfg(unix)]
 pub(crate) fn send_vectored(stream: &TcpStream, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
     let bufs = &bufs[..bufs.len().min(MAX_IOV)];
     let socket = socket2::SockRef::from(stream);
     loop {
-        match socket.send_vectored_with_flags(bufs, SEND_FLAGS) {
+        let sent = match bufs {
+            [one] => socket.send_with_flags(one, SEND_FLAGS),
+            _ => socket.send_vectored_with_flags(bufs, SEND_FLAGS),
+        };
+        match sent {
             Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
             result => return result,
         }

@@ -264,10 +264,10 @@ fn pause(ring: &mut Ring, slot: Slot, conn: &mut Conn) {
 }
 
 /// A connection's socket as the core writes it during a `Received` (driver contract,
-/// rule 8): one non-blocking `sendmsg(2)` outside the ring. No operation of the ring
-/// writes to the socket meanwhile (none is offered while a send is in flight), so the
-/// stream's order holds; answering from the received buffer this way saves the copy into
-/// the connection's queue, which costs more than the system call from a few KiB on.
+/// rule 8): one non-blocking `send(2)` or `sendmsg(2)` outside the ring. No operation of
+/// the ring writes to the socket meanwhile (none is offered while a send is in flight), so
+/// the stream's order holds; answering from the received buffer this way saves the copy
+/// into the connection's queue, which costs more than the system call from a few KiB on.
 ///
 /// Writes shorter than `min` bytes are declined (`Ok(0)`; see [`write_now_min`]).
 struct WriteNowFd<'a> {
@@ -309,7 +309,12 @@ impl WriteNow for WriteNowFd<'_> {
         }
         let socket = socket2::SockRef::from(&self.fd);
         loop {
-            match socket.send_vectored_with_flags(bufs, SEND_FLAGS) {
+            // One buffer goes by `send`: the kernel has no `msghdr` or iovecs to copy in.
+            let sent = match bufs {
+                [one] => socket.send_with_flags(one, SEND_FLAGS),
+                _ => socket.send_vectored_with_flags(bufs, SEND_FLAGS),
+            };
+            match sent {
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(0),
                 result => return result,

@@ -22,7 +22,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ServerMetrics {
-    /// Connections open now.
+    /// Connections open now, as `connection_count()` counts them: a closing connection
+    /// until its `on_disconnect` has returned.
     pub open: usize,
     /// Connections accepted and admitted since the start.
     pub accepted: u64,

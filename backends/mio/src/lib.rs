@@ -22,11 +22,11 @@
 //!   `pause_recv` was called; reading then goes on at a later poll without a new edge, and
 //!   a poll that has such work left does not block.
 //! * **Sending.** `send` records the request's buffers (in storage reused between sends)
-//!   and writes at once, with vectored `sendmsg(MSG_NOSIGNAL)` (plain `sendmsg` on sockets
-//!   with `SO_NOSIGPIPE` on Apple systems), until everything is written or the socket would
-//!   block. If anything was written, or the write failed, the `Sent` is queued for the next
-//!   poll (which then does not block). If nothing could be written, the request waits for
-//!   the next writable event. A short send is reported as such; the core re-issues the rest.
+//!   and writes at once, with `send` for one buffer and vectored `sendmsg` for more
+//!   (`MSG_NOSIGNAL`; no flag on Apple systems, whose sockets get `SO_NOSIGPIPE`), until
+//!   everything is written or the socket would block. If anything was written, or the
+//!   write failed, the `Sent` is queued for the next poll (which then does not block). If
+//!   nothing could be written, the request waits for the next writable event. A short send is reported as such; the core re-issues the rest.
 //! * **Polling.** A `poll` first delivers what earlier calls queued (`Sent`, `Closed`, ...)
 //!   and the reads and accepts left over by a budget. If that delivered anything, the call
 //!   returns without asking the poller, every other time: the zero-timeout wait that would

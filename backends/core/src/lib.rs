@@ -47,6 +47,7 @@ mod service;
 pub mod sim;
 #[doc(hidden)]
 pub mod slots;
+pub mod sock;
 mod write_through;
 
 pub use admission::{AdmissionConfig, RateLimit, Refusal};

@@ -85,22 +85,12 @@ const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
 const SEND_FLAGS: libc::c_int = 0;
 
 /// Writes as much of `bufs` (at most [`MAX_IOV`] of them are used) as the socket takes
-/// without blocking, in one `send` (one buffer: the kernel then has no `msghdr` or iovec
-/// array to copy in) or `sendmsg`, with [`SEND_FLAGS`].
+/// without blocking, with [`SEND_FLAGS`], through the core's
+/// [`send_some`](ringmill_core::sock::send_some) (`send` for one buffer, `sendmsg` for more).
 #[cfg(unix)]
 pub(crate) fn send_vectored(stream: &TcpStream, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
     let bufs = &bufs[..bufs.len().min(MAX_IOV)];
-    let socket = socket2::SockRef::from(stream);
-    loop {
-        let sent = match bufs {
-            [one] => socket.send_with_flags(one, SEND_FLAGS),
-            _ => socket.send_vectored_with_flags(bufs, SEND_FLAGS),
-        };
-        match sent {
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-            result => return result,
-        }
-    }
+    ringmill_core::sock::send_some(&socket2::SockRef::from(stream), bufs, SEND_FLAGS)
 }
 
 /// Writes as much of `bufs` (at most [`MAX_IOV`] of them are used) as the socket takes

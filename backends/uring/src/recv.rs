@@ -308,17 +308,9 @@ impl WriteNow for WriteNowFd<'_> {
             return Ok(0);
         }
         let socket = socket2::SockRef::from(&self.fd);
-        loop {
-            // One buffer goes by `send`: the kernel has no `msghdr` or iovecs to copy in.
-            let sent = match bufs {
-                [one] => socket.send_with_flags(one, SEND_FLAGS),
-                _ => socket.send_vectored_with_flags(bufs, SEND_FLAGS),
-            };
-            match sent {
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(0),
-                result => return result,
-            }
+        match ringmill_core::sock::send_some(&socket, bufs, SEND_FLAGS) {
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(0),
+            result => result,
         }
     }
 }

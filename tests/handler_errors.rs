@@ -5,26 +5,10 @@
 mod common;
 
 use common::*;
-use std::io::{ErrorKind, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::sync::{Arc, Barrier};
 use std::thread;
-
-/// Reads to EOF or reset: the server closed the connection.
-fn expect_closed(stream: &mut TcpStream) {
-    match try_read_to_eof(stream, WAIT) {
-        Ok(_) => {}
-        Err((_, e)) if e.kind() == ErrorKind::ConnectionReset => {}
-        Err((_, e)) => panic!("the server should have closed the connection: {e}"),
-    }
-}
-
-/// One echo round trip.
-fn round_trip(stream: &mut TcpStream, data: &[u8]) {
-    stream.write_all(data).unwrap();
-    let got = read_exact_within(stream, data.len(), WAIT);
-    assert_bytes_eq(&got, data, "echo");
-}
 
 backend_matrix! {
     /// `on_data` returning `Err` ends that connection: `on_error(Some(id), HandlerError)`

@@ -9,7 +9,7 @@ mod common_child;
 
 use common::*;
 use ringmill::layer::Layer;
-use std::io::{self, ErrorKind, Write};
+use std::io::{self, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -104,21 +104,6 @@ impl Drop for Panicky {
             self.check(Method::Drop);
         }
     }
-}
-
-/// Reads to EOF or reset: the server closed the connection.
-fn expect_closed(stream: &mut TcpStream) {
-    match try_read_to_eof(stream, WAIT) {
-        Ok(_) => {}
-        Err((_, e)) if e.kind() == ErrorKind::ConnectionReset => {}
-        Err((_, e)) => panic!("the server should have closed the connection: {e}"),
-    }
-}
-
-fn round_trip(stream: &mut TcpStream, data: &[u8]) {
-    stream.write_all(data).unwrap();
-    let got = read_exact_within(stream, data.len(), WAIT);
-    assert_bytes_eq(&got, data, "echo");
 }
 
 /// One loop thread, an echo server whose second connection's layer panics in `method`:

@@ -1147,6 +1147,22 @@ pub fn try_read_to_eof(
     }
 }
 
+/// Reads to EOF or a reset within [`WAIT`]: the server closed the connection.
+pub fn expect_closed(stream: &mut TcpStream) {
+    match try_read_to_eof(stream, WAIT) {
+        Ok(_) => {}
+        Err((_, e)) if e.kind() == io::ErrorKind::ConnectionReset => {}
+        Err((_, e)) => panic!("the server should have closed the connection: {e}"),
+    }
+}
+
+/// Writes `data` and reads its echo within [`WAIT`].
+pub fn round_trip(stream: &mut TcpStream, data: &[u8]) {
+    stream.write_all(data).unwrap();
+    let got = read_exact_within(stream, data.len(), WAIT);
+    assert_bytes_eq(&got, data, "echo");
+}
+
 /// Whether `e` is a read/write timeout.
 pub fn is_timeout(e: &io::Error) -> bool {
     matches!(

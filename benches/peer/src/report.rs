@@ -1431,6 +1431,12 @@ mod tests {
         fs::read_to_string(md).unwrap()
     }
 
+    /// The report's section on the data path's targets.
+    fn limit_targets(md: &str) -> &str {
+        let targets = &md[md.find("### The data path at the limit").unwrap()..];
+        &targets[..targets.find("### Earlier targets").unwrap()]
+    }
+
     #[test]
     fn findings_of_another_run_are_left_out() {
         let dir = results("findings", &[("tokio", 64, 0, 100.0, 5.0)]);
@@ -1496,8 +1502,7 @@ mod tests {
         }
         let dir = results("plain", &rows);
         let md = render(&dir);
-        let targets = &md[md.find("### The data path at the limit").unwrap()..];
-        let targets = &targets[..targets.find("### Earlier targets").unwrap()];
+        let targets = limit_targets(&md);
         assert!(
             targets.contains("with 64 or more connections: **not met**\n  - 1 of 2 comparisons meet it\n  - misses in every repetition: 1 of 1; the others have repetitions on both sides of the target (within this run's noise)\n  - missed: mio client, 64 x 4 KiB x 16: ringmill-uring CPU us/msg 1.21 vs plain-mio 1.01 = 1.20x (repetitions 1.20-1.20x, every one misses)"),
             "{targets}"
@@ -1531,8 +1536,7 @@ mod tests {
         }
         let dir = results("sides", &rows);
         let md = render(&dir);
-        let targets = &md[md.find("### The data path at the limit").unwrap()..];
-        let targets = &targets[..targets.find("### Earlier targets").unwrap()];
+        let targets = limit_targets(&md);
         assert!(
             targets.contains("  - 0 of 2 comparisons meet it\n  - misses in every repetition: 1 of 2; the others have repetitions on both sides of the target"),
             "{targets}"

@@ -26,7 +26,8 @@
 //!   (`MSG_NOSIGNAL`; no flag on Apple systems, whose sockets get `SO_NOSIGPIPE`), until
 //!   everything is written or the socket would block. If anything was written, or the
 //!   write failed, the `Sent` is queued for the next poll (which then does not block). If
-//!   nothing could be written, the request waits for the next writable event. A short send is reported as such; the core re-issues the rest.
+//!   nothing could be written, the request waits for the next writable event. A short
+//!   send is reported as such; the core re-issues the rest.
 //! * **Polling.** A `poll` first delivers what earlier calls queued (`Sent`, `Closed`, ...)
 //!   and the reads and accepts left over by a budget. If that delivered anything, the call
 //!   returns without asking the poller, every other time: the zero-timeout wait that would

@@ -392,6 +392,15 @@ impl Line {
 }
 
 impl Check {
+    /// A check with no reference server.
+    fn new(target: impl Into<String>, lines: Vec<Line>) -> Check {
+        Check {
+            target: target.into(),
+            lines,
+            reference: None,
+        }
+    }
+
     fn met(&self) -> Option<bool> {
         if self.lines.is_empty() {
             None
@@ -479,24 +488,22 @@ fn limit_checks(d: &Data) -> Vec<Check> {
     let many = cells_where(d, |k| k.1 >= 64);
     let plain = d.has(PLAIN);
     let mut out = Vec::new();
-    out.push(Check {
-        target: "io_uring backend: server CPU per message <= 1.0x the plain loop's in every cell with 64 or more connections".into(),
-        lines: if plain {
+    out.push(Check::new(
+        "io_uring backend: server CPU per message <= 1.0x the plain loop's in every cell with 64 or more connections",
+        if plain {
             compare(d, &many, uring, PLAIN, "CPU us/msg", cpu, &|r| r <= 1.0)
         } else {
             Vec::new()
         },
-        reference: None,
-    });
-    out.push(Check {
-        target: "mio backend: server CPU per message <= 1.1x the plain loop's in every cell".into(),
-        lines: if plain {
+    ));
+    out.push(Check::new(
+        "mio backend: server CPU per message <= 1.1x the plain loop's in every cell",
+        if plain {
             compare(d, &all, mio, PLAIN, "CPU us/msg", cpu, &|r| r <= 1.1)
         } else {
             Vec::new()
         },
-        reference: None,
-    });
+    ));
     let mut lines = Vec::new();
     for s in [uring, mio] {
         lines.extend(compare(d, &all, s, BASELINE, "msg/s", rate_of, &|r| {
@@ -768,28 +775,25 @@ fn checks(d: &Data) -> Vec<Check> {
     lines.extend(compare(d, &c16, uring, BASELINE, "CPU us/msg", cpu, &|r| {
         r <= 0.80
     }));
-    out.push(Check {
-        target: "io_uring: server CPU per message <= 0.85x tokio's at 1 in flight (64 and 512 connections, both sizes), <= 0.8x at 16 in flight".into(),
+    out.push(Check::new(
+        "io_uring: server CPU per message <= 0.85x tokio's at 1 in flight (64 and 512 connections, both sizes), <= 0.8x at 16 in flight",
         lines,
-        reference: None,
-    });
+    ));
 
     let all = d.cells.clone();
     let mut lines = compare(d, &all, uring, mio, "CPU us/msg", cpu, &|r| r <= 1.05);
     lines.extend(compare(d, &all, uring, mio, "msg/s", rate_of, &|r| {
         r >= 0.95
     }));
-    out.push(Check {
-        target: "io_uring never more than 5 % behind the mio backend in any cell (CPU per message and messages/s), blocking client included".into(),
+    out.push(Check::new(
+        "io_uring never more than 5 % behind the mio backend in any cell (CPU per message and messages/s), blocking client included",
         lines,
-        reference: None,
-    });
+    ));
 
-    out.push(Check {
-        target: "mio backend: server CPU per message <= 1.0x tokio's in every cell".into(),
-        lines: compare(d, &all, mio, BASELINE, "CPU us/msg", cpu, &|r| r <= 1.0),
-        reference: None,
-    });
+    out.push(Check::new(
+        "mio backend: server CPU per message <= 1.0x tokio's in every cell",
+        compare(d, &all, mio, BASELINE, "CPU us/msg", cpu, &|r| r <= 1.0),
+    ));
 
     let big16 = cells_where(d, |k| k.0 == "mio" && k.2 == 4096 && k.3 == 16);
     let mut lines = Vec::new();
@@ -798,11 +802,10 @@ fn checks(d: &Data) -> Vec<Check> {
             r >= 4.0
         }));
     }
-    out.push(Check {
-        target: "both backends: 4 KiB x 16 in flight: >= 4x tokio's messages/s".into(),
+    out.push(Check::new(
+        "both backends: 4 KiB x 16 in flight: >= 4x tokio's messages/s",
         lines,
-        reference: None,
-    });
+    ));
 
     let c512 = cells_where(d, |k| k.0 == "mio" && k.1 == 512);
     let mut lines = Vec::new();
@@ -811,11 +814,10 @@ fn checks(d: &Data) -> Vec<Check> {
             r <= 0.25
         }));
     }
-    out.push(Check {
-        target: "both backends: 512 connections: p99 RTT <= 0.25x tokio's".into(),
+    out.push(Check::new(
+        "both backends: 512 connections: p99 RTT <= 0.25x tokio's",
         lines,
-        reference: None,
-    });
+    ));
 
     let c64 = cells_where(d, |k| k.1 == 64);
     let mut lines = Vec::new();
@@ -824,12 +826,10 @@ fn checks(d: &Data) -> Vec<Check> {
             r >= 1.6
         }));
     }
-    out.push(Check {
-        target: "both backends: >= 1.6x mill-net 4.0 (pool mode) messages/s at 64 connections"
-            .into(),
+    out.push(Check::new(
+        "both backends: >= 1.6x mill-net 4.0 (pool mode) messages/s at 64 connections",
         lines,
-        reference: None,
-    });
+    ));
 
     let pp = cells_where(d, |k| k.1 == 1 && k.2 == 64 && k.3 == 1);
     let mut lines = Vec::new();
@@ -838,11 +838,10 @@ fn checks(d: &Data) -> Vec<Check> {
             r <= 1.0
         }));
     }
-    out.push(Check {
-        target: "both backends: 1-connection ping-pong (64 B) p50 RTT <= tokio's".into(),
+    out.push(Check::new(
+        "both backends: 1-connection ping-pong (64 B) p50 RTT <= tokio's",
         lines,
-        reference: None,
-    });
+    ));
 
     let idle = |s: &str| d.idle.iter().find(|(k, _, _)| k == s).map(|(_, v, _)| *v);
     let mut lines = Vec::new();
@@ -862,14 +861,13 @@ fn checks(d: &Data) -> Vec<Check> {
             }
         }
     }
-    out.push(Check {
-        target: format!(
+    out.push(Check::new(
+        format!(
             "idle memory: <= 1 KiB of server RSS per idle connection at {} connections on io_uring, and below tokio's on both backends",
             d.idle_conns
         ),
         lines,
-        reference: None,
-    });
+    ));
 
     let mut lines = Vec::new();
     for s in [uring, mio] {
@@ -886,11 +884,10 @@ fn checks(d: &Data) -> Vec<Check> {
             }
         }
     }
-    out.push(Check {
-        target: "zero allocations per message on the steady-state echo path (counting allocator in the server process, mio client cells)".into(),
+    out.push(Check::new(
+        "zero allocations per message on the steady-state echo path (counting allocator in the server process, mio client cells)",
         lines,
-        reference: None,
-    });
+    ));
     out
 }
 
